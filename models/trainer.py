@@ -64,6 +64,22 @@ def kaiming_init(module: nn.Module) -> None:
 
 
 @dataclass
+class FoldOutcome:
+    """What a model family's `train_and_evaluate` returns for one fold and seed.
+
+    metrics: condition name (e.g. "avl", "azz", ..., "average") -> {"wa", "ua", "macro_f1", "weighted_f1"};
+    predictions: condition -> (y_true, y_pred) integer arrays on the test set; state: the selected weights;
+    history: one row per epoch; extras: anything a report may plot (embeddings, ...).
+    """
+
+    metrics: dict[str, dict[str, float]]
+    state: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class FitResult:
     best_state: dict[str, Any]
     best_epoch: int
