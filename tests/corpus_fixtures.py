@@ -1,0 +1,174 @@
+"""Tiny corpus trees in each release's exact on-disk format, with the traps of docs/corpora.md, built by code.
+
+Media are 0.5 s: wavs written with soundfile, avi with OpenCV, mp4/flv (which need an audio track or a codec
+OpenCV cannot tag) with the ffmpeg binary that imageio-ffmpeg ships. Each kind of media file is encoded once per
+process and copied, so a fixture tree costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+import soundfile as sf
+
+SECONDS = 0.5
+# What a macOS tarball leaves next to each file: an AppleDouble header (magic 0x00051607) and binary junk.
+APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02\xff\xfe\x80"
+LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\n"
+               "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+               "size 73816\n")
+
+
+@functools.cache
+def _template_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="affectflow-media-"))
+
+
+@functools.cache
+def _wav(sample_rate: int) -> Path:
+    path = _template_dir() / f"tone_{sample_rate}.wav"
+    t = np.arange(int(SECONDS * sample_rate)) / sample_rate
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 220.0 * t)).astype(np.float32), sample_rate, subtype="PCM_16")
+    return path
+
+
+@functools.cache
+def _avi(fourcc: str, width: int, height: int) -> Path:
+    """A split-screen clip: left half red, right half blue (IEMOCAP's two actors side by side)."""
+    path = _template_dir() / f"clip_{fourcc}_{width}x{height}.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {fourcc} avi here")
+    frame = np.zeros((height, width, 3), np.uint8)
+    frame[:, : width // 2] = (0, 0, 200)
+    frame[:, width // 2:] = (200, 0, 0)
+    for _ in range(int(SECONDS * 10)):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@functools.cache
+def _ffmpeg_clip(suffix: str) -> Path:
+    """An mp4 (MPEG-4 video + AAC audio, MELD) or flv (Sorenson FLV1 + MP3-free PCM-less audio, CREMA-D) clip."""
+    path = _template_dir() / f"clip.{suffix}"
+    codecs = {"mp4": ["-c:v", "mpeg4", "-c:a", "aac"], "flv": ["-c:v", "flv1", "-c:a", "adpcm_swf"]}[suffix]
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+                    "-f", "lavfi", "-i", f"color=c=green:s=64x48:r=10:d={SECONDS}",
+                    "-f", "lavfi", "-i", f"sine=frequency=330:sample_rate=16000:duration={SECONDS}",
+                    *codecs, "-ar", "22050" if suffix == "flv" else "16000", "-shortest", str(path)],
+                   check=True, capture_output=True)
+    return path
+
+
+def put(template: Path, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, dest)
+    return dest
+
+
+def put_wav(dest: Path, sample_rate: int = 16000) -> Path:
+    return put(_wav(sample_rate), dest)
+
+
+def put_avi(dest: Path, fourcc: str = "XVID", width: int = 96, height: int = 48) -> Path:
+    return put(_avi(fourcc, width, height), dest)
+
+
+def put_mp4(dest: Path) -> Path:
+    return put(_ffmpeg_clip("mp4"), dest)
+
+
+def put_flv(dest: Path) -> Path:
+    return put(_ffmpeg_clip("flv"), dest)
+
+
+def put_text(dest: Path, text: str, encoding: str = "utf-8", newline: str = "\n") -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(text.replace("\n", newline).encode(encoding))
+    return dest
+
+
+def put_appledouble(dest: Path) -> Path:
+    """The `._name` twin macOS tar adds beside `dest`."""
+    twin = dest.parent / f"._{dest.name}"
+    twin.parent.mkdir(parents=True, exist_ok=True)
+    twin.write_bytes(APPLEDOUBLE)
+    return twin
+
+
+# ---------------------------------------------------------------------------------------------------------- IEMOCAP
+# (utt_id, start, end, code, (V, A, D), transcript or None). Listed as EmoEvaluation lists them: all turns of
+# the F actor first, then the M actor's, so the file order is not the time order.
+IEMOCAP_DIALOGUES: dict[str, list[tuple[str, float, float, str, tuple[float, float, float], str | None]]] = {
+    "Ses01F_impro05a": [
+        ("Ses01F_impro05a_F000", 0.0100, 0.1500, "neu", (2.5, 2.5, 2.5), "Excuse me."),
+        ("Ses01F_impro05a_F001", 0.2600, 0.3800, "exc", (4.0, 3.5, 3.0), "Yeah, I got it!"),
+        ("Ses01F_impro05a_M000", 0.1600, 0.2500, "xxx", (2.0, 3.0, 3.0), "Do you have your forms?"),
+        ("Ses01F_impro05a_M001", 0.3900, 0.4900, "fru", (1.5, 3.5, 3.5), "That's out of control."),
+    ],
+    "Ses01M_script01_1": [
+        ("Ses01M_script01_1_F000", 0.0500, 0.2000, "hap", (4.5, 3.0, 3.0), "Oh, it's you."),
+        ("Ses01M_script01_1_F001", 0.3000, 0.4500, "sad", (1.5, 2.0, 2.0), "I miss him."),
+        ("Ses01M_script01_1_M000", 0.2100, 0.2900, "ang", (1.0, 4.5, 4.0), "Leave it!"),
+    ],
+    "Ses02M_impro08b": [
+        ("Ses02M_impro08b_M000", 0.0200, 0.2000, "sur", (3.0, 4.0, 3.0), "Really?"),
+        ("Ses02M_impro08b_F000", 0.2500, 0.4000, "neu", (3.0, 2.0, 3.0), None),
+    ],
+}
+IEMOCAP_NO_VIDEO = {"Ses02M_impro08b"}
+
+_CATEGORY_WORDS = {"neu": "Neutral", "hap": "Happiness", "exc": "Excited", "sad": "Sadness", "ang": "Anger",
+                   "fru": "Frustration", "sur": "Surprise", "xxx": "Other"}
+
+
+def iemocap_emo_evaluation(dialogue: str) -> str:
+    lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+    for utt, start, end, code, (v, a, d), _ in IEMOCAP_DIALOGUES[dialogue]:
+        word = _CATEGORY_WORDS[code]
+        lines += [f"[{start:.4f} - {end:.4f}]\t{utt}\t{code}\t[{v:.4f}, {a:.4f}, {d:.4f}]",
+                  f"C-E2:\t{word};\t()", f"C-E3:\t{word}; Frustration;\t()", f"C-F1:\t{word};\t()",
+                  "A-E3:\tval 3; act 2; dom  2;\t()", "A-F1:\tval 2; act 3; dom  3;\t(a note; with semicolons)",
+                  ""]
+    return "\n".join(lines) + "\n"
+
+
+def iemocap_transcription(dialogue: str) -> str:
+    rows = sorted(IEMOCAP_DIALOGUES[dialogue], key=lambda r: r[1])
+    lines = [f"{utt} [{start:08.4f}-{end:08.4f}]: {text}" for utt, start, end, _, _, text in rows if text]
+    # an id with XX (no wav, no EmoEvaluation block) and a line that is not `ID [t0-t1]: text`
+    lines.insert(1, f"{dialogue}_MXX0 [000.1500-000.1600]: [BREATHING]")
+    lines.append("M: [LAUGHTER]")
+    return "\n".join(lines) + "\n"
+
+
+def iemocap_tree(base: Path) -> Path:
+    """`IEMOCAP_full_release/` with Session1 (2 dialogues) and Session2 (1 dialogue, no avi)."""
+    root = base / "IEMOCAP_full_release"
+    put_text(root / "Documentation" / "README.txt", "IEMOCAP full release\n")
+    for dialogue in IEMOCAP_DIALOGUES:
+        session_dir = root / f"Session{int(dialogue[3:5])}"
+        evaluation = put_text(session_dir / "dialog" / "EmoEvaluation" / f"{dialogue}.txt",
+                              iemocap_emo_evaluation(dialogue))
+        put_appledouble(evaluation)
+        first = IEMOCAP_DIALOGUES[dialogue][0][0]
+        put_text(session_dir / "dialog" / "EmoEvaluation" / "Categorical" / f"{dialogue}_e2_cat.txt",
+                 f"{first} :Neutral state; ()\n")
+        put_text(session_dir / "dialog" / "EmoEvaluation" / "Attribute" / f"{dialogue}_e3_atr.txt",
+                 f"{first} :act 4; :val 3; :dom 2; ()\n")
+        put_text(session_dir / "dialog" / "transcriptions" / f"{dialogue}.txt", iemocap_transcription(dialogue))
+        put_wav(session_dir / "dialog" / "wav" / f"{dialogue}.wav")
+        if dialogue not in IEMOCAP_NO_VIDEO:
+            put_appledouble(put_avi(session_dir / "dialog" / "avi" / "DivX" / f"{dialogue}.avi"))
+        for utt, *_ in IEMOCAP_DIALOGUES[dialogue]:
+            wav = put_wav(session_dir / "sentences" / "wav" / dialogue / f"{utt}.wav")
+        put_appledouble(wav)
+    return root
