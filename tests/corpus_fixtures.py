@@ -172,3 +172,69 @@ def iemocap_tree(base: Path) -> Path:
             wav = put_wav(session_dir / "sentences" / "wav" / dialogue / f"{utt}.wav")
         put_appledouble(wav)
     return root
+
+
+# ------------------------------------------------------------------------------------------------------------- MELD
+MELD_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime"
+# split -> rows (utterance, speaker, emotion, sentiment, dialogue, utterance id, season, episode, start, end);
+# train has no dialogue 1 (an id gap) and no utterance 1 in dialogue 2; times use both `00:` and `0:` hours.
+MELD_ROWS: dict[str, list[tuple[str, str, str, str, int, int, int, int, str, str]]] = {
+    "train": [
+        ("also I was the point person on my company\u2019s transition from the KL-5 to GR-6 system.", "Chandler",
+         "neutral", "neutral", 0, 0, 8, 21, "00:16:16,059", "00:16:21,731"),
+        ("You must\u2019ve had your hands full.", "The Interviewer", "neutral", "neutral", 0, 1, 8, 21,
+         "0:16:21,940", "0:16:23,442"),
+        ("\u201cOh my God\u2026\u201d, she said, \"no way\"", "Monica", "surprise", "positive", 2, 0, 1, 3,
+         "00:05:01,100", "00:05:03,000"),
+        ("Yeah!", "Joey", "joy", "positive", 2, 2, 1, 3, "00:05:04,000", "00:05:04,900"),
+        ("I\u2019m fine.", "Ross", "sadness", "negative", 125, 3, 3, 7, "00:10:00,000", "00:10:01,500"),
+    ],
+    "dev": [
+        ("Get out!", "Rachel", "anger", "negative", 0, 0, 4, 1, "00:01:00,000", "00:01:01,000"),
+        ("Oh, honey.", "Phoebe", "sadness", "negative", 0, 1, 4, 1, "00:01:01,200", "00:01:02,000"),
+        ("Ew.", "Mrs. Geller", "disgust", "negative", 110, 7, 5, 2, "00:02:00,000", "00:02:01,000"),
+    ],
+    "test": [
+        ("What was that?", "Ross", "fear", "negative", 0, 0, 6, 9, "0:00:10,000", "0:00:11,500"),
+        ("Nothing.", "Rachel", "neutral", "neutral", 0, 1, 6, 9, "0:00:11,600", "0:00:12,000"),
+    ],
+}
+MELD_CLIP_DIRS = {"train": "train_splits", "dev": "dev_splits_complete", "test": "output_repeated_splits_test"}
+MELD_MISSING = {("dev", 110, 7)}  # dev_splits_complete/dia110_utt7.mp4 is missing in the release
+MELD_CORRUPT = ("train", 125, 3)  # train_splits/dia125_utt3.mp4 does not decode
+MELD_UNANNOTATED = {"dev": ["dia49_utt4.mp4", "dia66_utt9.mp4"],
+                    "test": ["dia108_utt2.mp4", "final_videos_testdia101_utt0.mp4"]}
+
+
+def _csv_field(value: str) -> str:
+    if any(ch in value for ch in ',"\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def meld_csv(split: str) -> str:
+    lines = [MELD_HEADER]
+    for number, row in enumerate(MELD_ROWS[split], start=1):
+        lines.append(",".join(_csv_field(str(v)) for v in (number, *row)))
+    return "\n".join(lines) + "\n"
+
+
+def meld_tree(base: Path, encoding: str = "utf-8") -> Path:
+    """An extracted MELD.Raw folder: CRLF CSVs (in `encoding`) and the three clip folders with the known faults."""
+    root = base / "MELD.Raw"
+    for split, rows in MELD_ROWS.items():
+        put_text(root / f"{split}_sent_emo.csv", meld_csv(split), encoding=encoding, newline="\r\n")
+        clip_dir = root / MELD_CLIP_DIRS[split]
+        for row in rows:
+            key = (split, row[4], row[5])
+            dest = clip_dir / f"dia{row[4]}_utt{row[5]}.mp4"
+            if key in MELD_MISSING:
+                continue
+            if key == MELD_CORRUPT:
+                put_text(dest, "\x00\x00\x00\x18ftypmp42 truncated")
+            else:
+                put_mp4(dest)
+        for name in MELD_UNANNOTATED.get(split, []):
+            put_mp4(clip_dir / name)
+        put_appledouble(clip_dir / "dia0_utt0.mp4")
+    return root
