@@ -238,3 +238,51 @@ def meld_tree(base: Path, encoding: str = "utf-8") -> Path:
             put_mp4(clip_dir / name)
         put_appledouble(clip_dir / "dia0_utt0.mp4")
     return root
+
+
+# ------------------------------------------------------------------------------------------------------- MSP-IMPROV
+# (id, consensus letter, {A, V, D[, N]} with None = NaN in the file, transcript or None, has avi)
+MSP_RATINGS: list[tuple[str, str, dict[str, float | None], str | None, bool]] = [
+    ("MSP-IMPROV-S01A-F01-S-FM01", "A", {"A": 4.2, "V": 1.8, "D": 3.6, "N": 3.0}, "I can't believe you did it.",
+     True),
+    ("MSP-IMPROV-S01A-M01-R-MF01", "N", {"A": 2.4, "V": 3.0, "D": 2.8}, "I can't believe you did it.", True),
+    ("MSP-IMPROV-S02H-F01-P-FM03", "H", {"A": 3.8, "V": 4.4, "D": 3.2, "N": 4.2}, "That's great news.", False),
+    ("MSP-IMPROV-S02H-M01-T-MF02", "O", {"A": 3.0, "V": 3.0, "D": 3.0, "N": 3.5}, "Hmm, okay.", True),
+    ("MSP-IMPROV-S05S-F02-S-FM01", "S", {"A": 1.6, "V": 1.4, "D": 2.0, "N": 3.9}, None, True),
+    ("MSP-IMPROV-S05S-M02-T-MF01", "X", {"A": 2.0, "V": None, "D": 2.5, "N": 2.0}, "Why?", True),
+]
+MSP_UNRATED = "MSP-IMPROV-S05S-M02-P-MF09"  # media without a consensus line
+_RATER_WORDS = {"A": "Angry", "H": "Happy", "S": "Sad", "N": "Neutral", "O": "Other", "X": "Other"}
+
+
+def msp_evaluation() -> str:
+    lines = []
+    for utt, code, values, _, _ in MSP_RATINGS:
+        def value(key: str) -> str:
+            number = values[key]
+            return "NaN" if number is None else f"{number:.6f}"
+        consensus = f"UTD-{utt[4:]}.avi; {code}; A:{value('A')}; V:{value('V')}; D:{value('D')}"
+        consensus += f" ; N:{value('N')};" if "N" in values else ";"  # the irregular space before `; N:`
+        lines.append(consensus)
+        for rater in ("E01", "E02", "E03"):
+            lines.append(f"{rater}; {_RATER_WORDS[code]}; Frustrated,Annoyed; A:3.000000; V:2.000000; "
+                         "D:3.000000; N:3.000000;")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def msp_tree(base: Path, packaging: str = "release", evaluation_name: str = "Evaluation.txt") -> Path:
+    """MSP-IMPROV with media as `session1/S01A/S/<id>.*` (`release`) or `Audio/...` + `Video/...` (`split`)."""
+    root = base / "MSP-IMPROV"
+    put_text(root / evaluation_name, msp_evaluation())
+    for utt, _, _, transcript, has_avi in MSP_RATINGS + [(MSP_UNRATED, "", {}, None, True)]:
+        scenario, actor, condition = utt.split("-")[2:5]
+        folder = Path(f"session{int(actor[1:])}") / scenario / condition
+        audio_dir = root / folder if packaging == "release" else root / "Audio" / folder
+        video_dir = root / folder if packaging == "release" else root / "Video" / folder
+        put_appledouble(put_wav(audio_dir / f"{utt}.wav", sample_rate=44100))
+        if has_avi:
+            put_avi(video_dir / f"{utt}.avi", fourcc="MJPG", width=64, height=48)
+        if transcript is not None:
+            put_text(root / "All_human_transcriptions" / f"{utt}.txt", transcript + "\n")
+    return root
