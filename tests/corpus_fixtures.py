@@ -57,7 +57,7 @@ def _avi(fourcc: str, width: int, height: int) -> Path:
 
 @functools.cache
 def _ffmpeg_clip(suffix: str) -> Path:
-    """An mp4 (MPEG-4 video + AAC audio, MELD) or flv (Sorenson FLV1 + MP3-free PCM-less audio, CREMA-D) clip."""
+    """An mp4 (MPEG-4 video + AAC audio, as MELD's) or flv (Sorenson FLV1 video + Flash ADPCM audio, CREMA-D) clip."""
     path = _template_dir() / f"clip.{suffix}"
     codecs = {"mp4": ["-c:v", "mpeg4", "-c:a", "aac"], "flv": ["-c:v", "flv1", "-c:a", "adpcm_swf"]}[suffix]
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
@@ -285,4 +285,43 @@ def msp_tree(base: Path, packaging: str = "release", evaluation_name: str = "Eva
             put_avi(video_dir / f"{utt}.avi", fourcc="MJPG", width=64, height=48)
         if transcript is not None:
             put_text(root / "All_human_transcriptions" / f"{utt}.txt", transcript + "\n")
+    return root
+
+
+# --------------------------------------------------------------------------------------------------------- CREMA-D
+# clip -> (VoiceVote, FaceVote, MultiModalVote) of processedResults/summaryTable.csv; "A:N" is a tie
+CREMA_CLIPS: dict[str, tuple[str, str, str]] = {
+    "1001_DFA_ANG_XX": ("A", "A", "A"),
+    "1001_IEO_HAP_HI": ("H", "N", "H"),
+    "1001_IEO_NEU_XX": ("N", "N", "N"),
+    "1002_ITS_FEA_XX": ("S", "F", "F"),
+    "1002_TSI_DIS_XX": ("A:N", "D", "D"),
+    "1091_WSI_SAD_LO": ("S", "S", "S"),
+}
+CREMA_BLANK_FLV = "1002_ITS_FEA_XX"  # blank media files exist in the release (CREMA-D issue #13)
+
+
+def crema_tree(base: Path, lfs: bool = False, bad_name: bool = False) -> Path:
+    """A CREMA-D checkout; `lfs` makes every media file a Git LFS pointer; `bad_name` adds 1040_ITH_SAD_X.wav."""
+    root = base / "CREMA-D"
+    for clip in CREMA_CLIPS:
+        if lfs:
+            put_text(root / "AudioWAV" / f"{clip}.wav", LFS_POINTER)
+            put_text(root / "VideoFlash" / f"{clip}.flv", LFS_POINTER)
+            continue
+        put_wav(root / "AudioWAV" / f"{clip}.wav")
+        if clip == CREMA_BLANK_FLV:
+            put_text(root / "VideoFlash" / f"{clip}.flv", "")
+        else:
+            put_flv(root / "VideoFlash" / f"{clip}.flv")
+    if bad_name:
+        put_wav(root / "AudioWAV" / "1040_ITH_SAD_X.wav")
+    put_appledouble(root / "AudioWAV" / "1001_DFA_ANG_XX.wav")
+    put_text(root / "VideoDemographics.csv", "ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,Caucasian,Not Hispanic\n"
+             "1002,21,Female,Caucasian,Not Hispanic\n1091,29,Female,Asian,Not Hispanic\n")
+    put_text(root / "SentenceFilenames.csv", "Stimulus_Number,Filename\n1,IEO\n2,TIE\n")
+    lines = [",FileName,VoiceVote,VoiceLevel,FaceVote,FaceLevel,MultiModalVote,MultiModalLevel"]
+    for number, (clip, (voice, face, both)) in enumerate(CREMA_CLIPS.items(), start=1):
+        lines.append(f"{number},{clip},{voice},60,{face},70,{both},80")
+    put_text(root / "processedResults" / "summaryTable.csv", "\n".join(lines) + "\n")
     return root
