@@ -258,11 +258,9 @@ _RATER_WORDS = {"A": "Angry", "H": "Happy", "S": "Sad", "N": "Neutral", "O": "Ot
 def msp_evaluation() -> str:
     lines = []
     for utt, code, values, _, _ in MSP_RATINGS:
-        def value(key: str) -> str:
-            number = values[key]
-            return "NaN" if number is None else f"{number:.6f}"
-        consensus = f"UTD-{utt[4:]}.avi; {code}; A:{value('A')}; V:{value('V')}; D:{value('D')}"
-        consensus += f" ; N:{value('N')};" if "N" in values else ";"  # the irregular space before `; N:`
+        shown = {k: "NaN" if v is None else f"{v:.6f}" for k, v in values.items()}
+        consensus = f"UTD-{utt[4:]}.avi; {code}; A:{shown['A']}; V:{shown['V']}; D:{shown['D']}"
+        consensus += f" ; N:{shown['N']};" if "N" in shown else ";"  # the irregular space before `; N:`
         lines.append(consensus)
         for rater in ("E01", "E02", "E03"):
             lines.append(f"{rater}; {_RATER_WORDS[code]}; Frustrated,Annoyed; A:3.000000; V:2.000000; "
@@ -324,4 +322,28 @@ def crema_tree(base: Path, lfs: bool = False, bad_name: bool = False) -> Path:
     for number, (clip, (voice, face, both)) in enumerate(CREMA_CLIPS.items(), start=1):
         lines.append(f"{number},{clip},{voice},60,{face},70,{both},80")
     put_text(root / "processedResults" / "summaryTable.csv", "\n".join(lines) + "\n")
+    return root
+
+
+# --------------------------------------------------------------------------------------------------------- RAVDESS
+# relative path -> kind; the zips extracted each into its own folder, as a lab that unpacks them one by one would
+RAVDESS_FILES = [
+    "Audio_Speech_Actors_01-24/Actor_01/03-01-01-01-01-01-01.wav",
+    "Audio_Speech_Actors_01-24/Actor_01/03-01-05-02-02-01-01.wav",
+    "Audio_Speech_Actors_01-24/Actor_02/03-01-03-01-02-02-02.wav",
+    "Audio_Song_Actors_01-24/Actor_01/03-02-02-01-01-01-01.wav",
+    "Video_Speech_Actor_01/Actor_01/01-01-01-01-01-01-01.mp4",
+    "Video_Speech_Actor_01/Actor_01/02-01-01-01-01-01-01.mp4",
+    "Video_Speech_Actor_02/Actor_02/01-01-03-01-02-02-02.mp4",
+    "Video_Speech_Actor_02/Actor_02/02-01-08-02-01-01-02.mp4",
+]
+
+
+def ravdess_tree(base: Path) -> Path:
+    root = base / "RAVDESS"
+    for name in RAVDESS_FILES:
+        if name.endswith(".wav"):
+            put_appledouble(put_wav(root / name, sample_rate=48000))
+        else:
+            put_mp4(root / name)
     return root

@@ -127,7 +127,8 @@ def test_custom_class_list(root: Path) -> None:
 @pytest.mark.parametrize("options, message", [
     ({"label_set": "5class"}, "label_set"),
     ({"label_set": "6class", "classes": ["ang", "happy"]}, "match no label code"),
-    ({"classes": ["ang", "happy"]}, "set label_map too"),
+    ({"classes": ["ang", "happy"]}, "match no label code"),
+    ({"classes": ["ang", "hap"], "label_map": {"exc": "happy"}}, "not in classes"),
     ({"label_map": {"excited": "hap"}}, "not a label code"),
     ({"face_region": {"mocap": "top", "partner": "right"}}, "top"),
     ({"sessions": [6]}, "sessions"),

@@ -26,6 +26,7 @@ ADAPTERS: dict[str, str] = {
     "meld": "pipeline.corpora.meld",
     "msp_improv": "pipeline.corpora.msp_improv",
     "crema_d": "pipeline.corpora.crema_d",
+    "ravdess": "pipeline.corpora.ravdess",
 }
 
 

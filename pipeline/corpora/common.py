@@ -105,7 +105,9 @@ def label_scheme(corpus: str, options: Mapping[str, Any], presets: Mapping[str, 
     """Resolve the options `label_set` (a preset name), `classes`, `label_map` and `keep_unlabelled`.
 
     A preset gives the published class list and code map; `classes` / `label_map`, when set, replace the
-    preset's. Map keys must be raw codes of the corpus and map targets must be classes, so a typo fails here.
+    preset's (so `classes` alone narrows a preset: codes mapped outside it become unlabelled). Map keys must be
+    raw codes of the corpus, a given map's targets must be classes, and every class must be reachable from some
+    code, so a typo fails here rather than silently emptying a class.
     """
     name = option_choice(corpus, options, "label_set", sorted(presets))
     preset = presets[name]
@@ -118,7 +120,8 @@ def label_scheme(corpus: str, options: Mapping[str, Any], presets: Mapping[str, 
     if len(set(classes)) != len(classes):
         raise CorpusOptionError(f"{corpus}: option 'classes' repeats a name: {list(classes)}")
     label_map = options.get("label_map")
-    if label_map is None:
+    given = label_map is not None
+    if not given:
         label_map = preset.get("label_map", {})
     if not isinstance(label_map, Mapping):
         raise CorpusOptionError(f"{corpus}: option 'label_map' must be a mapping, got {label_map!r}")
@@ -127,9 +130,11 @@ def label_scheme(corpus: str, options: Mapping[str, Any], presets: Mapping[str, 
         if raw not in codes:
             raise CorpusOptionError(f"{corpus}: label_map key {raw!r} is not a label code of the corpus "
                                     f"({sorted(codes)})")
-        if target not in classes:
+        # a preset's map may point outside a narrower class list (those codes become unlabelled); a map the
+        # user wrote may not: a target outside the classes is a typo
+        if given and target not in classes:
             raise CorpusOptionError(f"{corpus}: label_map maps {raw!r} to {target!r}, which is not in "
-                                    f"classes {list(classes)} (set label_map too when you set classes)")
+                                    f"classes {list(classes)}")
     reachable = {label_map.get(code, code) for code in codes}
     unreachable = [c for c in classes if c not in reachable]
     if unreachable:
