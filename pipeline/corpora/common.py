@@ -7,6 +7,7 @@ Git LFS pointer files left by a clone without git-lfs.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import logging
 import os
@@ -79,6 +80,19 @@ def option_list(corpus: str, options: Mapping[str, Any], name: str, allowed: Ite
         if bad:
             raise CorpusOptionError(f"{corpus}: option {name!r} has {bad}, allowed: {allowed}")
     return list(value)
+
+
+def option_encoding(corpus: str, options: Mapping[str, Any], name: str = "encoding") -> str:
+    """`auto` or a text encoding Python knows (utf-8, cp1252, latin-1, ...)."""
+    value = options[name]
+    if value == "auto":
+        return value
+    try:
+        codecs.lookup(value)
+    except (LookupError, TypeError):
+        raise CorpusOptionError(f"{corpus}: option {name!r} must be 'auto' or a text encoding, got {value!r}") \
+            from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -189,30 +203,37 @@ def relative(path: Path, root: Path) -> str:
 
 
 def decode_text(data: bytes, source: str | Path, encoding: str = "auto") -> tuple[str, str]:
-    """Text of a corpus file and the encoding used; `auto` tries UTF-8 (BOM dropped), then cp1252.
+    """Text of a corpus file and the encoding found; `auto` = UTF-8 (BOM dropped), else cp1252 line by line.
 
-    Some mirrors of MELD and IEMOCAP re-encoded the text files as cp1252; a UTF-8 decode of those fails on
-    the first curly quote, while cp1252 never mistakes valid multi-byte UTF-8 for text of its own in practice.
+    Some mirrors of MELD re-encoded the CSVs as cp1252, and hand-edited copies mix the two: a UTF-8 decode of
+    those fails on the first cp1252 curly quote. Decoding line by line keeps the UTF-8 lines intact and reads the
+    others as cp1252; the encoding reported is `utf-8`, `cp1252` or `utf-8+cp1252`.
     """
     if encoding == "auto":
         try:
             return data.decode("utf-8-sig"), "utf-8"
         except UnicodeDecodeError:
             pass
-        try:
-            return data.decode("cp1252"), "cp1252"
-        except UnicodeDecodeError as err:
-            line = data[:err.start].count(b"\n") + 1
-            raise ManifestError(f"neither UTF-8 nor cp1252 text (byte 0x{data[err.start]:02x}); set the "
-                                "corpus option 'encoding'", source=source, line=line) from None
+        lines, found = [], set()
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            try:
+                lines.append(raw.decode("utf-8"))
+                if not raw.isascii():
+                    found.add("utf-8")
+            except UnicodeDecodeError:
+                try:
+                    lines.append(raw.decode("cp1252"))
+                    found.add("cp1252")
+                except UnicodeDecodeError as err:
+                    raise ManifestError(f"neither UTF-8 nor cp1252 text (byte 0x{raw[err.start]:02x}); set the "
+                                        "corpus option 'encoding'", source=source, line=number) from None
+        return "\n".join(lines).removeprefix("\ufeff"), "+".join(sorted(found, reverse=True))
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         raise ManifestError(f"not valid {encoding} (byte 0x{data[err.start]:02x}); try the corpus option "
                             "encoding: auto", source=source, line=line) from None
-    except LookupError:
-        raise CorpusOptionError(f"unknown text encoding {encoding!r}") from None
     return text.removeprefix("\ufeff"), encoding
 
 

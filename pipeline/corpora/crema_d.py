@@ -31,6 +31,7 @@ from pipeline.corpora.common import (
     label_scheme,
     list_files,
     option_choice,
+    option_encoding,
     option_mapping,
     read_text,
     relative,
@@ -124,6 +125,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     source = option_choice(CORPUS, opts, "label_source", ["intended", *VOTE_COLUMNS])
     bad_names = option_choice(CORPUS, opts, "bad_names", ["error", "skip"])
     lfs_policy = option_choice(CORPUS, opts, "lfs_pointers", ["error", "missing"])
+    encoding = option_encoding(CORPUS, opts)
     sentences = option_mapping(CORPUS, opts, "sentences")
     if not sentences or not all(isinstance(v, str) for v in sentences.values()):
         raise CorpusOptionError(f"{CORPUS}: option 'sentences' must map sentence codes to their text")
@@ -160,7 +162,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
         votes_path = root / opts["votes_file"]
         if not votes_path.is_file():
             raise CorpusLayoutError(f"{CORPUS}: label_source {source!r} needs {votes_path}, which is missing")
-        votes, stats["vote_ties"] = read_votes(votes_path, VOTE_COLUMNS[source], opts["encoding"])
+        votes, stats["vote_ties"] = read_votes(votes_path, VOTE_COLUMNS[source], encoding)
         stats["without_votes"] = sum(1 for stem in media if stem not in votes)
 
     bad = set(pointers)

@@ -30,6 +30,7 @@ from pipeline.corpora.common import (
     number_turns,
     option_bool,
     option_choice,
+    option_encoding,
     option_list,
     option_mapping,
     read_text,
@@ -194,7 +195,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     audio_source = option_choice(CORPUS, opts, "audio", ["sentences", "dialog", "none"])
     with_video = option_bool(CORPUS, opts, "video")
     sides = FaceSides(opts)
-    encoding = opts["encoding"]
+    encoding = option_encoding(CORPUS, opts)
     root = require_root(root, CORPUS, [f"Session{n}" for n in sessions],
                         hint="point it at IEMOCAP_full_release/ (the folder holding Session1..Session5)")
 

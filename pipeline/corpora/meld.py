@@ -30,6 +30,7 @@ from pipeline.corpora.common import (
     list_files,
     number_turns,
     option_choice,
+    option_encoding,
     option_list,
     option_mapping,
     read_text,
@@ -138,6 +139,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     column = LABEL_SETS[option_choice(CORPUS, opts, "label_set", sorted(LABEL_SETS))]["column"]
     scheme = label_scheme(CORPUS, opts, LABEL_SETS, EMOTIONS if column == "Emotion" else SENTIMENTS)
     splits = option_list(CORPUS, opts, "splits", allowed=SPLITS)
+    encoding = option_encoding(CORPUS, opts)
     csv_names = option_mapping(CORPUS, opts, "csv")
     clip_dirs = option_mapping(CORPUS, opts, "clips")
     for name, table in (("csv", csv_names), ("clips", clip_dirs)):
@@ -157,7 +159,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
             raise CorpusLayoutError(f"{CORPUS}: clip folder {clip_dir} for split {split!r} is missing; extract "
                                     f"{split}.tar.gz from MELD.Raw.tar.gz into {root}")
         clips = {p.name for p in list_files(clip_dir, ".mp4")}
-        rows, stats["encodings"][split] = read_rows(csv_path, opts["encoding"])
+        rows, stats["encodings"][split] = read_rows(csv_path, encoding)
         annotated = set()
         for _, row in tqdm(rows, desc=f"meld {split}", unit="utt", disable=None):
             clip_name = f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}.mp4"

@@ -28,6 +28,7 @@ from pipeline.corpora.common import (
     CorpusLayoutError,
     label_scheme,
     list_files,
+    option_encoding,
     option_list,
     read_text,
     relative,
@@ -173,9 +174,10 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     scheme = label_scheme(CORPUS, opts, LABEL_SETS, CODES)
     sessions = set(option_list(CORPUS, opts, "sessions", allowed=[1, 2, 3, 4, 5, 6]))
     conditions = set(option_list(CORPUS, opts, "conditions", allowed=CONDITIONS))
+    encoding = option_encoding(CORPUS, opts)
     root = require_root(root, CORPUS, hint="point it at the MSP-IMPROV folder holding Evaluation.txt")
     evaluation = find_evaluation(root, opts["evaluation_file"])
-    ratings = parse_evaluation(evaluation, opts["encoding"])
+    ratings = parse_evaluation(evaluation, encoding)
     wavs, avis, unrecognised = index_media(root)
     transcripts = {p.stem: p for p in list_files(root / opts["transcripts"], ".txt")}
 
@@ -198,7 +200,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
             continue
         audio = Segment(relative(wavs[rating.utt_id], root)) if rating.utt_id in wavs else None
         video = VideoSegment(relative(avis[rating.utt_id], root)) if rating.utt_id in avis else None
-        text = read_transcript(transcripts[rating.utt_id], opts["encoding"]) \
+        text = read_transcript(transcripts[rating.utt_id], encoding) \
             if rating.utt_id in transcripts else None
         stats["missing_audio"] += audio is None
         stats["missing_video"] += video is None
