@@ -174,18 +174,18 @@ def is_visible(name: str) -> bool:
     return not name.startswith(".") and name not in MACOS_JUNK_FILES
 
 
-def list_files(directory: Path, suffix: str | None = None) -> list[Path]:
-    """The real files of one directory, sorted by name, without AppleDouble twins; suffix compared lower-case."""
+def list_names(directory: Path, suffix: str | None = None) -> list[str]:
+    """Names of the real files of one directory, sorted, without AppleDouble twins; suffix compared lower-case."""
     if not directory.is_dir():
         return []
-    out = []
-    for entry in os.scandir(directory):
-        if not entry.is_file() or not is_visible(entry.name):
-            continue
-        if suffix is not None and not entry.name.lower().endswith(suffix):
-            continue
-        out.append(Path(entry.path))
-    return sorted(out, key=lambda p: p.name)
+    return sorted(entry.name for entry in os.scandir(directory)
+                  if is_visible(entry.name) and (suffix is None or entry.name.lower().endswith(suffix))
+                  and entry.is_file())
+
+
+def list_files(directory: Path, suffix: str | None = None) -> list[Path]:
+    """The real files of one directory as paths, sorted by name (see `list_names`)."""
+    return [directory / name for name in list_names(directory, suffix)]
 
 
 def walk_files(root: Path, suffixes: Sequence[str]) -> Iterator[Path]:

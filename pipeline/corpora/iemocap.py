@@ -27,6 +27,7 @@ from pipeline.corpora.common import (
     CorpusOptionError,
     label_scheme,
     list_files,
+    list_names,
     number_turns,
     option_bool,
     option_choice,
@@ -223,9 +224,12 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
             texts, skipped = parse_transcription(transcript_path, encoding)
             stats["transcript_lines_skipped"] += skipped
         dialog_wav = session_dir / "dialog" / "wav" / f"{dialogue}.wav"
+        dialog_wav_path = relative(dialog_wav, root) if audio_source == "dialog" and dialog_wav.is_file() else None
         avi = session_dir / "dialog" / "avi" / "DivX" / f"{dialogue}.avi"
+        avi_path = relative(avi, root) if with_video and avi.is_file() else None
         wav_dir = session_dir / "sentences" / "wav" / dialogue
-        wavs = {p.stem: p for p in list_files(wav_dir, ".wav")}
+        wav_dir_path = relative(wav_dir, root)
+        wavs = {name[:-4] for name in list_names(wav_dir, ".wav")}
         blocks = parse_emo_evaluation(eval_path, dialogue, encoding)
         block_ids = {b.utt_id for b in blocks}
         stats["transcript_ids_without_utterance"] += sum(1 for t in texts if t not in block_ids)
@@ -242,18 +246,17 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
             speaker_letter = UTT_PATTERN.match(block.utt_id)["speaker"]
             audio = None
             if audio_source == "sentences" and block.utt_id in wavs:
-                audio = Segment(relative(wavs[block.utt_id], root))
-            elif audio_source == "dialog" and dialog_wav.is_file():
-                audio = Segment(relative(dialog_wav, root), block.start, block.end)
+                audio = Segment(f"{wav_dir_path}/{block.utt_id}.wav")
+            elif audio_source == "dialog" and dialog_wav_path is not None:
+                audio = Segment(dialog_wav_path, block.start, block.end)
             if audio is None and audio_source != "none":
                 stats["missing_audio"] += 1
             video = None
-            if with_video:
-                if avi.is_file():
-                    video = VideoSegment(relative(avi, root), block.start, block.end,
-                                         sides.side(dialogue, session, mocap_letter, speaker_letter))
-                else:
-                    stats["missing_video"] += 1
+            if avi_path is not None:
+                video = VideoSegment(avi_path, block.start, block.end,
+                                     sides.side(dialogue, session, mocap_letter, speaker_letter))
+            elif with_video:
+                stats["missing_video"] += 1
             text = texts.get(block.utt_id)
             if text is None:
                 stats["missing_text"] += 1

@@ -27,7 +27,7 @@ from pipeline.corpora.common import (
     CorpusLayoutError,
     CorpusOptionError,
     label_scheme,
-    list_files,
+    list_names,
     number_turns,
     option_choice,
     option_encoding,
@@ -158,7 +158,8 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
         if not clip_dir.is_dir():
             raise CorpusLayoutError(f"{CORPUS}: clip folder {clip_dir} for split {split!r} is missing; extract "
                                     f"{split}.tar.gz from MELD.Raw.tar.gz into {root}")
-        clips = {p.name for p in list_files(clip_dir, ".mp4")}
+        clips = set(list_names(clip_dir, ".mp4"))
+        clip_dir_path = relative(clip_dir, root)
         rows, stats["encodings"][split] = read_rows(csv_path, encoding)
         annotated = set()
         for _, row in tqdm(rows, desc=f"meld {split}", unit="utt", disable=None):
@@ -170,7 +171,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
                 continue
             audio = video = None
             if clip_name in clips:
-                clip = relative(clip_dir / clip_name, root)
+                clip = clip_name if clip_dir_path == "." else f"{clip_dir_path}/{clip_name}"
                 audio, video = Segment(clip), VideoSegment(clip)
             else:
                 stats["missing_clips"].append(f"{clip_dirs[split]}/{clip_name}")
