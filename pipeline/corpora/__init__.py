@@ -22,6 +22,11 @@ from pipeline.manifest import Utterance
 
 ADAPTERS: dict[str, str] = {
     "demo": "pipeline.corpora.demo",
+    "iemocap": "pipeline.corpora.iemocap",
+    "meld": "pipeline.corpora.meld",
+    "msp_improv": "pipeline.corpora.msp_improv",
+    "crema_d": "pipeline.corpora.crema_d",
+    "ravdess": "pipeline.corpora.ravdess",
 }
 
 

@@ -1,0 +1,273 @@
+"""IEMOCAP (USC SAIL) as released in `IEMOCAP_full_release/`: dyadic dialogues, split-screen video, EmoEvaluation.
+
+Utterances come from the block heads of `Session<N>/dialog/EmoEvaluation/<dialogue>.txt` (times, consensus code,
+valence/arousal/dominance); text from `dialog/transcriptions/<dialogue>.txt`; audio from the per-utterance wavs
+in `sentences/wav/<dialogue>/` (or cut from the dialogue wav); video is cut from the dialogue's split-screen avi.
+
+Traps handled (docs/corpora.md): `a`/`b` dialogue suffixes; transcript ids with `XX` that have no wav; macOS `._`
+twins; the speaker of a turn is session + the letter starting the utterance id's last field (the letter after
+`SesNN` only says who wore the motion-capture markers); EmoEvaluation lists one actor's turns before the
+other's, so turns are numbered by start time; which half of the video shows which actor is an option.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from pipeline.corpora import PreparedCorpus
+from pipeline.corpora.common import (
+    CorpusLayoutError,
+    CorpusOptionError,
+    label_scheme,
+    list_files,
+    list_names,
+    number_turns,
+    option_bool,
+    option_choice,
+    option_encoding,
+    option_list,
+    option_mapping,
+    read_text,
+    relative,
+    require_root,
+    resolve_options,
+    summarise,
+)
+from pipeline.manifest import FACE_REGIONS, ManifestError, Segment, Utterance, VideoSegment
+
+log = logging.getLogger(__name__)
+
+CORPUS = "iemocap"
+# Consensus codes of the EmoEvaluation block heads (xxx = the annotators did not agree).
+CODES = ("neu", "hap", "exc", "sad", "ang", "fru", "sur", "fea", "dis", "oth", "xxx")
+LABEL_SETS: dict[str, dict[str, Any]] = {
+    # MMIN / SSMM: 5,531 utterances, excited merged into happy.
+    "4class": {"classes": ["ang", "hap", "neu", "sad"], "label_map": {"exc": "hap"}},
+    # MMGCN / DialogueRNN ERC setting: 7,433 utterances.
+    "6class": {"classes": ["hap", "sad", "neu", "ang", "exc", "fru"], "label_map": {}},
+}
+DEFAULTS: dict[str, Any] = {
+    "label_set": "4class",
+    "classes": None,
+    "label_map": None,
+    "keep_unlabelled": True,
+    "sessions": [1, 2, 3, 4, 5],
+    "audio": "sentences",
+    "video": True,
+    "face_region": {"mocap": "left", "partner": "right"},
+    "face_region_by_speaker": {},
+    "face_region_by_dialogue": {},
+    "encoding": "auto",
+}
+
+DIALOGUE_PATTERN = re.compile(r"^Ses(?P<session>\d{2})(?P<mocap>[FM])_[A-Za-z0-9_]+$")
+UTT_PATTERN = re.compile(r"^(?P<dialogue>Ses\d{2}[FM]_[A-Za-z0-9_]+)_(?P<speaker>[FM])[0-9A-Z]*$")
+TIMES_PATTERN = re.compile(r"^\[\s*(?P<start>\d+(?:\.\d+)?)\s*-\s*(?P<end>\d+(?:\.\d+)?)\s*\]$")
+VAD_PATTERN = re.compile(r"^\[\s*(?P<v>-?\d+(?:\.\d+)?)\s*,\s*(?P<a>-?\d+(?:\.\d+)?)\s*,"
+                         r"\s*(?P<d>-?\d+(?:\.\d+)?)\s*\]$")
+TRANSCRIPT_PATTERN = re.compile(r"^(?P<utt>\S+)\s+\[(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)\]:\s?(?P<text>.*)$")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One EmoEvaluation block head: the utterance, its times in the dialogue, consensus code and V/A/D."""
+
+    utt_id: str
+    start: float
+    end: float
+    code: str
+    vad: dict[str, float]
+    line: int
+
+
+def parse_emo_evaluation(path: Path, dialogue: str, encoding: str = "auto") -> list[Block]:
+    """The block heads (lines starting with `[`) of one EmoEvaluation file; annotator lines are skipped."""
+    text, _ = read_text(path, encoding)
+    blocks = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line.startswith("["):
+            continue
+        fields = [f.strip() for f in line.split("\t") if f.strip()]
+        if len(fields) != 4:
+            raise ManifestError(f"expected 4 tab-separated fields '[START - END]  UTT_ID  CODE  [V, A, D]', "
+                                f"got {len(fields)}: {line!r}", source=path, line=number)
+        times = TIMES_PATTERN.match(fields[0])
+        if not times:
+            raise ManifestError(f"expected '[START - END]' in seconds, got {fields[0]!r}", source=path,
+                                line=number, field="time")
+        start, end = float(times["start"]), float(times["end"])
+        if not start < end:
+            raise ManifestError(f"start {start} is not before end {end}", source=path, line=number, field="time")
+        utt_id = fields[1]
+        match = UTT_PATTERN.match(utt_id)
+        if not match or match["dialogue"] != dialogue:
+            raise ManifestError(f"{utt_id!r} is not an utterance id of dialogue {dialogue!r} "
+                                f"(expected {dialogue}_F000 or {dialogue}_M000 style)", source=path, line=number,
+                                field="utt_id")
+        code = fields[2]
+        if code not in CODES:
+            raise ManifestError(f"unknown emotion code {code!r}; expected one of {list(CODES)}", source=path,
+                                line=number, field="label")
+        vad = VAD_PATTERN.match(fields[3])
+        if not vad:
+            raise ManifestError(f"expected '[V, A, D]' numbers, got {fields[3]!r}", source=path, line=number,
+                                field="vad")
+        blocks.append(Block(utt_id, start, end, code,
+                            {"valence": float(vad["v"]), "arousal": float(vad["a"]), "dominance": float(vad["d"])},
+                            number))
+    return blocks
+
+
+def parse_transcription(path: Path, encoding: str = "auto") -> tuple[dict[str, str], int]:
+    """utt_id -> text of one transcription file, and the number of lines that are not `ID [t0-t1]: text`."""
+    text, _ = read_text(path, encoding)
+    texts: dict[str, str] = {}
+    skipped = 0
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        match = TRANSCRIPT_PATTERN.match(line)
+        if not match:
+            skipped += 1
+            continue
+        texts[match["utt"]] = match["text"].strip()
+    return texts, skipped
+
+
+class FaceSides:
+    """Which half of a dialogue's split-screen video shows the speaker of a turn, from the options.
+
+    Precedence: `face_region_by_dialogue` {dialogue: {F|M: side}}, then `face_region_by_speaker` {Ses01_F: side},
+    then `face_region` {mocap: side, partner: side} by whether the speaker wore the markers in that dialogue
+    (the letter after SesNN). The default puts the marker wearer on the left, as IoannisKansizoglou/
+    Iemocap-preprocess does; check it on your copy and override per dialogue where it is wrong.
+    """
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        by_role = option_mapping(CORPUS, options, "face_region")
+        if set(by_role) != {"mocap", "partner"}:
+            raise CorpusOptionError(f"{CORPUS}: option 'face_region' needs exactly the keys mocap and partner, "
+                                    f"got {sorted(by_role)}")
+        self.by_role = by_role
+        self.by_speaker = option_mapping(CORPUS, options, "face_region_by_speaker")
+        self.by_dialogue = {d: dict(v) if isinstance(v, dict) else v
+                            for d, v in option_mapping(CORPUS, options, "face_region_by_dialogue").items()}
+        for name, sides in [("face_region", by_role), ("face_region_by_speaker", self.by_speaker)]:
+            for key, side in sides.items():
+                if side not in FACE_REGIONS:
+                    raise CorpusOptionError(f"{CORPUS}: option {name!r}: {key}: {side!r} is not one of "
+                                            f"{list(FACE_REGIONS)}")
+        for dialogue, sides in self.by_dialogue.items():
+            if not isinstance(sides, dict) or not set(sides) <= {"F", "M"} or \
+                    not all(s in FACE_REGIONS for s in sides.values()):
+                raise CorpusOptionError(f"{CORPUS}: option 'face_region_by_dialogue': {dialogue}: expected "
+                                        f"{{F: side, M: side}} with sides in {list(FACE_REGIONS)}, got {sides!r}")
+
+    def side(self, dialogue: str, session: str, mocap_letter: str, speaker_letter: str) -> str:
+        per_dialogue = self.by_dialogue.get(dialogue, {})
+        if speaker_letter in per_dialogue:
+            return per_dialogue[speaker_letter]
+        speaker = speaker_id(session, speaker_letter)
+        if speaker in self.by_speaker:
+            return self.by_speaker[speaker]
+        return self.by_role["mocap" if speaker_letter == mocap_letter else "partner"]
+
+
+def speaker_id(session: str, letter: str) -> str:
+    """One of the 10 actors: the session and the gender letter of the turn's speaker, e.g. `Ses01_F`."""
+    return f"{session}_{letter}"
+
+
+def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
+    """Read IEMOCAP_full_release at `root` into manifest records (see the module docstring)."""
+    started = time.perf_counter()
+    opts = resolve_options(CORPUS, DEFAULTS, options)
+    scheme = label_scheme(CORPUS, opts, LABEL_SETS, CODES)
+    sessions = option_list(CORPUS, opts, "sessions", allowed=[1, 2, 3, 4, 5])
+    audio_source = option_choice(CORPUS, opts, "audio", ["sentences", "dialog", "none"])
+    with_video = option_bool(CORPUS, opts, "video")
+    sides = FaceSides(opts)
+    encoding = option_encoding(CORPUS, opts)
+    root = require_root(root, CORPUS, [f"Session{n}" for n in sessions],
+                        hint="point it at IEMOCAP_full_release/ (the folder holding Session1..Session5)")
+
+    stats: dict[str, Any] = {"missing_audio": 0, "missing_video": 0, "missing_text": 0, "dropped_unlabelled": 0,
+                             "transcript_ids_without_utterance": 0, "transcript_lines_skipped": 0, "codes": {}}
+    utterances: list[Utterance] = []
+    starts: dict[str, float] = {}
+    eval_files = [(n, f) for n in sorted(sessions)
+                  for f in list_files(root / f"Session{n}" / "dialog" / "EmoEvaluation", ".txt")]
+    if not eval_files:
+        raise CorpusLayoutError(f"{CORPUS}: no EmoEvaluation files under {root}/Session*/dialog/EmoEvaluation")
+    seen: dict[str, str] = {}
+    for number, eval_path in tqdm(eval_files, desc="iemocap dialogues", unit="dlg", disable=None):
+        dialogue = eval_path.stem
+        match = DIALOGUE_PATTERN.match(dialogue)
+        if not match or int(match["session"]) != number:
+            raise ManifestError(f"file name {dialogue!r} is not a Session{number} dialogue id "
+                                f"(Ses{number:02d}F_impro01 style)", source=eval_path)
+        session = f"Ses{match['session']}"
+        mocap_letter = match["mocap"]
+        session_dir = root / f"Session{number}"
+        transcript_path = session_dir / "dialog" / "transcriptions" / f"{dialogue}.txt"
+        texts: dict[str, str] = {}
+        if transcript_path.is_file():
+            texts, skipped = parse_transcription(transcript_path, encoding)
+            stats["transcript_lines_skipped"] += skipped
+        dialog_wav = session_dir / "dialog" / "wav" / f"{dialogue}.wav"
+        dialog_wav_path = relative(dialog_wav, root) if audio_source == "dialog" and dialog_wav.is_file() else None
+        avi = session_dir / "dialog" / "avi" / "DivX" / f"{dialogue}.avi"
+        avi_path = relative(avi, root) if with_video and avi.is_file() else None
+        wav_dir = session_dir / "sentences" / "wav" / dialogue
+        wav_dir_path = relative(wav_dir, root)
+        wavs = {name[:-4] for name in list_names(wav_dir, ".wav")}
+        blocks = parse_emo_evaluation(eval_path, dialogue, encoding)
+        block_ids = {b.utt_id for b in blocks}
+        stats["transcript_ids_without_utterance"] += sum(1 for t in texts if t not in block_ids)
+        for block in blocks:
+            if block.utt_id in seen:
+                raise ManifestError(f"duplicate utterance {block.utt_id!r} (also in {seen[block.utt_id]})",
+                                    source=eval_path, line=block.line, field="utt_id")
+            seen[block.utt_id] = f"{eval_path}:{block.line}"
+            stats["codes"][block.code] = stats["codes"].get(block.code, 0) + 1
+            label = scheme.label(block.code)
+            if not scheme.keeps(label):
+                stats["dropped_unlabelled"] += 1
+                continue
+            speaker_letter = UTT_PATTERN.match(block.utt_id)["speaker"]
+            audio = None
+            if audio_source == "sentences" and block.utt_id in wavs:
+                audio = Segment(f"{wav_dir_path}/{block.utt_id}.wav")
+            elif audio_source == "dialog" and dialog_wav_path is not None:
+                audio = Segment(dialog_wav_path, block.start, block.end)
+            if audio is None and audio_source != "none":
+                stats["missing_audio"] += 1
+            video = None
+            if avi_path is not None:
+                video = VideoSegment(avi_path, block.start, block.end,
+                                     sides.side(dialogue, session, mocap_letter, speaker_letter))
+            elif with_video:
+                stats["missing_video"] += 1
+            text = texts.get(block.utt_id)
+            if text is None:
+                stats["missing_text"] += 1
+            utterances.append(Utterance(
+                utt_id=block.utt_id, corpus=CORPUS, speaker=speaker_id(session, speaker_letter), session=session,
+                dialogue_id=dialogue, audio=audio, video=video, text=text, label=label, vad=block.vad))
+            starts[block.utt_id] = block.start
+    utterances = number_turns(utterances, lambda u: starts[u.utt_id])
+    stats["codes"] = dict(sorted(stats["codes"].items()))
+    stats.update(summarise(utterances, scheme.classes))
+    log.info("iemocap: %d utterances (%d labelled, %d unlabelled) from %d dialogues in %.1fs; missing audio %d, "
+             "video %d, text %d", stats["utterances"], stats["labelled"], stats["unlabelled"], stats["dialogues"],
+             time.perf_counter() - started, stats["missing_audio"], stats["missing_video"], stats["missing_text"])
+    return PreparedCorpus(utterances, list(scheme.classes), stats)
