@@ -42,12 +42,13 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from pipeline.corpora.common import CorpusOptionError
     from pipeline.extract import ExtractorConfigError
     from pipeline.extract.stage import ExtractionFailed
     from pipeline.manifest import ManifestError
     from pipeline.store import StoreError
 
-    return (*KNOWN_ERRORS, ManifestError, StoreError, ExtractorConfigError, ExtractionFailed)
+    return (*KNOWN_ERRORS, ManifestError, StoreError, ExtractorConfigError, ExtractionFailed, CorpusOptionError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -47,6 +48,7 @@ def prepare_corpus(params: dict[str, Any], name: str, out_dir: Path | None = Non
     info = CorpusInfo(name=name, classes=list(prepared.classes), root=str(root), adapter=adapter_name,
                       options=options)
     info.write(out_dir / "corpus.json")
+    (out_dir / "stats.json").write_text(json.dumps(prepared.stats, indent=2, sort_keys=True, default=str) + "\n")
     labels = Counter(u.label or "<none>" for u in utts)
     log.info("prepared %s: %d utterances, %d dialogues, %d speakers, %d sessions; labels %s; %s; %.1f s",
              name, len(utts), len({u.dialogue_id for u in utts if u.dialogue_id}), len({u.speaker for u in utts}),

@@ -236,7 +236,7 @@ class FeatureStore:
             raise StoreError(f"feature store {self.path} does not exist")
         self._file: h5py.File | None = None
         self._pid: int | None = None
-        with h5py.File(self.path, "r", locking=False) as f:
+        with h5py.File(self.path, "r") as f:
             self.utt_ids: list[str] = [s.decode() if isinstance(s, bytes) else s for s in f["utt_ids"][:]]
             self.offsets: np.ndarray = f["offsets"][:]
             self.present: np.ndarray = f["present"][:].astype(bool)
@@ -254,7 +254,7 @@ class FeatureStore:
 
     def _handle(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r", locking=False)
+            self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()
         return self._file
 
