@@ -20,9 +20,17 @@ def _prepare(args: argparse.Namespace, params: dict[str, Any]) -> None:
     prepare_corpus(params, args.corpus)
 
 
+def _split(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from pipeline.splits import split_corpus
+
+    split_corpus(params, args.corpus)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, dict[str, Any]], None], list[tuple[str, str]]]] = {
     "prepare": ("read a corpus (or generate the demo) into data/<corpus>/manifest.jsonl and corpus.json",
                 _prepare, [("corpus", "a key under `corpora` in params.yaml")]),
+    "split": ("build the corpus's folds, condition table and unlabelled pools into splits/<corpus>.json",
+              _split, [("corpus", "a key under `corpora` in params.yaml")]),
 }
 
 
@@ -46,9 +54,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from pipeline.extract import ExtractorConfigError
     from pipeline.extract.stage import ExtractionFailed
     from pipeline.manifest import ManifestError
+    from pipeline.splits import SplitError
     from pipeline.store import StoreError
 
-    return (*KNOWN_ERRORS, ManifestError, StoreError, ExtractorConfigError, ExtractionFailed, CorpusOptionError)
+    return (*KNOWN_ERRORS, ManifestError, StoreError, ExtractorConfigError, ExtractionFailed, CorpusOptionError,
+            SplitError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
