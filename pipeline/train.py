@@ -1,0 +1,256 @@
+"""The train stage: feature stores + split file -> a model family's `train_and_evaluate` per fold and seed ->
+`metrics/<model>/<corpus>.json`, `checkpoints/<model>/<corpus>/`, `plots/curves/<model>/<corpus>.csv`.
+
+This module opens the files and hands tensors to `models/`; the models never see a path. A model entry in
+params.yaml names its family, the split protocol it trains on, the feature stores of its three modalities and its
+hyper-parameters (the papers' defaults); `corpora.<corpus>.train` may override what CPU time demands (folds,
+seeds, epochs) for one corpus, which is how the demo stays small while the defaults stay the paper's.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.data import MODALITIES, UNLABELLED, Sequences, UtteranceSet
+from models.metrics import mean_std
+from models.trainer import FoldOutcome, pick_device
+from pipeline.manifest import CorpusInfo, Utterance, read_manifest
+from pipeline.params import ConfigError, lookup, merged
+from pipeline.prepare import corpus_info_path, manifest_path
+from pipeline.splits import load_splits
+from pipeline.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+FAMILIES = {"utt_fusion": "models.utt_fusion", "mmin": "models.mmin", "mmgcn": "models.mmgcn",
+            "ssmm": "models.ssmm"}
+STORE_MODALITY = {"audio": "audio", "visual": "visual", "text": "text"}
+
+
+def store_path(corpus: str, extractor: str) -> Path:
+    return Path("features") / corpus / f"{extractor}.h5"
+
+
+def checkpoint_dir(model: str, corpus: str) -> Path:
+    return Path("checkpoints") / model / corpus
+
+
+def metrics_path(model: str, corpus: str) -> Path:
+    return Path("metrics") / model / f"{corpus}.json"
+
+
+def curves_path(model: str, corpus: str) -> Path:
+    return Path("plots") / "curves" / model / f"{corpus}.csv"
+
+
+def model_config(params: dict[str, Any], model: str, corpus: str) -> dict[str, Any]:
+    """The model's params entry with the run settings (`train`) and the corpus's overrides merged in."""
+    base = lookup(params, f"models.{model}")
+    if not isinstance(base, dict) or "family" not in base:
+        raise ConfigError(f"models.{model} must be a mapping with a 'family' key")
+    corpus_train = dict(lookup(params, f"corpora.{corpus}.train", {}) or {})
+    overrides = dict(corpus_train.pop("models", {}) or {})
+    run = merged(dict(lookup(params, "train", {}) or {}), corpus_train)
+    cfg = merged(merged(run, base), overrides.get(model, {}))
+    if cfg["family"] not in FAMILIES:
+        raise ConfigError(f"models.{model}.family must be one of {sorted(FAMILIES)}, got {cfg['family']!r}")
+    for key in ("protocol", "features"):
+        if key not in cfg:
+            raise ConfigError(f"models.{model}: '{key}' is not set (here or under train:)")
+    return cfg
+
+
+def _pad(arrays: Sequence[np.ndarray], dim: int, cap: int | None) -> Sequences:
+    lengths = [min(len(a), cap) if cap else len(a) for a in arrays]
+    values = np.zeros((len(arrays), max([1, *lengths]), dim), np.float32)
+    for i, (a, n) in enumerate(zip(arrays, lengths, strict=True)):
+        values[i, :n] = a[:n]
+    return Sequences(torch.from_numpy(values), torch.tensor(lengths, dtype=torch.long))
+
+
+def load_utterances(utts: Sequence[Utterance], classes: Sequence[str], stores: dict[str, FeatureStore],
+                    caps: dict[str, int | None] | None = None) -> UtteranceSet:
+    """An UtteranceSet of `utts` from the stores; a modality missing for an utterance has length 0.
+
+    Frames an extractor marked invalid (no face in that frame) are dropped; `caps` truncates long sequences at
+    load time (a model never reads past its frame count, and padding to the longest utterance wastes memory).
+    """
+    caps = caps or {}
+    index = {c: i for i, c in enumerate(classes)}
+    seqs = {}
+    for modality in MODALITIES:
+        store = stores[modality]
+        missing = [u.utt_id for u in utts if u.utt_id not in store]
+        if missing:
+            raise ConfigError(f"{store.path} lacks {len(missing)} utterances of the split (first {missing[0]!r}); "
+                              "re-run its extract stage")
+        arrays = [store.get(u.utt_id, valid_only=True) if store.is_present(u.utt_id)
+                  else np.zeros((0, store.dim), np.float32) for u in utts]
+        seqs[modality] = _pad(arrays, store.dim, caps.get(modality))
+    labels = torch.tensor([index[u.label] if u.label is not None else UNLABELLED for u in utts], dtype=torch.long)
+    return UtteranceSet([u.utt_id for u in utts], seqs["audio"], seqs["visual"], seqs["text"], labels,
+                        [u.speaker for u in utts], [u.dialogue_id for u in utts], [u.turn for u in utts])
+
+
+def select_folds(folds: list[dict[str, Any]], wanted: Any) -> list[dict[str, Any]]:
+    if wanted in (None, "all"):
+        return folds
+    if not isinstance(wanted, list) or not wanted:
+        raise ConfigError(f"train.folds must be 'all' or a non-empty list of fold indices or names, got {wanted!r}")
+    chosen = []
+    for w in wanted:
+        match = folds[w] if isinstance(w, int) and 0 <= w < len(folds) else next(
+            (f for f in folds if f["name"] == w), None)
+        if match is None:
+            raise ConfigError(f"train.folds: no fold {w!r} (there are {len(folds)})")
+        chosen.append(match)
+    return chosen
+
+
+def _family(name: str) -> Any:
+    module = importlib.import_module(FAMILIES[name])
+    if not callable(getattr(module, "train_and_evaluate", None)):
+        raise ConfigError(f"{FAMILIES[name]} has no train_and_evaluate")
+    return module
+
+
+def _summary(outcomes: list[FoldOutcome]) -> dict[str, Any]:
+    conditions = sorted({c for o in outcomes for c in o.metrics})
+    out: dict[str, Any] = {}
+    for cond in conditions:
+        runs = [o.metrics[cond] for o in outcomes if cond in o.metrics]
+        out[cond] = {m: mean_std([r[m] for r in runs]) for m in sorted(runs[0])}
+    return out
+
+
+def _write_curves(path: Path, histories: list[list[dict[str, float]]]) -> None:
+    """Per-epoch means over runs (folds x seeds) of every logged number, for `dvc plots`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    epochs = max((len(h) for h in histories), default=0)
+    keys = sorted({k for h in histories for row in h for k in row if k not in ("epoch", "seconds")})
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["epoch", *keys])
+        for e in range(epochs):
+            rows = [h[e] for h in histories if len(h) > e]
+            writer.writerow([e, *[f"{np.mean([r[k] for r in rows if k in r]):.6g}" if any(k in r for r in rows)
+                                  else "" for k in keys]])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, Any]:
+    """Run every selected fold and seed (and labelled fraction, for a sweep) of one model on one corpus."""
+    cfg = model_config(params, model, corpus)
+    family = _family(cfg["family"])
+    info = CorpusInfo.read(corpus_info_path(corpus))
+    utts = {u.utt_id: u for u in read_manifest(manifest_path(corpus), info.classes)}
+    splits = load_splits(Path("splits") / f"{corpus}.json")
+    if cfg["protocol"] not in splits["protocols"]:
+        raise ConfigError(f"models.{model}.protocol {cfg['protocol']!r} is not a protocol of corpora.{corpus}.splits "
+                          f"({sorted(splits['protocols'])})")
+    protocol = splits["protocols"][cfg["protocol"]]
+    folds = select_folds(protocol["folds"], cfg.get("folds", "all"))
+    seeds = [int(s) for s in cfg.get("seeds", [0])]
+    fractions = [float(f) for f in cfg.get("labelled_fractions", [1.0])]
+    for fraction in fractions:
+        if fraction < 1.0 and f"{fraction:g}" not in protocol["hidden_labels"]:
+            raise ConfigError(f"models.{model}: labelled fraction {fraction} is not in splits.labelled_fractions")
+    init_from = cfg.get("init_from")
+    device = pick_device(str(cfg.get("device", "auto")))
+    features = cfg["features"]
+    stores = {m: FeatureStore(store_path(corpus, features[m])) for m in MODALITIES}
+    family_cfg = {**cfg, "n_classes": len(info.classes), "classes": list(info.classes)}
+    caps = {m: (cfg.get("frames") or {}).get(m) for m in MODALITIES}
+
+    needed = sorted({i for f in folds for part in ("train", "val", "test", "unlabelled") for i in f[part]})
+    data = load_utterances([utts[i] for i in needed], info.classes, stores, caps)
+    position = {u: i for i, u in enumerate(data.utt_ids)}
+    out_dir = checkpoint_dir(model, corpus)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.pt"):
+        old.unlink()
+
+    runs, by_fraction = [], {f: [] for f in fractions}
+    jobs = [(fold, seed, fraction) for fraction in fractions for fold in folds for seed in seeds]
+    start = time.perf_counter()
+    for fold, seed, fraction in tqdm(jobs, desc=f"train {model} on {corpus}", unit="run"):
+        t0 = time.perf_counter()
+        parts = {p: data.subset([position[i] for i in fold[p]]) for p in ("train", "val", "test")}
+        hidden_ids = protocol["hidden_labels"].get(f"{fraction:g}", {}).get(fold["name"], [])
+        hidden = set(hidden_ids) if fraction < 1 else set()
+        if hidden:
+            labels = parts["train"].labels.clone()
+            labels[[k for k, u in enumerate(parts["train"].utt_ids) if u in hidden]] = UNLABELLED
+            parts["train"].labels = labels
+        kwargs: dict[str, Any] = {"seed": seed, "device": device}
+        if init_from:
+            state_file = checkpoint_dir(init_from, corpus) / f"{fold['name']}_seed{seed}.pt"
+            if not state_file.exists():
+                raise ConfigError(f"models.{model}.init_from: {state_file} does not exist; run the train stage of "
+                                  f"{init_from} on {corpus} with the same folds and seeds first")
+            kwargs["init_state"] = torch.load(state_file, map_location="cpu", weights_only=True)
+        if cfg["family"] == "ssmm":
+            pool = fold["unlabelled"] if cfg.get("use_unlabelled", True) else []
+            kwargs["unlabelled"] = data.subset([position[i] for i in pool]) if pool else None
+        outcome: FoldOutcome = family.train_and_evaluate(parts["train"], parts["val"], parts["test"], family_cfg,
+                                                         **kwargs)
+        suffix = f"_frac{fraction:g}" if len(fractions) > 1 else ""
+        torch.save(outcome.state, out_dir / f"{fold['name']}_seed{seed}{suffix}.pt")
+        if fraction == max(fractions) and fold is folds[0] and seed == seeds[0] and outcome.extras:
+            torch.save({k: v for k, v in outcome.extras.items() if isinstance(v, (torch.Tensor, np.ndarray, dict,
+                                                                                 list, float, int, str))},
+                       out_dir / "extras.pt")
+        by_fraction[fraction].append(outcome)
+        history = [{k: v for k, v in row.items() if k != "seconds"} for row in outcome.history]
+        runs.append({"fold": fold["name"], "seed": seed, "labelled_fraction": fraction,
+                     "metrics": outcome.metrics, "history": history,
+                     "best_epoch": outcome.extras.get("best_epoch") if outcome.extras else None,
+                     "predictions": {c: {"y_true": _jsonable(t), "y_pred": _jsonable(p)}
+                                     for c, (t, p) in outcome.predictions.items()},
+                     "extras": {k: _jsonable(v) for k, v in (outcome.extras or {}).items()
+                                if isinstance(v, (int, float, str))}})
+        avl = outcome.metrics.get("avl", {})
+        log.info("%s %s seed %d fraction %g: %s (%.1f s)", model, fold["name"], seed, fraction,
+                 {k: round(v, 4) for k, v in (outcome.metrics.get("average") or avl).items()},
+                 time.perf_counter() - t0)
+
+    full = max(fractions)
+    metrics: dict[str, Any] = {"model": model, "family": cfg["family"], "corpus": corpus, "protocol": cfg["protocol"],
+                               "folds": len(folds), "fold_names": [f["name"] for f in folds], "seeds": seeds,
+                               "conditions": _summary(by_fraction[full])}
+    if len(fractions) > 1:
+        metrics["sweep"] = {"labelled_fraction": {f"{f:g}": {"conditions": _summary(by_fraction[f])}
+                                                  for f in fractions}}
+    path = metrics_path(model, corpus)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    (out_dir / "runs.json").write_text(json.dumps({"model": model, "corpus": corpus, "config": _jsonable(cfg),
+                                                   "classes": info.classes, "runs": runs}, sort_keys=True) + "\n")
+    _write_curves(curves_path(model, corpus), [r["history"] for r in runs if r["labelled_fraction"] == full])
+    log.info("trained %s on %s: %d runs in %.1f s on %s", model, corpus, len(runs), time.perf_counter() - start,
+             device)
+    return metrics
