@@ -366,17 +366,18 @@ class MMGCN(nn.Module):
             raise ValueError(f"MMGCN: no input size for channels {missing} (got {dict(input_dims)})")
         hidden = cfg["hidden"]
         self.projections = nn.ModuleDict({c: nn.Linear(input_dims[c], hidden) for c in self.channels})
-        # the dialogue-context BiLSTM runs on the text channel, or on the fused one when it contains text
-        self.context_channel = ("fused" if cfg["fusion"] == "early" and "text" in modalities
-                                else "text" if "text" in self.channels else None)
+        # the channel carrying text (the fused one when it contains text): it gets the dialogue BiLSTM and the
+        # speaker embedding when speaker_embedding is "text"
+        self.text_channel = ("fused" if cfg["fusion"] == "early" and "text" in modalities
+                             else "text" if "text" in self.channels else None)
         self.context = None
-        if cfg["text_context"] and self.context_channel is not None:
+        if cfg["text_context"] and self.text_channel is not None:
             layers = cfg["context_layers"]
             self.context = nn.LSTM(hidden, hidden // 2, num_layers=layers, bidirectional=True, batch_first=True,
                                    dropout=cfg["dropout"] if layers > 1 else 0.0)
         where = cfg["speaker_embedding"]
         self.speaker_channels = ([] if where == "none" else list(self.channels) if where == "all"
-                                 else [self.context_channel] if self.context_channel is not None else [])
+                                 else [self.text_channel] if self.text_channel is not None else [])
         self.speaker_embedding = nn.Embedding(n_speakers, hidden) if self.speaker_channels else None
         self.gamma = float(cfg["gamma"])
         self.gcn = (DeepGCN(hidden, cfg["gcn_hidden"], cfg["layers"], cfg["alpha"], cfg["lambda"], cfg["dropout"])
@@ -388,13 +389,13 @@ class MMGCN(nn.Module):
     def project(self, batch: DialogueBatch) -> dict[str, Tensor]:
         """Per channel [n, hidden] projections (text: Linear, then the BiLSTM over each dialogue), no speaker."""
         out = {c: self.projections[c](batch.features[c]) for c in self.channels}
-        if self.context is not None and self.context_channel is not None:
+        if self.context is not None and self.text_channel is not None:
             index, mask = batch.padded_index()
-            padded = out[self.context_channel][index]  # [B, Lmax, hidden]
+            padded = out[self.text_channel][index]  # [B, Lmax, hidden]
             packed = pack_padded_sequence(padded, torch.tensor(batch.lengths), batch_first=True,
                                           enforce_sorted=False)
             hidden, _ = pad_packed_sequence(self.context(packed)[0], batch_first=True, total_length=index.shape[1])
-            out[self.context_channel] = hidden[mask]
+            out[self.text_channel] = hidden[mask]
         return out
 
     def nodes(self, batch: DialogueBatch) -> dict[str, Tensor]:

@@ -234,7 +234,7 @@ def test_padding_never_enters_the_graph_or_the_outputs() -> None:
 def test_a_few_steps_lower_the_loss() -> None:
     torch.manual_seed(0)
     uset = make_set(6, seed=4)
-    cfg = config(lr=1e-3, dropout=0.0)
+    cfg = config(lr=5e-3, dropout=0.0, hidden=32, gcn_hidden=16)
     model, (data, _, _), n_classes = build_model(uset, uset, uset, cfg, torch.device("cpu"))
     criterion = torch.nn.NLLLoss(weight=class_weights(uset.labels, n_classes, "inverse_frequency"), ignore_index=-1)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
@@ -258,7 +258,7 @@ def test_class_weights_are_inverse_frequencies() -> None:
 
 def test_train_and_evaluate_is_reproducible_and_reports_avl() -> None:
     train, val, test = make_set(8, seed=5, prefix="tr"), make_set(3, seed=6, prefix="va"), make_set(3, 7, "te")
-    cfg = config(epochs=3, batch_dialogues=4, layers=2, lr=1e-3)
+    cfg = config(epochs=3, batch_dialogues=4, layers=2, lr=1e-3, hidden=32, gcn_hidden=16)
     first = train_and_evaluate(train, val, test, cfg, seed=3, device=torch.device("cpu"))
     second = train_and_evaluate(train, val, test, cfg, seed=3, device=torch.device("cpu"))
     assert set(first.metrics) == {"avl"}
@@ -275,6 +275,9 @@ def test_train_and_evaluate_is_reproducible_and_reports_avl() -> None:
     model, (_, val_data, _), _ = build_model(train, val, test, cfg, torch.device("cpu"))
     model.load_state_dict(first.state)
     assert first.extras["val_weighted_f1"] == pytest.approx(_weighted_f1(model, val_data), abs=1e-9)
+    with pytest.raises(RuntimeError, match="state_dict"):
+        train_and_evaluate(train, val, test, config(hidden=32, gcn_hidden=16, layers=3), seed=3,
+                           device=torch.device("cpu"), init_state=first.state)
 
 
 def _weighted_f1(model: MMGCN, data: DialogueData) -> float:
