@@ -7,7 +7,7 @@ with a plain `DataLoader(TensorDataset)` loop and masks drawn per batch, without
 validation or model selection; the ratio is our epoch over that one. Everything is measured in this run, for
 1 and 2 torch threads.
 
-    PYTHONPATH=. python benchmarks/bench_mmin.py [--utterances 340] [--epochs 3]
+    PYTHONPATH=. python benchmarks/bench_mmin.py [--utterances 340] [--epochs 3] [--threads 1 2] [--batch-size 128]
 """
 
 from __future__ import annotations
@@ -92,13 +92,14 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=340, help="demo size: ~340 utterances, 8 speakers")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch-size", type=int, default=128, help="the paper's 128; the demo may use less")
     args = parser.parse_args()
     n = args.utterances
     n_test = n // 8  # one speaker's worth each for test and validation
     train = synthetic_set(n - 2 * n_test, prefix="tr", signal=0.1)
     val, test = synthetic_set(n_test, prefix="va", signal=0.1), synthetic_set(n_test, prefix="te", signal=0.1)
     print(f"synthetic demo fold: train {len(train)}, val {len(val)}, test {len(test)} utterances; shapes "
-          f"{DEMO_SHAPES}; {args.epochs} epochs each; CPU s and wall s per epoch")
+          f"{DEMO_SHAPES}; batch {args.batch_size}; {args.epochs} epochs each; CPU s and wall s per epoch")
     device = torch.device("cpu")
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -108,7 +109,7 @@ def main() -> None:
         print(f"{'variant':16s} {'cpu/epoch':>10s} {'wall/epoch':>11s} {'bare cpu/ep':>12s} {'ratio cpu':>10s}")
         total_cpu = 0.0
         for name, base in VARIANTS.items():
-            cfg = {**base, "epochs_constant": args.epochs, "epochs_decay": 0}
+            cfg = {**base, "epochs_constant": args.epochs, "epochs_decay": 0, "batch_size": args.batch_size}
             init = pretrained.state if name.startswith("mmin") else None
             family = mmin if name.startswith("mmin") else utt_fusion
             cpu, wall = timed(family.train_and_evaluate, train, val, test, cfg, seed=0, device=device,

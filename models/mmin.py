@@ -30,6 +30,8 @@ from models.utt_fusion import Classifier
 
 MMIN_KEYS = ("imagination", "ae_layers", "n_blocks", "transition", "cycle", "loss_weights", "init", "tsne_max_items")
 ENCODER_PREFIX = "encoders."
+IMAGINATIONS = ("cra", "ae")  # cascade residual autoencoder; one plain autoencoder (the MMIN-AE ablation)
+INITS = ("kaiming", "pytorch")  # the authors' Kaiming-normal init of every Linear/Conv; torch's own defaults
 NEEDS_INIT_STATE = ("mmin needs init_state: the state of the utt_fusion model trained on the same fold "
                     "(FoldOutcome.state of models.utt_fusion.train_and_evaluate)")
 
@@ -107,8 +109,7 @@ class MMIN(nn.Module):
         if cfg["init"] == "kaiming":
             kaiming_init(self)
         elif cfg["init"] != "pytorch":
-            raise ValueError(f"mmin: init must be 'kaiming' (the authors') or 'pytorch' (torch's defaults), "
-                             f"got {cfg['init']!r}")
+            raise ValueError(f"mmin: init must be one of {list(INITS)}, got {cfg['init']!r}")
 
     @staticmethod
     def _autoencoder(width: int, cfg: Mapping[str, Any]) -> CascadeResidualAE | PlainAE:
@@ -116,7 +117,7 @@ class MMIN(nn.Module):
             return CascadeResidualAE(width, cfg["ae_layers"], int(cfg["n_blocks"]), bool(cfg["transition"]))
         if cfg["imagination"] == "ae":
             return PlainAE(width, cfg["ae_layers"])
-        raise ValueError(f"mmin: imagination must be 'cra' or 'ae', got {cfg['imagination']!r}")
+        raise ValueError(f"mmin: imagination must be one of {list(IMAGINATIONS)}, got {cfg['imagination']!r}")
 
     def head(self, fused: Tensor) -> Tensor:
         """Logits from fused vectors (what inference needs)."""
@@ -200,11 +201,19 @@ def imagined_embeddings(model: MMIN, target: ForwardTarget, data: FoldTensors, m
             "utt_ids": [data.utt_ids[int(u)] for u in utterances]}
 
 
+def check_mmin_cfg(cfg: Mapping[str, Any]) -> None:
+    """MMIN's own keys and choices (the shared ones are checked by the recipe)."""
+    require(cfg, MMIN_KEYS, "mmin")
+    require(cfg["loss_weights"], ("ce", "forward", "backward"), "mmin.loss_weights")
+    for key, choices in (("imagination", IMAGINATIONS), ("init", INITS)):
+        if cfg[key] not in choices:
+            raise ValueError(f"mmin: {key} must be one of {list(choices)}, got {cfg[key]!r}")
+
+
 def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: dict, *, seed: int,
                        device: torch.device, init_state: dict | None = None) -> FoldOutcome:
     """Train one fold of MMIN (or an ablation, per `cfg`) from the fold's utt_fusion state `init_state`."""
-    require(cfg, MMIN_KEYS, "mmin")
-    require(cfg["loss_weights"], ("ce", "forward", "backward"), "mmin.loss_weights")
+    check_mmin_cfg(cfg)
     if init_state is None:
         raise ValueError(NEEDS_INIT_STATE)
     generator = start(cfg, seed, "mmin")

@@ -37,7 +37,7 @@ Head = Callable[[Tensor], Tensor]
 
 
 def require(cfg: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
-    """Fail before any work when configuration keys are missing or obviously wrong."""
+    """Fail before any work when configuration keys are missing, naming them and where they belong."""
     missing = [k for k in keys if k not in cfg]
     if missing:
         raise ValueError(f"{where}: configuration lacks {missing}")
@@ -56,6 +56,12 @@ def check_recipe_cfg(cfg: Mapping[str, Any], where: str) -> None:
         raise ValueError(f"{where}: clip_scope must be 'per_network' or 'global', got {cfg['clip_scope']!r}")
     if int(cfg["n_classes"]) < 2 or int(cfg["batch_size"]) < 1 or int(cfg["eval_batch_size"]) < 1:
         raise ValueError(f"{where}: n_classes must be >= 2 and batch sizes >= 1")
+
+
+def start(cfg: Mapping[str, Any], seed: int, where: str) -> torch.Generator:
+    """Check the configuration and seed everything; the returned generator drives shuffling and condition draws."""
+    check_recipe_cfg(cfg, where)
+    return seed_everything(seed)
 
 
 def prepare(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: Mapping[str, Any],
@@ -157,8 +163,3 @@ def train_and_test(model: nn.Module, encoders: UtteranceEncoders, head: Head, fo
                        history=result.history, predictions={c: (labels, p) for c, p in predictions.items()},
                        extras={"best_epoch": result.best_epoch, "best_val_ua": result.best_score})
 
-
-def start(cfg: Mapping[str, Any], seed: int, where: str) -> torch.Generator:
-    """Check the configuration and seed everything; the returned generator drives shuffling and condition draws."""
-    check_recipe_cfg(cfg, where)
-    return seed_everything(seed)
