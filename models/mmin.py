@@ -98,6 +98,9 @@ class Imagination:
 
 
 class MMIN(nn.Module):
+    """Encoders on the masked inputs -> forward imagination (CRA or plain AE) -> classifier on the codes; the
+    backward imagination (None without the cycle) is used by the loss only."""
+
     def __init__(self, dims: Mapping[str, int], n_classes: int, cfg: Mapping[str, Any]) -> None:
         super().__init__()
         self.encoders = UtteranceEncoders(dims, cfg["encoder"])

@@ -15,6 +15,7 @@ from models.batches import prepare_fold
 from models.conditions import complement, epoch_items, expand_items, mask_inputs
 from models.data import CONDITIONS, MISSING_CONDITIONS, MODALITIES, Sequences, UtteranceSet, condition_mask
 from models.recipe import ItemBatch
+from models.trainer import fit
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -305,3 +306,25 @@ def test_configuration_errors_fail_before_training() -> None:
     with pytest.raises(ValueError, match="loss_weights"):
         mmin.train_and_evaluate(train, val, test, tiny_mmin(loss_weights={"ce": 1.0}), seed=0, device=CPU,
                                 init_state={})
+
+
+@pytest.mark.parametrize("per_network", [True, False])
+def test_fit_clips_each_network_separately_or_all_together(per_network: bool) -> None:
+    torch.manual_seed(0)
+    parts = torch.nn.ModuleList([torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)])
+    x = torch.randn(8, 4) * 100
+
+    def step(batch: int, epoch: int) -> dict[str, torch.Tensor]:
+        return {"loss": parts[1](parts[0](x)).pow(2).mean()}
+
+    fit(parts, epochs=1, batches=lambda e: [0], step=step, optimizer=torch.optim.SGD(parts.parameters(), lr=0.0),
+        evaluate=lambda: {"ua": 0.0}, clip_norm=0.5,
+        clip_groups=[list(p.parameters()) for p in parts] if per_network else None)
+    norms = [float(torch.cat([p.grad.flatten() for p in part.parameters()]).norm()) for part in parts]
+    if per_network:
+        assert norms == pytest.approx([0.5, 0.5], rel=1e-4)
+    else:
+        assert float(np.hypot(*norms)) == pytest.approx(0.5, rel=1e-4)
+    with pytest.raises(ValueError, match="not both"):
+        fit(parts, epochs=1, batches=lambda e: [0], step=step, optimizer=torch.optim.SGD(parts.parameters(), lr=0.0),
+            evaluate=lambda: {"ua": 0.0}, clip_norm=0.5, params_to_clip=parts.parameters(), clip_groups=[])
