@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,15 +92,22 @@ def fit(model: nn.Module, *, epochs: int, batches: Callable[[int], Iterable[Any]
         evaluate: Callable[[], dict[str, float]], select: str = "ua",
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, clip_norm: float | None = None,
         params_to_clip: Iterable[nn.Parameter] | None = None, loss_key: str = "loss",
-        describe: str = "train") -> FitResult:
+        describe: str = "train", clip_groups: Sequence[Iterable[nn.Parameter]] | None = None) -> FitResult:
     """Train for `epochs`; after each, `evaluate()` on validation; keep the state with the best `select` score.
 
     `step(batch, epoch)` returns a dict of losses; `loss_key` is back-propagated, all are logged as means.
+    `clip_groups` clips each group's gradient norm to `clip_norm` separately (the MMIN authors clip per network);
+    otherwise one norm over `params_to_clip` (default: all parameters).
     """
+    if clip_groups is not None and params_to_clip is not None:
+        raise ValueError("give params_to_clip or clip_groups, not both")
     best_state = copy.deepcopy(model.state_dict())
     best_score, best_epoch = float("-inf"), -1
     history: list[dict[str, float]] = []
-    clip_params = list(params_to_clip) if params_to_clip is not None else list(model.parameters())
+    if clip_groups is not None:
+        groups = [list(g) for g in clip_groups]
+    else:
+        groups = [list(params_to_clip) if params_to_clip is not None else list(model.parameters())]
     for epoch in range(epochs):
         start = time.perf_counter()
         model.train()
@@ -111,7 +118,8 @@ def fit(model: nn.Module, *, epochs: int, batches: Callable[[int], Iterable[Any]
             optimizer.zero_grad(set_to_none=True)
             losses[loss_key].backward()
             if clip_norm is not None and clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(clip_params, clip_norm)
+                for group in groups:
+                    torch.nn.utils.clip_grad_norm_(group, clip_norm)
             optimizer.step()
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
