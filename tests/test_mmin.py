@@ -8,7 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from mmin_fixtures import TINY_SHAPES, synthetic_set, tiny_mmin, tiny_recipe
+from tests.mmin_fixtures import TINY_SHAPES, synthetic_set, tiny_mmin, tiny_recipe
 
 from models import mmin, utt_fusion
 from models.batches import prepare_fold
