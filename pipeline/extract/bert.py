@@ -15,6 +15,7 @@ only the config and tokenizer; `setup()` loads the weights in each worker.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "layer": "last",  # "last", or "mean_last_<k>": the mean of the last k hidden layers
     "keep_special_tokens": False,  # keep the [CLS]/[SEP] rows
     "max_tokens": None,  # word pieces kept per utterance (specials not counted); None = the model's limit
-    "token_budget": 8192,  # padded tokens (batch size x longest sequence, specials included) per forward pass
+    "token_budget": 2048,  # padded tokens (batch size x longest sequence, specials included) per forward pass
     "dtype": "auto",  # auto (float16 on a GPU, float32 on the CPU) | float32 | float16 | bfloat16
     "device": "auto",  # auto | cpu | cuda | cuda:<n>
     "normalize": "NFC",  # Unicode normal form applied to transcripts (NFC, NFKC, NFD, NFKD) or None
@@ -84,6 +85,7 @@ class BertExtractor(Extractor):
         self.dtype_name = self._pick_dtype(cfg["dtype"])
         self._tokenizer: Any = None
         self._model: Any = None
+        self._backend: Any = None  # tokenizers.Tokenizer configured for padding and truncation
         self.n_special = self.tokenizer.num_special_tokens_to_add()
         limit = getattr(self.model_config, "max_position_embeddings", None) or self.tokenizer.model_max_length
         room = int(limit) - self.n_special
@@ -95,6 +97,7 @@ class BertExtractor(Extractor):
             raise ExtractorConfigError(f"bert: max_tokens must be an integer in 1..{room} (the model takes {limit} "
                                        f"positions, {self.n_special} of them special), got {cfg['max_tokens']!r}")
         self._identity: dict[str, Any] | None = None
+        self._counts: dict[str, int] = {}  # cleaned text -> word pieces (planning and reassembly both ask)
         self.truncated: dict[str, int] = {}  # utt_id -> word pieces before truncation
 
     # --- configuration ------------------------------------------------------------------------------------------
@@ -135,6 +138,8 @@ class BertExtractor(Extractor):
         state = dict(self.__dict__)
         state["_tokenizer"] = None  # rebuilt from the files in the worker
         state["_model"] = None
+        state["_backend"] = None
+        state["_counts"] = {}
         return state
 
     def describe(self) -> dict[str, Any]:
@@ -165,12 +170,17 @@ class BertExtractor(Extractor):
     def clean(self, utt: Utterance) -> str:
         return clean_transcript(utt.text, self.config["normalize"], self.config["fix_mojibake"])
 
+    def signature(self, utt: Utterance) -> str:
+        """Only the transcript decides a text feature: a relabelled utterance keeps its finished shard."""
+        return json.dumps([utt.utt_id, utt.text], ensure_ascii=False)
+
     def _token_counts(self, texts: Sequence[str]) -> list[int]:
         """Word pieces per text, before truncation and without special tokens."""
-        nonempty = [t for t in texts if t]
-        counts = iter(len(ids) for ids in self.tokenizer(nonempty, add_special_tokens=False, verbose=False)
-                      ["input_ids"]) if nonempty else iter(())
-        return [next(counts) if t else 0 for t in texts]
+        new = sorted({t for t in texts if t and t not in self._counts})
+        if new:
+            pieces = self.tokenizer(new, add_special_tokens=False, verbose=False)["input_ids"]
+            self._counts.update(zip(new, map(len, pieces), strict=True))
+        return [self._counts[t] if t else 0 for t in texts]
 
     def work_units(self, utts: Sequence[Utterance]) -> list[list[int]]:
         """Length-sorted batches whose padded size (count x longest, specials included) fits `token_budget`;
@@ -206,6 +216,32 @@ class BertExtractor(Extractor):
         self._model = model.to(self.device).eval()
         self.tokenizer  # noqa: B018 - load it now, not inside the first timed batch
 
+    def _encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Padded, truncated int64 arrays: the model's inputs plus attention_mask and special_tokens_mask.
+
+        Fast tokenizers are driven through their `tokenizers` backend (a private copy configured once), which is
+        several times quicker than the transformers wrapper's tensor conversion; others go through the wrapper.
+        """
+        limit = self.max_tokens + self.n_special
+        names = [n for n in self.tokenizer.model_input_names if n in ("input_ids", "token_type_ids")]
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=limit,
+                                 return_special_tokens_mask=True, return_tensors="np", verbose=False)
+            return {k: np.asarray(enc[k], np.int64) for k in (*names, "attention_mask", "special_tokens_mask")}
+        if self._backend is None:
+            from tokenizers import Tokenizer
+
+            self._backend = Tokenizer.from_str(backend.to_str())
+            self._backend.enable_truncation(max_length=limit)
+            self._backend.enable_padding(pad_id=self.tokenizer.pad_token_id, pad_token=self.tokenizer.pad_token,
+                                         pad_type_id=self.tokenizer.pad_token_type_id)
+        encodings = self._backend.encode_batch(texts, add_special_tokens=True)
+        fields = {"input_ids": "ids", "token_type_ids": "type_ids", "attention_mask": "attention_mask",
+                  "special_tokens_mask": "special_tokens_mask"}
+        return {name: np.array([getattr(e, fields[name]) for e in encodings], np.int64)
+                for name in (*names, "attention_mask", "special_tokens_mask")}
+
     def process(self, utts: Sequence[Utterance]) -> list[UtteranceFeatures]:
         if self._model is None:
             self.setup()
@@ -219,14 +255,12 @@ class BertExtractor(Extractor):
                 results[i] = UtteranceFeatures.missing(reason, self.dim)
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
-            enc = self.tokenizer([texts[i] for i in todo], padding=True, truncation=True,
-                                 max_length=self.max_tokens + self.n_special, return_special_tokens_mask=True,
-                                 return_tensors="pt", verbose=False)
-            keep = enc.pop("attention_mask").bool()
-            special = enc.pop("special_tokens_mask").bool()
-            inputs = {k: v.to(self.device) for k, v in enc.items()}
+            enc = self._encode([texts[i] for i in todo])
+            keep = enc.pop("attention_mask").astype(bool)
+            special = enc.pop("special_tokens_mask").astype(bool)
+            inputs = {k: torch.from_numpy(v).to(self.device) for k, v in enc.items()}
             with torch.inference_mode():
-                out = self._model(**inputs, attention_mask=keep.to(self.device).long(),
+                out = self._model(**inputs, attention_mask=torch.from_numpy(keep).long().to(self.device),
                                   output_hidden_states=self.k_layers > 1)
                 if self.k_layers > 1:
                     hidden = torch.stack(out.hidden_states[-self.k_layers:]).float().mean(0)
@@ -234,9 +268,8 @@ class BertExtractor(Extractor):
                     hidden = out.last_hidden_state
                 hidden = hidden.float().cpu().numpy()
             rows = keep if self.config["keep_special_tokens"] else keep & ~special
-            rows_np = rows.numpy()
             for b, i in enumerate(todo):
-                feats = np.ascontiguousarray(hidden[b][rows_np[b]], dtype=np.float32)
+                feats = np.ascontiguousarray(hidden[b][rows[b]], dtype=np.float32)
                 if len(feats) == 0:
                     results[i] = UtteranceFeatures.missing("no word pieces in transcript", self.dim)
                 else:

@@ -34,6 +34,8 @@ def repair_mojibake(text: str) -> str:
 def strip_controls(text: str) -> str:
     """Control characters become spaces (tab, newline and C0/C1 controls); format characters (BOM, zero-width,
     bidi marks, soft hyphen) and lone surrogates are dropped."""
+    if text.isprintable():  # no character of category C* or Z* other than the space: nothing to do (fast path)
+        return text
     out = []
     for ch in text:
         category = unicodedata.category(ch)
