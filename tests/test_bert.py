@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -235,8 +236,11 @@ def test_store_in_id_order_equals_per_utterance_runs(tiny_bert: Path, tmp_path: 
         assert store.attr_json("config")["model"] == str(tiny_bert)
 
     # what a spawned worker gets: a pickled copy without model or tokenizer, loading its own; same bytes
-    worker_copy = pickle.loads(pickle.dumps(BertExtractor(config)))
+    elsewhere = BertExtractor(config)
+    elsewhere.files = dataclasses.replace(elsewhere.files, path=tmp_path / "not-on-this-host")
+    worker_copy = pickle.loads(pickle.dumps(elsewhere))
     assert worker_copy._model is None and worker_copy._tokenizer is None
+    assert worker_copy.files.path == tiny_bert  # found again by its name
     two = tmp_path / "two.h5"
     extract_to_store(worker_copy, list(reversed(utts)), two, shard_size=16, progress=False)
     assert one.read_bytes() == two.read_bytes()

@@ -142,6 +142,13 @@ class BertExtractor(Extractor):
         state["_counts"] = {}
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """On another host (a Ray worker) the model may live elsewhere: find it again by its name, same revision."""
+        self.__dict__.update(state)
+        if not self.files.path.is_dir():
+            pinned = self.files.revision if self.files.source == "hf-cache" else self.config["revision"]
+            self.files = resolve_model(self.config["model"], pinned)
+
     def describe(self) -> dict[str, Any]:
         if self._identity is None:  # hashing BERT-large's 1.3 GB takes a second or two: once
             self._identity = {
@@ -158,8 +165,7 @@ class BertExtractor(Extractor):
                 "max_tokens": self.max_tokens,
                 "compute_device": self.device.split(":")[0],
                 "compute_dtype": self.dtype_name,
-                "feature_names": [f"{self.files.spec.rsplit('/', 1)[-1].rsplit(':', 1)[-1]}_{i}"
-                                  for i in range(self.dim)],
+                "feature_names": [f"{self.name}_{i}" for i in range(self.dim)],
                 "frame_hop_s": None,  # one row per word piece, not per time step
                 "library_versions": library_versions("torch", "transformers", "tokenizers", "huggingface_hub",
                                                      "safetensors"),
