@@ -1,0 +1,283 @@
+"""Text features: one row per word-piece token from a BERT-family encoder (MMIN's lexical input, `bert` store).
+
+Per utterance the output is the last hidden layer (or the mean of the last k layers) at every word-piece token of
+the cleaned transcript, [CLS]/[SEP] dropped unless asked for: shape (T, hidden_size).
+
+Speed: `work_units` sorts a shard's utterances by token count and packs them into batches whose padded size
+(batch x longest sequence) stays under `token_budget`, so padding is small and the model runs on full matrices;
+inference runs under `torch.inference_mode`, in half precision on a GPU when `dtype` is `auto`. The units depend
+only on the shard, and the executor puts results back in id order, so the store is the same whatever the batching
+and the number of workers.
+
+The constructor resolves the model files (failing before any work when they are not on this machine) and loads
+only the config and tokenizer; `setup()` loads the weights in each worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pipeline.extract import Extractor, ExtractorConfigError, library_versions
+from pipeline.extract.model_files import ModelFiles, resolve_model
+from pipeline.extract.text_clean import NORMAL_FORMS, clean_transcript
+from pipeline.manifest import Utterance
+from pipeline.store import UtteranceFeatures
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "model": "bert-large-uncased",  # hub id (local HF cache only), local directory, or python-package:<module>
+    "revision": None,  # HF revision (commit hash, branch or tag) to take from the cache; None = what `main` names
+    "layer": "last",  # "last", or "mean_last_<k>": the mean of the last k hidden layers
+    "keep_special_tokens": False,  # keep the [CLS]/[SEP] rows
+    "max_tokens": None,  # word pieces kept per utterance (specials not counted); None = the model's limit
+    "token_budget": 2048,  # padded tokens (batch size x longest sequence, specials included) per forward pass
+    "dtype": "auto",  # auto (float16 on a GPU, float32 on the CPU) | float32 | float16 | bfloat16
+    "device": "auto",  # auto | cpu | cuda | cuda:<n>
+    "normalize": "NFC",  # Unicode normal form applied to transcripts (NFC, NFKC, NFD, NFKD) or None
+    "fix_mojibake": True,  # undo UTF-8 text decoded as cp1252 / latin-1 (`Iâ€™m` -> `I’m`)
+}
+_LAYER = re.compile(r"^(last|mean_last_(?P<k>[1-9][0-9]*))$")
+
+
+def _layers_averaged(layer: Any) -> int:
+    match = _LAYER.match(str(layer))
+    if not match:
+        raise ExtractorConfigError(f"bert: layer must be 'last' or 'mean_last_<k>' (k >= 1), got {layer!r}")
+    return int(match.group("k") or 1)
+
+
+class BertExtractor(Extractor):
+    """Word-piece token embeddings from a transformers encoder (BERT-large for real corpora, MiniLM for the demo)."""
+
+    name: ClassVar[str] = "bert"
+    version: ClassVar[str] = "1"
+    modality: ClassVar[str] = "text"
+
+    def __init__(self, config: dict[str, Any], corpus_root: Any = ".") -> None:
+        unknown = set(config) - set(DEFAULTS)
+        if unknown:
+            raise ExtractorConfigError(f"bert: unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        super().__init__({**DEFAULTS, **config}, corpus_root)
+        cfg = self.config
+        self.k_layers = _layers_averaged(cfg["layer"])
+        if cfg["normalize"] is not None and cfg["normalize"] not in NORMAL_FORMS:
+            raise ExtractorConfigError(f"bert: normalize must be one of {NORMAL_FORMS} or null, "
+                                       f"got {cfg['normalize']!r}")
+        if not isinstance(cfg["token_budget"], int) or cfg["token_budget"] < 1:
+            raise ExtractorConfigError(f"bert: token_budget must be a positive integer, got {cfg['token_budget']!r}")
+        self.files: ModelFiles = resolve_model(cfg["model"], cfg["revision"])
+
+        import torch
+        from transformers import AutoConfig
+
+        self.model_config = AutoConfig.from_pretrained(self.files.path)
+        if self.k_layers > self.model_config.num_hidden_layers + 1:
+            raise ExtractorConfigError(f"bert: layer {cfg['layer']!r} averages more layers than the model has "
+                                       f"({self.model_config.num_hidden_layers} + embeddings)")
+        self.device = self._pick_device(cfg["device"], torch)
+        self.dtype_name = self._pick_dtype(cfg["dtype"])
+        self._tokenizer: Any = None
+        self._model: Any = None
+        self._backend: Any = None  # tokenizers.Tokenizer configured for padding and truncation
+        self.n_special = self.tokenizer.num_special_tokens_to_add()
+        limit = getattr(self.model_config, "max_position_embeddings", None) or self.tokenizer.model_max_length
+        room = int(limit) - self.n_special
+        if cfg["max_tokens"] is None:
+            self.max_tokens = room
+        elif isinstance(cfg["max_tokens"], int) and 1 <= cfg["max_tokens"] <= room:
+            self.max_tokens = cfg["max_tokens"]
+        else:
+            raise ExtractorConfigError(f"bert: max_tokens must be an integer in 1..{room} (the model takes {limit} "
+                                       f"positions, {self.n_special} of them special), got {cfg['max_tokens']!r}")
+        self._identity: dict[str, Any] | None = None
+        self._counts: dict[str, int] = {}  # cleaned text -> word pieces (planning and reassembly both ask)
+        self.truncated: dict[str, int] = {}  # utt_id -> word pieces before truncation
+
+    # --- configuration ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _pick_device(preference: str, torch: Any) -> str:
+        if preference == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            device = torch.device(preference)
+        except (RuntimeError, TypeError):
+            raise ExtractorConfigError(f"bert: device must be auto, cpu or cuda[:n], got {preference!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ExtractorConfigError(f"bert: device {preference!r} requested but CUDA is not available")
+        return str(device)
+
+    def _pick_dtype(self, name: str) -> str:
+        if name == "auto":
+            return "float16" if self.device.startswith("cuda") else "float32"
+        if name not in ("float32", "float16", "bfloat16"):
+            raise ExtractorConfigError(f"bert: dtype must be auto, float32, float16 or bfloat16, got {name!r}")
+        if name == "float16" and self.device == "cpu":
+            raise ExtractorConfigError("bert: float16 on the CPU is slow and inexact; use float32 or bfloat16")
+        return name
+
+    @property
+    def dim(self) -> int:
+        return int(self.model_config.hidden_size)
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.files.path)
+        return self._tokenizer
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_tokenizer"] = None  # rebuilt from the files in the worker
+        state["_model"] = None
+        state["_backend"] = None
+        state["_counts"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """On another host (a Ray worker) the model may live elsewhere: find it again by its name, same revision."""
+        self.__dict__.update(state)
+        if not self.files.path.is_dir():
+            pinned = self.files.revision if self.files.source == "hf-cache" else self.config["revision"]
+            self.files = resolve_model(self.config["model"], pinned)
+
+    def describe(self) -> dict[str, Any]:
+        if self._identity is None:  # hashing BERT-large's 1.3 GB takes a second or two: once
+            self._identity = {
+                "model": self.files.spec,
+                "model_source": self.files.source,
+                "model_revision": self.files.revision or "unknown",
+                "model_type": self.model_config.model_type,
+                "weight_files": [p.name for p in self.files.weight_files],
+                "weights_sha256": self.files.weights_sha256(),
+                "tokenizer_sha256": self.files.tokenizer_sha256(),
+                "hidden_size": self.dim,
+                "num_hidden_layers": int(self.model_config.num_hidden_layers),
+                "layers_averaged": self.k_layers,
+                "max_tokens": self.max_tokens,
+                "compute_device": self.device.split(":")[0],
+                "compute_dtype": self.dtype_name,
+                "feature_names": [f"{self.name}_{i}" for i in range(self.dim)],
+                "frame_hop_s": None,  # one row per word piece, not per time step
+                "library_versions": library_versions("torch", "transformers", "tokenizers", "huggingface_hub",
+                                                     "safetensors"),
+            }
+        return self._identity
+
+    # --- tokens -------------------------------------------------------------------------------------------------
+    def clean(self, utt: Utterance) -> str:
+        return clean_transcript(utt.text, self.config["normalize"], self.config["fix_mojibake"])
+
+    def signature(self, utt: Utterance) -> str:
+        """Only the transcript decides a text feature: a relabelled utterance keeps its finished shard."""
+        return json.dumps([utt.utt_id, utt.text], ensure_ascii=False)
+
+    def _token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces per text, before truncation and without special tokens."""
+        new = sorted({t for t in texts if t and t not in self._counts})
+        if new:
+            pieces = self.tokenizer(new, add_special_tokens=False, verbose=False)["input_ids"]
+            self._counts.update(zip(new, map(len, pieces), strict=True))
+        return [self._counts[t] if t else 0 for t in texts]
+
+    def work_units(self, utts: Sequence[Utterance]) -> list[list[int]]:
+        """Length-sorted batches whose padded size (count x longest, specials included) fits `token_budget`;
+        an utterance longer than the budget on its own runs alone."""
+        counts = self._token_counts([self.clean(u) for u in utts])
+        newly = [(u.utt_id, n) for u, n in zip(utts, counts, strict=True)
+                 if n > self.max_tokens and u.utt_id not in self.truncated]
+        if newly:
+            self.truncated.update(newly)
+            log.info("bert: %d of %d utterances truncated to %d word pieces (longest %d; %d so far)", len(newly),
+                     len(utts), self.max_tokens, max(n for _, n in newly), len(self.truncated))
+        budget = self.config["token_budget"]
+        units: list[list[int]] = []
+        current: list[int] = []
+        for i in sorted(range(len(utts)), key=lambda j: (counts[j], j)):
+            length = min(counts[i], self.max_tokens) + self.n_special
+            if current and (len(current) + 1) * length > budget:  # sorted ascending: i is the longest so far
+                units.append(current)
+                current = []
+            current.append(i)
+        if current:
+            units.append(current)
+        return units
+
+    # --- model --------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(self.files.path, dtype=getattr(torch, self.dtype_name))
+        self._model = model.to(self.device).eval()
+        self.tokenizer  # noqa: B018 - load it now, not inside the first timed batch
+
+    def _encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Padded, truncated int64 arrays: the model's inputs plus attention_mask and special_tokens_mask.
+
+        Fast tokenizers are driven through their `tokenizers` backend (a private copy configured once), which is
+        several times quicker than the transformers wrapper's tensor conversion; others go through the wrapper.
+        """
+        limit = self.max_tokens + self.n_special
+        names = [n for n in self.tokenizer.model_input_names if n in ("input_ids", "token_type_ids")]
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=limit,
+                                 return_special_tokens_mask=True, return_tensors="np", verbose=False)
+            return {k: np.asarray(enc[k], np.int64) for k in (*names, "attention_mask", "special_tokens_mask")}
+        if self._backend is None:
+            from tokenizers import Tokenizer
+
+            self._backend = Tokenizer.from_str(backend.to_str())
+            self._backend.enable_truncation(max_length=limit)
+            self._backend.enable_padding(pad_id=self.tokenizer.pad_token_id, pad_token=self.tokenizer.pad_token,
+                                         pad_type_id=self.tokenizer.pad_token_type_id)
+        encodings = self._backend.encode_batch(texts, add_special_tokens=True)
+        fields = {"input_ids": "ids", "token_type_ids": "type_ids", "attention_mask": "attention_mask",
+                  "special_tokens_mask": "special_tokens_mask"}
+        return {name: np.array([getattr(e, fields[name]) for e in encodings], np.int64)
+                for name in (*names, "attention_mask", "special_tokens_mask")}
+
+    def process(self, utts: Sequence[Utterance]) -> list[UtteranceFeatures]:
+        if self._model is None:
+            self.setup()
+        import torch
+
+        texts = [self.clean(u) for u in utts]
+        results: list[UtteranceFeatures | None] = [None] * len(utts)
+        for i, (utt, text) in enumerate(zip(utts, texts, strict=True)):
+            if not text:
+                reason = "no transcript" if utt.text is None else "empty transcript"
+                results[i] = UtteranceFeatures.missing(reason, self.dim)
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            enc = self._encode([texts[i] for i in todo])
+            keep = enc.pop("attention_mask").astype(bool)
+            special = enc.pop("special_tokens_mask").astype(bool)
+            inputs = {k: torch.from_numpy(v).to(self.device) for k, v in enc.items()}
+            with torch.inference_mode():
+                out = self._model(**inputs, attention_mask=torch.from_numpy(keep).long().to(self.device),
+                                  output_hidden_states=self.k_layers > 1)
+                if self.k_layers > 1:
+                    hidden = torch.stack(out.hidden_states[-self.k_layers:]).float().mean(0)
+                else:
+                    hidden = out.last_hidden_state
+                hidden = hidden.float().cpu().numpy()
+            rows = keep if self.config["keep_special_tokens"] else keep & ~special
+            for b, i in enumerate(todo):
+                feats = np.ascontiguousarray(hidden[b][rows[b]], dtype=np.float32)
+                if len(feats) == 0:
+                    results[i] = UtteranceFeatures.missing("no word pieces in transcript", self.dim)
+                else:
+                    results[i] = UtteranceFeatures(feats, True)
+        return [r for r in results if r is not None]
