@@ -8,7 +8,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from tests.mmin_fixtures import TINY_SHAPES, synthetic_set, tiny_mmin, tiny_recipe
 
 from models import mmin, utt_fusion
 from models.batches import prepare_fold
@@ -16,6 +15,7 @@ from models.conditions import complement, epoch_items, expand_items, mask_inputs
 from models.data import CONDITIONS, MISSING_CONDITIONS, MODALITIES, Sequences, UtteranceSet, condition_mask
 from models.recipe import ItemBatch
 from models.trainer import fit
+from tests.mmin_fixtures import TINY_SHAPES, synthetic_set, tiny_mmin, tiny_recipe
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")

@@ -103,18 +103,20 @@ class Extractor(ABC):
                 "config": json.dumps(self.config, sort_keys=True), **self.describe()}
 
     def signature(self, utt: Utterance) -> str:
-        """What decides whether a finished shard can be reused: the record and its media file's size and mtime."""
-        parts = [utt.to_json()]
-        seg = getattr(utt, self.modality, None) if self.modality in ("audio", "video") else None
-        if seg is not None:
-            path = self.corpus_root / seg.path
-            try:
-                st = os.stat(path)
-                parts.append(f"{st.st_size}:{st.st_mtime_ns}")
-            except OSError:
-                parts.append("unreadable")
-        return "|".join(parts)
-
+        """What decides whether a finished shard can be reused: the input this extractor reads (the media segment
+        and the file's size and mtime, or the text), never fields it ignores such as the label."""
+        if self.modality == "text":
+            return json.dumps([utt.utt_id, utt.text], ensure_ascii=False)
+        seg = getattr(utt, self.modality, None)
+        if seg is None:
+            return json.dumps([utt.utt_id, None])
+        parts: list[Any] = [utt.utt_id, seg.path, seg.start, seg.end, getattr(seg, "face_region", None)]
+        try:
+            st = os.stat(self.corpus_root / seg.path)
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append("unreadable")
+        return json.dumps(parts)
 
 register("compare", "pipeline.extract.compare:CompareExtractor")
 register("compare_utterance", "pipeline.extract.compare:CompareUtteranceExtractor")

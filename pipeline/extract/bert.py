@@ -15,7 +15,6 @@ only the config and tokenizer; `setup()` loads the weights in each worker.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -175,10 +174,6 @@ class BertExtractor(Extractor):
     # --- tokens -------------------------------------------------------------------------------------------------
     def clean(self, utt: Utterance) -> str:
         return clean_transcript(utt.text, self.config["normalize"], self.config["fix_mojibake"])
-
-    def signature(self, utt: Utterance) -> str:
-        """Only the transcript decides a text feature: a relabelled utterance keeps its finished shard."""
-        return json.dumps([utt.utt_id, utt.text], ensure_ascii=False)
 
     def _token_counts(self, texts: Sequence[str]) -> list[int]:
         """Word pieces per text, before truncation and without special tokens."""
