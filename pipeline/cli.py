@@ -26,9 +26,18 @@ def _split(args: argparse.Namespace, params: dict[str, Any]) -> None:
     split_corpus(params, args.corpus)
 
 
+def _extract(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from pipeline.extract.run import extract_corpus
+
+    extract_corpus(params, args.corpus, args.extractor)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, dict[str, Any]], None], list[tuple[str, str]]]] = {
     "prepare": ("read a corpus (or generate the demo) into data/<corpus>/manifest.jsonl and corpus.json",
                 _prepare, [("corpus", "a key under `corpora` in params.yaml")]),
+    "extract": ("extract one modality's features of a corpus into features/<corpus>/<extractor>.h5",
+                _extract, [("corpus", "a key under `corpora` in params.yaml"),
+                           ("extractor", "a key under `extractors` in params.yaml")]),
     "split": ("build the corpus's folds, condition table and unlabelled pools into splits/<corpus>.json",
               _split, [("corpus", "a key under `corpora` in params.yaml")]),
 }

@@ -1,0 +1,55 @@
+"""The extract stage: `affectflow extract <corpus> <extractor>` -> `features/<corpus>/<extractor>.h5`.
+
+`extractors.<name>` in params.yaml holds the stage settings (executor, workers, threads, shard size, failure
+threshold) and, under `config`, exactly what the extractor itself reads; `corpora.<corpus>.extractors.<name>`
+overrides either for one corpus (the demo's text model, say). The extractor is built, and its configuration
+checked, before any work starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline.extract import extractor_class
+from pipeline.extract.executor import ExtractionSummary
+from pipeline.extract.stage import extract_to_store
+from pipeline.manifest import CorpusInfo, read_manifest
+from pipeline.params import ConfigError, lookup, merged
+from pipeline.prepare import corpus_info_path, manifest_path
+
+log = logging.getLogger(__name__)
+
+STAGE_KEYS = ("executor", "workers", "threads_per_worker", "shard_size", "max_failure_rate", "ray", "config")
+
+
+def extractor_settings(params: dict[str, Any], corpus: str, name: str) -> dict[str, Any]:
+    base = lookup(params, f"extractors.{name}")
+    override = lookup(params, f"corpora.{corpus}.extractors.{name}", {}) or {}
+    settings = merged(base, override)
+    unknown = sorted(set(settings) - set(STAGE_KEYS))
+    if unknown:
+        raise ConfigError(f"extractors.{name}: unknown keys {unknown}; stage keys are {list(STAGE_KEYS)} and the "
+                          "extractor's own settings go under `config`")
+    return settings
+
+
+def store_path(corpus: str, name: str) -> Path:
+    return Path("features") / corpus / f"{name}.h5"
+
+
+def extract_corpus(params: dict[str, Any], corpus: str, name: str) -> ExtractionSummary:
+    settings = extractor_settings(params, corpus, name)
+    info = CorpusInfo.read(corpus_info_path(corpus))
+    root = Path(info.root)
+    utts = read_manifest(manifest_path(corpus), info.classes)
+    extractor = extractor_class(name)(dict(settings.get("config") or {}), root)
+    executor = settings.get("executor", "local")
+    options: dict[str, Any] = {"workers": int(settings.get("workers", 1)),
+                               "threads_per_worker": int(settings.get("threads_per_worker", 1))}
+    if executor == "ray":
+        options.update(settings.get("ray") or {})
+    return extract_to_store(extractor, utts, store_path(corpus, name), executor=executor,
+                            executor_options=options, shard_size=int(settings.get("shard_size", 256)),
+                            max_failure_rate=float(settings.get("max_failure_rate", 0.05)))
