@@ -6,8 +6,9 @@ One run generates the clips once (default 200 clips of 3 s, 16 kHz WAV) and meas
   bare-1x   the same loop with one Smile reading both levels in one pass (what the extractor runs), for reference;
   ext w=1   `extract_to_store` with the compare extractor, 1 worker (loading, checks, merge, downsampling by 10,
             HDF5 store included), in a child process;
-  ext w=N   the same with N workers (pool start-up included);
-  ext w=N x4 the corpus repeated 4 times (same files, new ids): peak RSS must not grow with the corpus.
+  ext w=N   the same with N workers (pool start-up included), workers forked (the setting proposed for compare)
+            and, for comparison, spawned (the executor's default: each worker re-imports opensmile and scipy);
+  ext w=N x4 the corpus repeated 4 times (same files, new ids), forked workers: peak RSS must not grow with it.
 Peak RSS is the largest sum of RSS over the child and its workers, sampled every 20 ms with psutil, plus the
 largest single process from getrusage. Targets: ext w=1 >= 0.9x bare, ext w=N >= 1.7x ext w=1, RSS x4 within 10%.
 Timings taken on a shared machine are disturbed by other load; compare ratios from one run only.
@@ -58,7 +59,8 @@ def make_clips(folder: Path, clips: int, seconds: float) -> list[Path]:
     return paths
 
 
-def bare_loop(paths: list[Path], one_pass: bool) -> float:
+def bare_loop(paths: list[Path], one_pass: bool) -> tuple[float, float]:
+    """Wall and CPU seconds of the loop (Smile objects built before the clock starts)."""
     import opensmile
 
     if one_pass:
@@ -67,11 +69,11 @@ def bare_loop(paths: list[Path], one_pass: bool) -> float:
         smiles = [opensmile.Smile(feature_set=opensmile.FeatureSet.ComParE_2016, feature_level=level)
                   for level in (opensmile.FeatureLevel.LowLevelDescriptors,
                                 opensmile.FeatureLevel.LowLevelDescriptors_Deltas)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for path in paths:
         for smile in smiles:
             smile.process_file(str(path))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def child(spec: dict[str, Any]) -> None:
@@ -84,13 +86,19 @@ def child(spec: dict[str, Any]) -> None:
     utts = [Utterance(f"{Path(name).stem}_r{r}", "bench", f"spk{i % 10}", f"s{i % 5}", audio=Segment(name))
             for r in range(spec["repeat"]) for i, name in enumerate(spec["files"])]
     extractor = CompareExtractor(CONFIG, root)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     summary = extract_to_store(extractor, utts, spec["out"], shard_size=256, progress=False,
-                               executor_options={"workers": spec["workers"]})
-    seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "present": summary.present, "missing": summary.missing,
+                               executor_options={"workers": spec["workers"], "start_method": spec["start_method"]})
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu, "present": summary.present, "missing": summary.missing,
                       "maxrss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "maxrss_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and of its finished children (the pool workers, once joined)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -138,37 +146,45 @@ def main() -> None:
         files = [p.name for p in paths]
         print(f"{args.clips} clips of {args.seconds:g} s ({audio_s:g} s of audio), {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.1f}")
-        rows: dict[str, float] = {}
+        rows: dict[str, tuple[float, float]] = {}
         rows["bare (2 levels, 2 calls/clip)"] = bare_loop(paths, one_pass=False)
         rows["bare-1x (1 call/clip, lld;lld_de)"] = bare_loop(paths, one_pass=True)
 
-        def spec(workers: int, repeat: int) -> dict[str, Any]:
+        def spec(workers: int, repeat: int, start_method: str = "fork") -> dict[str, Any]:
             return {"root": str(folder), "files": files, "workers": workers, "repeat": repeat,
-                    "out": str(folder / f"store_w{workers}_r{repeat}.h5")}
+                    "start_method": start_method, "out": str(folder / f"store_w{workers}_r{repeat}_{start_method}.h5")}
 
         one = run_child(spec(1, 1))
+        spawned = run_child(spec(args.workers, 1, "spawn"))
         many = run_child(spec(args.workers, 1))
         repeated = run_child(spec(args.workers, args.repeat))
-        rows["ext w=1"] = one["seconds"]
-        rows[f"ext w={args.workers}"] = many["seconds"]
-        rows[f"ext w={args.workers} x{args.repeat}"] = repeated["seconds"]
-        print(f"{'run':36s} {'seconds':>8s} {'clips/s':>8s} {'x realtime':>10s}")
-        for name, seconds in rows.items():
+        rows["ext w=1"] = one["seconds"], one["cpu_s"]
+        rows[f"ext w={args.workers} spawn"] = spawned["seconds"], spawned["cpu_s"]
+        rows[f"ext w={args.workers}"] = many["seconds"], many["cpu_s"]
+        rows[f"ext w={args.workers} x{args.repeat}"] = repeated["seconds"], repeated["cpu_s"]
+        print(f"{'run':36s} {'seconds':>8s} {'CPU s':>8s} {'clips/s':>8s} {'x realtime':>10s}")
+        for name, (seconds, cpu) in rows.items():
             n = args.clips * (args.repeat if name.endswith(f"x{args.repeat}") else 1)
-            print(f"{name:36s} {seconds:8.2f} {n / seconds:8.2f} {n * args.seconds / seconds:10.1f}")
-        print(f"missing utterances: {one['missing']}, {many['missing']}, {repeated['missing']}")
+            print(f"{name:36s} {seconds:8.2f} {cpu:8.2f} {n / seconds:8.2f} {n * args.seconds / seconds:10.1f}")
+        print(f"missing utterances: {one['missing']}, {spawned['missing']}, {many['missing']}, {repeated['missing']}")
         for name, res in ((f"w={args.workers} corpus", many), (f"w={args.workers} x{args.repeat}", repeated),
                           ("w=1 corpus", one)):
             print(f"peak RSS {name:16s} tree {res['peak_tree_rss_mb']:7.1f} MB, stage process "
                   f"{res['maxrss_self_mb']:7.1f} MB, largest child {res['maxrss_workers_mb']:7.1f} MB")
-        bare = rows["bare (2 levels, 2 calls/clip)"]
+        bare = rows["bare (2 levels, 2 calls/clip)"][0]
         ratio_1 = bare / one["seconds"]
         ratio_n = one["seconds"] / many["seconds"]
         ratio_rss = repeated["peak_tree_rss_mb"] / many["peak_tree_rss_mb"]
         print(f"ratio ext w=1 / bare throughput:        {ratio_1:5.2f}  (target >= 0.90)")
-        one_pass = rows["bare-1x (1 call/clip, lld;lld_de)"]
+        one_pass = rows["bare-1x (1 call/clip, lld;lld_de)"][0]
         print(f"ratio ext w=1 / bare-1x throughput:     {one_pass / one['seconds']:5.2f}")
         print(f"ratio ext w={args.workers} / ext w=1 throughput:     {ratio_n:5.2f}  (target >= 1.70)")
+        print(f"ratio ext w={args.workers} spawn / ext w=1:          {one['seconds'] / spawned['seconds']:5.2f}")
+        for name, res in (("fork", many), ("spawn", spawned)):
+            overhead = res["cpu_s"] - one["cpu_s"]
+            ideal = (one["cpu_s"] + overhead) / args.workers
+            print(f"CPU spent by w={args.workers} {name} beyond w=1 (pool start-up, IPC): {overhead:5.2f} s; projected "
+                  f"on idle cores: {one['cpu_s'] / ideal:.2f}x w=1")
         print(f"ratio peak RSS x{args.repeat} / x1:                  {ratio_rss:5.2f}  (target within 0.90-1.10)")
 
 

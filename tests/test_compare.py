@@ -153,13 +153,13 @@ def test_store_bytes_do_not_depend_on_the_number_of_workers(corpus: Path, tmp_pa
             utterance("e_zero", "zero.wav"), utterance("f_short", "short.wav"), utterance("g_seg", "two_part.wav")]
     config = {**FRAME_CONFIG, "downsample": 10, "batch_size": 1}
     paths = []
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}" / "compare.h5"
+    for workers, start_method in ((1, "spawn"), (2, "spawn"), (2, "fork")):
+        out = tmp_path / f"w{workers}{start_method}" / "compare.h5"
         summary = extract_to_store(CompareExtractor(config, corpus), utts, out, shard_size=3, progress=False,
-                                   executor_options={"workers": workers})
+                                   executor_options={"workers": workers, "start_method": start_method})
         assert summary.missing == 3
         paths.append(out)
-    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()
     with FeatureStore(paths[0]) as store:
         assert store.present.tolist() == [True, True, True, False, False, False, True]
         assert store.failure[3:6] == ["unreadable", "empty", "too_short"]
@@ -167,6 +167,12 @@ def test_store_bytes_do_not_depend_on_the_number_of_workers(corpus: Path, tmp_pa
         assert store.attr_json("feature_names")[0] == "F0final_sma"
         assert store.attrs["frame_hop_s"] == pytest.approx(0.1)
         assert store.attr_json("config")["downsample"] == 10
+
+
+def test_unknown_start_method_is_a_configuration_error(corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExtractorConfigError, match="start_method"):
+        extract_to_store(CompareExtractor(FRAME_CONFIG, corpus), [utterance("a", "tone220.wav")],
+                         tmp_path / "x.h5", progress=False, executor_options={"workers": 2, "start_method": "threads"})
 
 
 @pytest.mark.parametrize(("feature_set", "dim"), [("eGeMAPSv02", 88), ("ComParE_2016", 6373)])
