@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_media import dominant_frequency, ffmpeg, tone, write_audio, write_video
 
 from pipeline.extract.audio import AudioLoadError, load_audio
+from tests.audio_media import dominant_frequency, ffmpeg, tone, write_audio, write_video
 
 RATE = 16000
 

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import opensmile
 import pytest
-from audio_media import tone, write_audio, write_video
 from scipy.signal import resample_poly
 
 from pipeline.extract import ExtractorConfigError, extractor_class
@@ -18,6 +17,7 @@ from pipeline.extract.compare import CompareExtractor, CompareUtteranceExtractor
 from pipeline.extract.stage import extract_to_store
 from pipeline.manifest import Segment, Utterance
 from pipeline.store import FeatureStore
+from tests.audio_media import tone, write_audio, write_video
 
 RATE = 16000
 FRAME_CONFIG: dict[str, Any] = {"sample_rate": RATE, "downsample": 1, "min_frames": 10, "silence_dbfs": -90.0,
