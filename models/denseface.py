@@ -128,7 +128,7 @@ class Transition(nn.Module):
 class Denseface(nn.Module):
     """DenseNet-BC on normalised grayscale face crops [N, 1, H, W] (64 x 64 in MMIN's setting)."""
 
-    def __init__(self, config: DensefaceConfig | None = None) -> None:
+    def __init__(self, config: DensefaceConfig | None = None, initialise: bool = True) -> None:
         super().__init__()
         self.config = config or DensefaceConfig()
         cfg = self.config
@@ -144,7 +144,8 @@ class Denseface(nn.Module):
         self.body = nn.Sequential(*stages)
         self.final_norm = nn.BatchNorm2d(blocks[-1][1])
         self.classifier = nn.Linear(blocks[-1][1], cfg.n_classes)
-        self.reset_parameters()
+        if initialise:  # False when weights are loaded next anyway
+            self.reset_parameters()
 
     @property
     def feature_dim(self) -> int:

@@ -47,8 +47,9 @@ class DensefaceCheckpoint:
 
     def build(self) -> Denseface:
         """The network with the weights loaded, in eval mode."""
-        model = Denseface(self.network)
-        model.load_state_dict(self.state_dict)
+        with torch.device("meta"):  # no initialisation that the weights would overwrite
+            model = Denseface(self.network, initialise=False)
+        model.load_state_dict(self.state_dict, assign=True)
         return model.eval()
 
 
@@ -61,7 +62,7 @@ def save_checkpoint(path: str | Path, model: Denseface, classes: list[str], norm
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
         "network": model.config.to_dict(), "classes": list(classes), "normalisation": normalisation.to_dict(),
         "extra": dict(extra or {}),
     }
@@ -116,7 +117,7 @@ def load_checkpoint(path: str | Path, expected_network: dict[str, Any] | None = 
         raise CheckpointError(f"{path}: invalid network settings in the checkpoint: {err}") from None
     state = payload["state_dict"]
     with torch.device("meta"):  # shapes only: no memory, no initialisation
-        reference = Denseface(network).state_dict()
+        reference = Denseface(network, initialise=False).state_dict()
     missing = sorted(set(reference) - set(state))
     unexpected = sorted(set(state) - set(reference))
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in reference.items()

@@ -136,7 +136,7 @@ def evaluate(model: Denseface, data: FaceTensors, norm: Normalisation, batch_siz
     correct, loss_sum = 0, 0.0
     with torch.no_grad():
         for lo in range(0, len(data), batch_size):
-            x = normalise(data.images[lo:lo + batch_size], norm).to(device)
+            x = normalise(data.images[lo:lo + batch_size], norm).to(device, memory_format=torch.channels_last)
             logits = model(x)
             target = data.targets[lo:lo + batch_size].to(device)
             loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
@@ -168,7 +168,7 @@ def train_on_set(fer_set: FerSet, config: dict[str, Any], progress: bool = True)
     device = pick_device(config["device"])
     norm = Normalisation(int(config["input"]["size"]), float(config["input"]["mean"]), float(config["input"]["std"]))
     network = DensefaceConfig.from_dict({**config["network"], "n_classes": len(fer_set.classes)})
-    model = Denseface(network).to(device)
+    model = Denseface(network).to(device, memory_format=torch.channels_last)  # NHWC: ~1.5x faster on CPU
     optim_cfg, aug_cfg = config["optim"], config["augment"]
     train, public, private = (FaceTensors.from_set(splits[u], norm.size)
                               for u in ("Training", "PublicTest", "PrivateTest"))
@@ -193,7 +193,7 @@ def train_on_set(fer_set: FerSet, config: dict[str, Any], progress: bool = True)
             if aug_cfg["enabled"]:
                 x = augment(x, aug_cfg, augment_generator)
             bar.update(1)
-            yield x.to(device), train.targets[idx].to(device)
+            yield x.to(device, memory_format=torch.channels_last), train.targets[idx].to(device)
 
     def step(batch: tuple[Tensor, Tensor], epoch: int) -> dict[str, Tensor]:
         x, target = batch
@@ -225,7 +225,8 @@ def train_on_set(fer_set: FerSet, config: dict[str, Any], progress: bool = True)
     }
     log.info("train-denseface: best epoch %d, PublicTest accuracy %.4f, PrivateTest accuracy %.4f, %.0f s",
              result.best_epoch, public_scores["accuracy"], private_scores["accuracy"], seconds)
-    return TrainingOutcome(model.cpu(), list(fer_set.classes), norm, metrics, result.history)
+    model = model.cpu().to(memory_format=torch.contiguous_format)
+    return TrainingOutcome(model, list(fer_set.classes), norm, metrics, result.history)
 
 
 def train_denseface(config: dict[str, Any], checkpoint_path: str | Path, metrics_path: str | Path,

@@ -7,11 +7,22 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 from skimage import data
 
 from models.denseface import Denseface, DensefaceConfig
 from pipeline.denseface_checkpoint import Normalisation, save_checkpoint
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two shared cores: one torch thread keeps OpenMP threads from spinning against each other's load."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 # the astronaut's face in the 512 x 512 photo (x1, y1, x2, y2)
 ASTRONAUT_FACE = (181.0, 62.0, 268.0, 172.0)

@@ -9,12 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from _face_media import (
     ASTRONAUT_FACE,
     astronaut_bgr,
     face_config,
     faceless,
+    one_thread,  # noqa: F401 - autouse fixture
     write_checkpoint,
     write_video,
 )
@@ -32,15 +32,6 @@ from pipeline.extract.face import (
 from pipeline.extract.stage import extract_to_store
 from pipeline.manifest import Utterance, VideoSegment
 from pipeline.store import FeatureStore
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """2 shared cores: one torch thread avoids OpenMP threads spinning against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
