@@ -105,7 +105,7 @@ def write_fer_set(tmp_path: Path, n: int = 96) -> tuple[Path, Path]:
     return fer, plus
 
 
-def test_tiny_training_run_lowers_the_loss_and_writes_checkpoint_and_metrics(tmp_path: Path) -> None:
+def test_tiny_training_run_lowers_the_loss_and_is_reproducible(tmp_path: Path) -> None:
     fer, plus = write_fer_set(tmp_path)
     config = training_config(fer, plus)
     metrics = train_denseface(config, tmp_path / "out/denseface.pt", tmp_path / "out/metrics.json",
@@ -120,6 +120,10 @@ def test_tiny_training_run_lowers_the_loss_and_writes_checkpoint_and_metrics(tmp
     assert checkpoint.classes[:4] == ["neutral", "happiness", "surprise", "sadness"]
     assert checkpoint.normalisation == FER_NORMALISATION
     assert checkpoint.extra["best_epoch"] == metrics["best_epoch"]
+    # same config, same bytes (DVC shares the outputs across a lab)
+    train_denseface(config, tmp_path / "again/denseface.pt", tmp_path / "again/metrics.json", progress=False)
+    assert (tmp_path / "again/denseface.pt").read_bytes() == (tmp_path / "out/denseface.pt").read_bytes()
+    assert (tmp_path / "again/metrics.json").read_text() == (tmp_path / "out/metrics.json").read_text()
 
 
 def test_training_config_errors_come_before_any_work(tmp_path: Path) -> None:
