@@ -59,7 +59,7 @@ from pipeline.report_inputs import (
     provenance,
     read_lock,
 )
-from pipeline.train import metrics_path
+from pipeline.train import curves_path, metrics_path
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,8 @@ def provenance_line(label: str, results: ModelResults, prov: Provenance | None, 
     """One model's runs and, from dvc.lock, its feature stores, code version and params."""
     seeds = ", ".join(str(s) for s in results.seeds)
     protocol = results.metrics.get("protocol")
-    runs = f"{results.n_folds} folds × {len(results.seeds)} seeds ({seeds})"
+    folds, n_seeds = results.n_folds, len(results.seeds)
+    runs = f"{folds} fold{'s' * (folds != 1)} × {n_seeds} seed{'s' * (n_seeds != 1)} ({seeds})"
     head = f"- {label} (`{results.model}`): " + (f"{protocol} protocol, " if protocol else "") + runs
     if prov is None:
         return head + "; provenance unknown: no train stage in dvc.lock wrote " + \
@@ -503,6 +504,6 @@ def list_plot_files(root: Path, cfg: Mapping[str, Any]) -> list[str]:
     root = Path(root)
     images = sorted(p.relative_to(root).as_posix() for p in (root / cfg["out_dir"] / PLOTS).rglob("*.png"))
     corpora = set(cfg["corpora"])
-    curves = sorted(p.relative_to(root).as_posix() for p in (root / "plots" / "curves").glob("*/*.csv")
-                    if p.stem in corpora)
+    curves_root = root / curves_path("model", "corpus").parent.parent
+    curves = sorted(p.relative_to(root).as_posix() for p in curves_root.glob("*/*.csv") if p.stem in corpora)
     return images + curves

@@ -40,7 +40,7 @@ def figure_style() -> Iterator[None]:
 
 
 def wrapped(title: str, width_inches: float) -> str:
-    """The title broken into lines that fit the figure's width (about 8 characters per inch at 12 pt, leaving margins)."""
+    """The title broken into lines that fit the figure's width (about 8 characters per inch at 12 pt)."""
     return textwrap.fill(title, width=max(20, int(width_inches * 8)))
 
 
