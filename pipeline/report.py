@@ -387,7 +387,7 @@ class _Renderer:
             stats = {labels[m]: {float(f): r.sweep_stat(f, spec.condition, metric) for f in r.sweep()}
                      for m, r in found.items() if r.sweep()}
             if stats:
-                title = f"{spec.title} ({corpus}): {metric_label(metric, self.cfg)} by labelled fraction"
+                title = f"{spec.title} ({corpus}): {metric_label(metric, self.cfg)}, {spec.condition}"
                 self.figure(corpus, f"{spec.slug}_sweep", sweep_figure(stats, title, metric_label(metric, self.cfg)),
                             title)
         curves = {labels[m]: r.curves for m, r in found.items() if r.curves is not None}

@@ -97,9 +97,10 @@ def condition_bars_figure(stats: Mapping[str, Mapping[str, Stat]], columns: Mapp
     ax.set_xticks(x, [columns[c] for c in conditions])
     ax.set_xlabel("test condition (available modalities)")
     ax.set_ylabel(f"{metric_label} (mean ± std over runs)")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.2)  # room above 1 for the legend: scores are shares
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_title(wrapped(title, fig.get_figwidth()))
-    ax.legend(fontsize=8, ncols=min(len(models), 3), loc="upper left")
+    ax.legend(fontsize=8, ncols=min(len(models), 5), loc="upper center")
     fig.tight_layout()
     return fig
 
