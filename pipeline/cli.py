@@ -32,6 +32,28 @@ def _extract(args: argparse.Namespace, params: dict[str, Any]) -> None:
     extract_corpus(params, args.corpus, args.extractor)
 
 
+def _train(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from pipeline.train import train_model
+
+    train_model(params, args.model, args.corpus)
+
+
+def _train_denseface(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from pipeline.denseface_train import train_denseface
+    from pipeline.params import lookup, merged, section
+
+    config = merged(section(params, "denseface.train"), lookup(params, f"denseface.sets.{args.set}"))
+    out = Path("checkpoints") / "denseface"
+    train_denseface(config, out / f"{args.set}.pt", Path("metrics") / "denseface" / f"{args.set}.json",
+                    Path("plots") / "denseface" / f"{args.set}.json")
+
+
+def _report(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from pipeline.report import report_stage
+
+    report_stage(params)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, dict[str, Any]], None], list[tuple[str, str]]]] = {
     "prepare": ("read a corpus (or generate the demo) into data/<corpus>/manifest.jsonl and corpus.json",
                 _prepare, [("corpus", "a key under `corpora` in params.yaml")]),
@@ -40,6 +62,14 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, dict[str, Any]], No
                            ("extractor", "a key under `extractors` in params.yaml")]),
     "split": ("build the corpus's folds, condition table and unlabelled pools into splits/<corpus>.json",
               _split, [("corpus", "a key under `corpora` in params.yaml")]),
+    "train-denseface": ("train the Denseface network on a FER2013/FER+-format set into "
+                        "checkpoints/denseface/<set>.pt", _train_denseface,
+                        [("set", "a key under `denseface.sets` in params.yaml")]),
+    "train": ("train and evaluate a model on a corpus over its folds and seeds into metrics/<model>/<corpus>.json",
+              _train, [("model", "a key under `models` in params.yaml"),
+                       ("corpus", "a key under `corpora` in params.yaml")]),
+    "report": ("render reports/results.md and reports/plots/ from every model's metrics, runs and curves",
+               _report, []),
 }
 
 
@@ -59,15 +89,21 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input or configuration: one clear line, no traceback."""
     from pipeline.corpora.common import CorpusOptionError
+    from pipeline.denseface_checkpoint import CheckpointError
+    from pipeline.denseface_train import TrainConfigError
     from pipeline.extract import ExtractorConfigError
+    from pipeline.extract.executor import WorkerSetupError
     from pipeline.extract.stage import ExtractionFailed
+    from pipeline.fer import FerFormatError
     from pipeline.manifest import ManifestError
+    from pipeline.report_inputs import ReportInputError
     from pipeline.splits import SplitError
     from pipeline.store import StoreError
 
     return (*KNOWN_ERRORS, ManifestError, StoreError, ExtractorConfigError, ExtractionFailed, CorpusOptionError,
-            SplitError)
+            SplitError, CheckpointError, TrainConfigError, WorkerSetupError, FerFormatError, ReportInputError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

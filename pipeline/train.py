@@ -148,6 +148,19 @@ def _write_curves(path: Path, histories: list[list[dict[str, float]]]) -> None:
                                   else "" for k in keys]])
 
 
+def _tensors(value: Any) -> Any:
+    """numpy arrays as tensors, recursively, so the file loads with torch.load(weights_only=True)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _tensors(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_tensors(v) for v in value]
+    return value
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
@@ -181,6 +194,8 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
             raise ConfigError(f"models.{model}: labelled fraction {fraction} is not in splits.labelled_fractions")
     init_from = cfg.get("init_from")
     device = pick_device(str(cfg.get("device", "auto")))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
     features = cfg["features"]
     stores = {m: FeatureStore(store_path(corpus, features[m])) for m in MODALITIES}
     family_cfg = {**cfg, "n_classes": len(info.classes), "classes": list(info.classes)}
@@ -221,9 +236,7 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
         suffix = f"_frac{fraction:g}" if len(fractions) > 1 else ""
         torch.save(outcome.state, out_dir / f"{fold['name']}_seed{seed}{suffix}.pt")
         if fraction == max(fractions) and fold is folds[0] and seed == seeds[0] and outcome.extras:
-            torch.save({k: v for k, v in outcome.extras.items() if isinstance(v, (torch.Tensor, np.ndarray, dict,
-                                                                                 list, float, int, str))},
-                       out_dir / "extras.pt")
+            torch.save(_tensors(outcome.extras), out_dir / "extras.pt")
         by_fraction[fraction].append(outcome)
         history = [{k: v for k, v in row.items() if k != "seconds"} for row in outcome.history]
         runs.append({"fold": fold["name"], "seed": seed, "labelled_fraction": fraction,
