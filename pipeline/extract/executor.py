@@ -1,6 +1,9 @@
 """Executors: run an extractor over the shards a store writer still needs, and hand each finished shard back.
 
-`local` runs in this process (workers=1) or in a pool of spawned worker processes, each loading the model once.
+`local` runs in this process (workers=1) or in a pool of worker processes, each loading the model once. Workers
+are spawned by default (safe with torch and threads); `start_method: fork` lets an extractor whose stage process
+holds no threads or GPU state skip the per-worker interpreter start and imports (seconds each for opensmile and
+scipy.signal on slow CPUs, which on small corpora eats most of the gain of a second worker).
 Work units come from `Extractor.work_units` per shard and results are reassembled in shard order, so the store is
 the same bytes whatever the number of workers. The Ray executor (`pipeline.extract.ray_executor`) follows the
 same contract.
@@ -19,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.extract import Extractor
+from pipeline.extract import Extractor, ExtractorConfigError
 from pipeline.manifest import Utterance
 from pipeline.store import Shard, StoreWriter, UtteranceFeatures
 
@@ -125,15 +128,15 @@ def _process_checked(extractor: Extractor, utts: list[Utterance]) -> list[Uttera
     return results
 
 
-def _iter_local(extractor: Extractor, tasks: list[Task], workers: int,
-                threads: int) -> Iterator[tuple[int, int, list[UtteranceFeatures]]]:
+def _iter_local(extractor: Extractor, tasks: list[Task], workers: int, threads: int,
+                start_method: str = "spawn") -> Iterator[tuple[int, int, list[UtteranceFeatures]]]:
     if workers <= 1:
         extractor.setup()
         set_threads(threads)
         for pos, k, utts in tasks:
             yield pos, k, _process_checked(extractor, utts)
         return
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context(start_method)
     with ctx.Pool(workers, initializer=_init_worker, initargs=(extractor, threads)) as pool:
         yield from pool.imap(_run_task, tasks, chunksize=1)
 
@@ -166,6 +169,9 @@ def run(extractor: Extractor, writer: StoreWriter, utts_by_id: dict[str, Utteran
 
 
 def run_local(extractor: Extractor, writer: StoreWriter, utts_by_id: dict[str, Utterance], *, workers: int = 1,
-              threads_per_worker: int = 1, progress: bool = True, **_: Any) -> ExtractionSummary:
+              threads_per_worker: int = 1, start_method: str = "spawn", progress: bool = True,
+              **_: Any) -> ExtractionSummary:
+    if start_method not in mp.get_all_start_methods():
+        raise ExtractorConfigError(f"start_method must be one of {mp.get_all_start_methods()}, got {start_method!r}")
     return run(extractor, writer, utts_by_id,
-               lambda tasks: _iter_local(extractor, tasks, workers, threads_per_worker), progress)
+               lambda tasks: _iter_local(extractor, tasks, workers, threads_per_worker, start_method), progress)

@@ -21,7 +21,8 @@ from pipeline.prepare import corpus_info_path, manifest_path
 
 log = logging.getLogger(__name__)
 
-STAGE_KEYS = ("executor", "workers", "threads_per_worker", "shard_size", "max_failure_rate", "ray", "config")
+STAGE_KEYS = ("executor", "workers", "threads_per_worker", "start_method", "shard_size", "max_failure_rate",
+              "expected_missing", "ray", "config")
 
 
 def extractor_settings(params: dict[str, Any], corpus: str, name: str) -> dict[str, Any]:
@@ -48,8 +49,11 @@ def extract_corpus(params: dict[str, Any], corpus: str, name: str) -> Extraction
     executor = settings.get("executor", "local")
     options: dict[str, Any] = {"workers": int(settings.get("workers", 1)),
                                "threads_per_worker": int(settings.get("threads_per_worker", 1))}
+    if executor == "local" and "start_method" in settings:
+        options["start_method"] = str(settings["start_method"])
     if executor == "ray":
         options.update(settings.get("ray") or {})
     return extract_to_store(extractor, utts, store_path(corpus, name), executor=executor,
                             executor_options=options, shard_size=int(settings.get("shard_size", 256)),
-                            max_failure_rate=float(settings.get("max_failure_rate", 0.05)))
+                            max_failure_rate=float(settings.get("max_failure_rate", 0.05)),
+                            expected_missing=list(settings.get("expected_missing") or []))

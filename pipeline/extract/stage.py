@@ -32,11 +32,12 @@ def executor_function(name: str):  # noqa: ANN201 - returns one of the run_* fun
 def extract_to_store(extractor: Extractor, utterances: Sequence[Utterance], out_path: str | Path, *,
                      executor: str = "local", executor_options: dict[str, Any] | None = None,
                      shard_size: int = 256, max_failure_rate: float = 1.0,
-                     progress: bool = True) -> ExtractionSummary:
+                     expected_missing: Sequence[str] = (), progress: bool = True) -> ExtractionSummary:
     """Extract every utterance (sorted by id) into `out_path`; reuse finished shards of an interrupted run.
 
-    Fails with ExtractionFailed, keeping the shards, when the share of missing utterances passes
-    `max_failure_rate`; the store is only written (atomically) when it does not.
+    Fails with ExtractionFailed, keeping the shards, when the share of failed utterances passes
+    `max_failure_rate`; the store is only written (atomically) when it does not. Reasons listed in
+    `expected_missing` (an empty transcript, a clip with no face) mark the modality missing but are not failures.
     """
     run = executor_function(executor)
     utts = sorted(utterances, key=lambda u: u.utt_id)
@@ -48,11 +49,12 @@ def extract_to_store(extractor: Extractor, utterances: Sequence[Utterance], out_
     failures = writer.failures()
     summary.failures = failures
     log.info("%s: %s", extractor.name, summary.describe())
-    rate = sum(failures.values()) / max(len(utts), 1)
+    failed = sum(count for reason, count in failures.items() if reason not in set(expected_missing))
+    rate = failed / max(len(utts), 1)
     if rate > max_failure_rate:
         reasons = ", ".join(f"{r}: {c}" for r, c in failures.most_common())
         raise ExtractionFailed(
-            f"{extractor.name}: {sum(failures.values())} of {len(utts)} utterances failed ({rate:.1%} > "
+            f"{extractor.name}: {failed} of {len(utts)} utterances failed ({rate:.1%} > "
             f"max_failure_rate {max_failure_rate:.1%}): {reasons}. Finished shards are kept in "
             f"{writer.parts_dir}; fix the inputs and run again.")
     writer.finalize()
