@@ -1,8 +1,8 @@
-"""The toy extractor with a fault: its worker process kills itself, or it raises, at a chosen utterance.
+"""The toy extractor with faults: its worker process kills itself, or it raises, at chosen utterances.
 
-The fault is set on the instance, not in `config`, so the store's attributes (and bytes) stay those of the plain
-toy extractor with the same config. `once` faults claim a marker file first (atomically), so across worker
-processes and restarts the fault happens exactly once and the rerun succeeds.
+The faults are set on the instance, not in `config`, so the store's attributes (and bytes) stay those of the plain
+toy extractor with the same config. `*_once` faults first claim a marker file in `markers` (atomically), so across
+worker processes and restarts each happens exactly once and the rerun succeeds; the marker holds the pid.
 """
 
 from __future__ import annotations
@@ -17,24 +17,28 @@ from pipeline.manifest import Utterance
 from pipeline.store import UtteranceFeatures
 from tests.toy_extractor import ToyExtractor
 
-FAULTS = ("sigkill_once", "raise_once", "raise_always", "setup_raises")
+FAULTS = ("sigkill_once", "raise_once", "raise_always")
 
 
 class FaultyToyExtractor(ToyExtractor):
-    """ToyExtractor that SIGKILLs its own process or raises when a unit holds `victim`."""
+    """ToyExtractor that SIGKILLs its own process or raises when a unit holds one of the `faults` utterances."""
 
-    def __init__(self, config: dict[str, Any], corpus_root: Path, *, fault: str, victim: str = "",
-                 marker: Path | None = None) -> None:
-        if fault not in FAULTS:
-            raise ValueError(f"fault must be one of {FAULTS}, got {fault!r}")
+    def __init__(self, config: dict[str, Any], corpus_root: Path, *, faults: dict[str, str] | None = None,
+                 markers: Path | None = None, setup_raises: bool = False) -> None:
+        unknown = sorted(set((faults or {}).values()) - set(FAULTS))
+        if unknown:
+            raise ValueError(f"faults must be among {FAULTS}, got {unknown}")
         super().__init__(config, corpus_root)
-        self.fault, self.victim, self.marker = fault, victim, marker
+        self.faults, self.markers, self.setup_raises = dict(faults or {}), markers, setup_raises
 
-    def _claim(self) -> bool:
-        """True for the first process to get here (it records its pid in the marker), False afterwards."""
-        assert self.marker is not None
+    def marker(self, utt_id: str) -> Path:
+        assert self.markers is not None, "once-faults need a markers directory"
+        return self.markers / f"{utt_id}.pid"
+
+    def _claim(self, utt_id: str) -> bool:
+        """True for the first process to get here (it writes its pid to the marker), False afterwards."""
         try:
-            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(self.marker(utt_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             return False
         os.write(fd, str(os.getpid()).encode())
@@ -42,13 +46,14 @@ class FaultyToyExtractor(ToyExtractor):
         return True
 
     def setup(self) -> None:
-        if self.fault == "setup_raises":
+        if self.setup_raises:
             raise RuntimeError("model files not found on this node")
 
     def process(self, utts: Sequence[Utterance]) -> list[UtteranceFeatures]:
-        if any(u.utt_id == self.victim for u in utts):
-            if self.fault == "raise_always" or (self.fault == "raise_once" and self._claim()):
-                raise ValueError(f"cannot decode {self.victim}")
-            if self.fault == "sigkill_once" and self._claim():
+        for utt in utts:
+            fault = self.faults.get(utt.utt_id)
+            if fault == "raise_always" or (fault == "raise_once" and self._claim(utt.utt_id)):
+                raise ValueError(f"cannot decode {utt.utt_id}")
+            if fault == "sigkill_once" and self._claim(utt.utt_id):
                 os.kill(os.getpid(), signal.SIGKILL)
         return super().process(utts)

