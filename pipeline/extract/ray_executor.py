@@ -160,10 +160,12 @@ class ActorPool:
         self.extractor = extractor
         self.settings = settings
         self.actors: list[Any] = []
+        self.starting: dict[Any, int] = {}  # readiness ref -> actor, until the actor has set up
         self.restarts = 0
         self.retries = 0
 
-    def _start(self, count: int) -> dict[Any, int]:
+    def start(self, count: int) -> None:
+        """Create the actors; they load their models while the driver plans the units (nothing waits here)."""
         s = self.settings
         remote = self.ray.remote(ExtractionActor).options(
             num_cpus=s.cpus_per_actor, num_gpus=s.gpus_per_actor, max_restarts=s.max_restarts,
@@ -171,14 +173,16 @@ class ActorPool:
         # the extractor goes by value in each creation task (it is small: models load in setup), so Ray keeps it
         # with the task and a restarted actor gets it again
         self.actors = [remote.remote(self.extractor, s.threads) for _ in range(count)]
-        return {actor.where.remote(): i for i, actor in enumerate(self.actors)}
+        self.starting = {actor.where.remote(): i for i, actor in enumerate(self.actors)}
 
     def results(self, tasks: list[Task]) -> Iterator[tuple[int, int, list[UtteranceFeatures]]]:
         if not tasks:
             return
         ray, s = self.ray, self.settings
         exc = ray.exceptions
-        starting = self._start(min(s.actors, len(tasks)))
+        if not self.actors:
+            self.start(min(s.actors, len(tasks)))
+        starting = self.starting
         pids: dict[int, int] = {}  # ready actor -> its current process id
         load: dict[int, int] = {}  # ready actor -> units in flight
         in_flight: dict[Any, tuple[int, int, int]] = {}  # result ref -> (task index, actor, submission number)
@@ -305,11 +309,13 @@ def run_ray(extractor: Extractor, writer: StoreWriter, utts_by_id: dict[str, Utt
             **ray_options: Any) -> ExtractionSummary:
     """Extract the writer's pending shards in Ray actors; `ray_options` are the stage's `ray` mapping."""
     settings = ray_settings(workers, threads_per_worker, {"address": address, **ray_options})
-    if not writer.pending():
+    pending_utterances = sum(len(shard.utt_ids) for shard in writer.pending())
+    if not pending_utterances:
         return run(extractor, writer, utts_by_id, lambda tasks: iter(()), progress)  # no cluster for a no-op
     with ray_connection(settings) as ray:
         pool = ActorPool(ray, extractor, settings)
         try:
+            pool.start(min(settings.actors, pending_utterances))  # setting up while `run` plans the units
             summary = run(extractor, writer, utts_by_id, pool.results, progress)
         finally:
             pool.close()
