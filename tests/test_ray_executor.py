@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -138,13 +137,16 @@ def test_exception_that_persists_fails_naming_the_unit(cluster: Any, tmp_path: P
     assert not (tmp_path / "ray.h5").exists()
 
 
-def test_setup_failure_fails_at_once(cluster: Any, tmp_path: Path) -> None:
+def test_setup_failure_and_unseen_corpus_fail_at_once(cluster: Any, tmp_path: Path) -> None:
     faulty = FaultyToyExtractor(TOY, tmp_path, setup_raises=True)
-    start = time.perf_counter()
     with pytest.raises(RayExtractionError, match="setup failed in a Ray actor: RuntimeError: model files not found"):
         extract_to_store(faulty, toy_utterances(8), tmp_path / "ray.h5", shard_size=4, progress=False,
                          executor="ray", executor_options=RAY_TWO)
-    assert time.perf_counter() - start < 60
+    audio = ToyExtractor(TOY, tmp_path / "not-mounted")
+    audio.modality = "audio"  # reads media under its corpus root, which this "node" lacks
+    with pytest.raises(RayExtractionError, match=r"corpus root .*not-mounted .* is not on .*every node mounts"):
+        extract_to_store(audio, toy_utterances(8), tmp_path / "ray.h5", shard_size=4, progress=False,
+                         executor="ray", executor_options=RAY_ONE)
 
 
 def in_process_store(extractor: Any, utts: list[Utterance], path: Path, shard_size: int) -> bytes:

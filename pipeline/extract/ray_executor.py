@@ -12,7 +12,12 @@ Failures:
   resubmits its units to the others. Finished shards are on disk already and never redone.
 - an exception raised inside a unit is retried `unit_retries` times, then the run fails naming the unit's
   utterances and the error. (Per-utterance media failures are not exceptions: extractors return them as missing.)
-- an extractor whose `setup()` raises fails the run at once: a model missing on a node is a configuration error.
+- an extractor whose `setup()` raises fails the run at once: a model missing on a node is a configuration error,
+  and so is a corpus root a node cannot see.
+
+Actors work in the driver's working directory when their node has it (a filesystem every node mounts at the same
+path, as the corpus must be), so relative corpus roots resolve as they do for the driver; the store is written by
+the driver only.
 
 `address`: `local` starts a Ray instance on this machine with `num_cpus` CPUs and shuts it down afterwards; `auto`
 joins the cluster this machine belongs to and `ray://host:port` (or `host:port`) a remote one, and both leave the
@@ -124,8 +129,14 @@ def ray_settings(workers: int, threads_per_worker: int, options: dict[str, Any])
 class ExtractionActor:
     """One model copy on a Ray worker (made remote with `ray.remote` at run time, so importing needs no Ray)."""
 
-    def __init__(self, extractor: Extractor, threads: int) -> None:
+    def __init__(self, extractor: Extractor, threads: int, workdir: str) -> None:
         logging.basicConfig(level=logging.WARNING)
+        if os.path.isdir(workdir):  # a shared filesystem: relative corpus roots resolve as in the driver
+            os.chdir(workdir)
+        if extractor.modality != "text" and not extractor.corpus_root.is_dir():
+            raise FileNotFoundError(f"corpus root {extractor.corpus_root} (driver's working directory {workdir}) is "
+                                    f"not on {socket.gethostname()}: put the corpus on a filesystem every node "
+                                    "mounts at the same path")
         extractor.setup()
         set_threads(threads)
         self.extractor = extractor
@@ -172,7 +183,7 @@ class ActorPool:
             max_task_retries=s.max_task_retries)
         # the extractor goes by value in each creation task (it is small: models load in setup), so Ray keeps it
         # with the task and a restarted actor gets it again
-        self.actors = [remote.remote(self.extractor, s.threads) for _ in range(count)]
+        self.actors = [remote.remote(self.extractor, s.threads, os.getcwd()) for _ in range(count)]
         self.starting = {actor.where.remote(): i for i, actor in enumerate(self.actors)}
 
     def results(self, tasks: list[Task]) -> Iterator[tuple[int, int, list[UtteranceFeatures]]]:
@@ -295,7 +306,11 @@ def ray_connection(settings: RaySettings) -> Iterator[Any]:
         log.info("started a local Ray instance with %s CPUs and %d GPUs in %.1f s", settings.num_cpus,
                  settings.num_gpus, time.perf_counter() - start)
     else:
-        ray.init(address=settings.address, runtime_env=settings.runtime_env)
+        try:
+            ray.init(address=settings.address, runtime_env=settings.runtime_env)
+        except (ConnectionError, RuntimeError) as err:
+            raise RayExtractionError(f"could not connect to the Ray cluster at {settings.address!r} ({err}); start "
+                                     "it first (`ray start --head` on the head node) or set ray.address") from err
         log.info("connected to the Ray cluster at %s in %.1f s: %s", settings.address, time.perf_counter() - start,
                  ray.cluster_resources())
     try:
