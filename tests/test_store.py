@@ -16,9 +16,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.extract.executor import WorkerSetupError
 from pipeline.extract.stage import ExtractionFailed, extract_to_store
 from pipeline.store import FeatureStore, StoreError, StoreWriter, UtteranceFeatures
-from tests.toy_extractor import ToyExtractor, toy_utterances
+from tests.toy_extractor import BrokenSetupExtractor, ToyExtractor, toy_utterances
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,12 +91,20 @@ def test_workers_give_the_same_bytes(tmp_path: Path) -> None:
     assert (tmp_path / "w1.h5").read_bytes() == (tmp_path / "w2.h5").read_bytes()
 
 
+def test_worker_setup_failure_stops_the_pool(tmp_path: Path) -> None:
+    with pytest.raises(WorkerSetupError, match="weights.pt vanished"):
+        extract_to_store(BrokenSetupExtractor({}, tmp_path), toy_utterances(6), tmp_path / "x.h5", progress=False,
+                         executor_options={"workers": 2, "start_method": "fork"})
+    assert not (tmp_path / "x.h5").exists()
+
+
 KILLED_RUN = """
 import sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from pipeline.extract.stage import extract_to_store
-from tests.toy_extractor import ToyExtractor, toy_utterances
+from pipeline.extract.executor import WorkerSetupError
+from tests.toy_extractor import BrokenSetupExtractor, ToyExtractor, toy_utterances
 extract_to_store(ToyExtractor({cfg!r}, Path({tmp!r})), toy_utterances(40), Path({out!r}), shard_size=4,
                  progress=False)
 """

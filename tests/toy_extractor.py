@@ -47,3 +47,10 @@ class ToyExtractor(Extractor):
 def toy_utterances(n: int) -> list[Utterance]:
     return [Utterance(utt_id=f"u{i:04d}", corpus="toy", speaker=f"s{i % 3}", session="s",
                       audio=Segment(f"a{i}.wav"), text=f"text {i}") for i in range(n)]
+
+
+class BrokenSetupExtractor(ToyExtractor):
+    """Fails to load its model, as an extractor whose weights vanished after the stage checked them."""
+
+    def setup(self) -> None:
+        raise FileNotFoundError("weights.pt vanished")

@@ -105,18 +105,29 @@ def set_threads(threads: int) -> None:
 
 
 _WORKER: Extractor | None = None
+_SETUP_ERROR: str | None = None
 
 
 def _init_worker(extractor: Extractor, threads: int) -> None:
-    global _WORKER
+    """Load the model once per worker. A failure is kept and reported by the first task: an exception escaping a
+    Pool initializer would make the pool restart the worker forever."""
+    global _WORKER, _SETUP_ERROR
     logging.basicConfig(level=logging.WARNING)
-    extractor.setup()
-    set_threads(threads)
-    _WORKER = extractor
+    try:
+        extractor.setup()
+        set_threads(threads)
+        _WORKER = extractor
+    except Exception as err:  # noqa: BLE001 - re-raised in the parent by _run_task
+        _SETUP_ERROR = f"{type(err).__name__}: {err}"
+
+
+class WorkerSetupError(RuntimeError):
+    pass
 
 
 def _run_task(task: Task) -> tuple[int, int, list[UtteranceFeatures]]:
-    assert _WORKER is not None
+    if _WORKER is None:
+        raise WorkerSetupError(f"extractor setup failed in a worker: {_SETUP_ERROR}")
     pos, k, utts = task
     return pos, k, _process_checked(_WORKER, utts)
 
