@@ -40,6 +40,8 @@ class ExtractionSummary:
     written_shards: int = 0
     failures: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    restarts: int = 0  # worker processes that died and were replaced (Ray executor)
+    retries: int = 0  # work units run again after an error or a worker's death (Ray executor)
 
     @property
     def missing(self) -> int:
@@ -56,9 +58,11 @@ class ExtractionSummary:
     def describe(self) -> str:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in self.failures.most_common()) or "none"
         rate = self.processed / self.seconds if self.seconds > 0 else float("nan")
+        recovered = f"; worker restarts {self.restarts}, units retried {self.retries}" \
+            if self.restarts or self.retries else ""
         return (f"{self.utterances} utterances; processed {self.processed} in {self.seconds:.1f} s "
                 f"({rate:.1f}/s); present {self.present}, missing {self.missing} ({reasons}); "
-                f"shards written {self.written_shards}, reused {self.reused_shards}")
+                f"shards written {self.written_shards}, reused {self.reused_shards}{recovered}")
 
 
 def plan_tasks(extractor: Extractor, shards: Sequence[Shard],
