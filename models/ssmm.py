@@ -10,8 +10,8 @@ size give
                  [- mismatch_weight x sum over pairs of MMD(matched pairs, mismatched pairs), off by default]
 
 where the unlabelled batch's terms switch on after `warmup_epochs` of supervised training. The supervised-only
-variant is the same network and the same loss on labelled batches only: the difference between the two is exactly
-what the unlabelled data contributes.
+variant is the same network and the same loss on labelled batches only, with its input normalisation taken from the
+labelled utterances alone: the difference between the two is what the unlabelled data contributes.
 
 Missing modalities (sequence length 0) pool to zero vectors. They are not evidence about the modality's
 distribution, so they are left out of that modality's reconstruction term and out of every MMD term that involves
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 FUSION_ORDER = ("audio", "text", "visual")  # A, L, V as everywhere in the project
 VARIANTS = ("ssmm", "supervised")
+EXP_FLOOR = 50.0  # Gaussian-kernel exponents are clamped at -EXP_FLOOR (see multi_kernel_mmd)
 REQUIRED_KEYS = (
     "variant", "n_classes", "pooling", "normalise", "hidden", "latent", "classifier_hidden", "dropout", "epochs",
     "warmup_epochs", "batch_size", "lr", "betas", "weight_decay", "clip_norm", "recon_weight", "mmd_weight",
@@ -97,7 +98,9 @@ def multi_kernel_mmd(x: Tensor, y: Tensor, scales: Sequence[float]) -> Tensor:
     d2 = pairwise_sq_distances(joint)
     total = n + m
     bandwidth = (d2.detach().sum() / max(total * total - total, 1)).clamp_min(torch.finfo(d2.dtype).tiny)
-    kernel = sum(torch.exp(-d2 / (bandwidth * float(s))) for s in scales)
+    # exponents below -EXP_FLOOR are clamped: exp of them is < 2e-22, nothing to the MMD, but left alone they
+    # underflow to subnormal floats, which CPUs compute tens of times more slowly
+    kernel = sum(torch.exp((-d2 / (bandwidth * float(s))).clamp_min(-EXP_FLOOR)) for s in scales)
     return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2.0 * kernel[:n, n:].mean()
 
 
@@ -315,10 +318,12 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
     validation UA; report WA, UA, macro and weighted F1 on the full-input test set ("avl").
 
     Streams: labelled = the training rows with a label >= 0; unlabelled = the training rows labelled -1 followed by
-    every row of `unlabelled`. Both batches have b = min(batch_size, #labelled) rows; an epoch is
-    ceil(max(#labelled, #unlabelled) / b) steps in both variants (each stream cycles through fresh permutations), so
-    the two variants take the same optimiser steps and see the same labelled batches. Input normalisation comes
-    from all training rows and the unlabelled set (no labels involved) and is recomputed even with `init_state`.
+    every row of `unlabelled`. Both batches have `batch_size` rows, each stream cycling through fresh permutations
+    (a stream smaller than a batch repeats rows within it); an epoch is ceil(max(#labelled, #unlabelled) /
+    batch_size) steps, one pass over the larger stream, in both variants, so the two variants take the same
+    optimiser steps and see the same labelled batches. The supervised variant sees nothing of the unlabelled stream
+    but its size: its input normalisation comes from the labelled rows alone, SSMM's from both streams (no labels
+    involved; `normalise: false` keeps the raw scale); either is recomputed even with `init_state`.
     """
     check_config(cfg)
     start = time.perf_counter()
@@ -355,12 +360,13 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
         kaiming_init(model)
     if init_state is not None:
         model.load_state_dict(init_state)
-    model.set_normalisation(PooledInputs.concat([lab_inputs, unl_inputs]))
+    if cfg["normalise"]:
+        model.set_normalisation(PooledInputs.concat([lab_inputs, unl_inputs]) if use_unlabelled else lab_inputs)
     model.to(device)
     lab_inputs, lab_labels, unl_inputs = lab_inputs.to(device), lab_labels.to(device), unl_inputs.to(device)
     val_inputs, test_inputs = pool_utterances(val, pooling), pool_utterances(test, pooling)
 
-    batch = min(int(cfg["batch_size"]), n_lab)
+    batch = int(cfg["batch_size"])
     steps = math.ceil(max(n_lab, n_unl) / batch)
     log.info("ssmm %s seed %d: %d labelled, %d unlabelled (%d in train), batch %d, %d steps/epoch, %d epochs on %s",
              cfg["variant"], seed, n_lab, n_unl, len(unl_train_idx), batch, steps, cfg["epochs"], device)

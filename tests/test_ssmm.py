@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +24,15 @@ from models.ssmm import (
 SCALES = [0.25, 0.5, 1.0, 2.0, 4.0]
 DIMS = {"audio": 6, "visual": 9, "text": 12}
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """These tensors are tiny: a second OpenMP thread only waits on a shared machine. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def small_cfg(**overrides: object) -> dict:
@@ -106,7 +117,8 @@ def test_unlabelled_terms_are_off_before_the_warmup_ends() -> None:
         assert all(g is None or float(g.abs().sum()) == 0.0 for g in grads)
     on = ssmm_losses(model, lab, labels, unl, 3, cfg, torch.Generator().manual_seed(0))
     assert float(on["recon_unlabelled"].detach()) > 0 and float(on["mmd_unlabelled"].detach()) > 0
-    assert float(on["loss"]) > float(ssmm_losses(model, lab, labels, None, 3, cfg, torch.Generator())["loss"])
+    alone = ssmm_losses(model, lab, labels, None, 3, cfg, torch.Generator())
+    assert float(on["loss"].detach()) > float(alone["loss"].detach())
     grads = torch.autograd.grad(on["loss"], list(unl.vectors.values()))
     assert all(float(g.abs().sum()) > 0 for g in grads)
     supervised = ssmm_losses(model, lab, labels, unl, 3, small_cfg(variant="supervised", warmup_epochs=3),
@@ -153,11 +165,11 @@ def test_a_few_steps_lower_the_loss() -> None:
     first = None
     for _ in range(40):
         loss = ssmm_losses(model, lab, labels, unl, 0, cfg, gen)["loss"]
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(ssmm_losses(model, lab, labels, unl, 0, cfg, gen)["loss"]) < 0.5 * first
+    assert float(ssmm_losses(model, lab, labels, unl, 0, cfg, gen)["loss"].detach()) < 0.5 * first
 
 
 # ------------------------------------------------------------------------------------------------- labels
