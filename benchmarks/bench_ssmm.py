@@ -59,6 +59,30 @@ def shared_cluster_corpus(n: int, seed: int, *, dims: dict[str, int] = DEMO_DIMS
                         torch.from_numpy(labels.astype(np.int64)))
 
 
+def linear_references(train: UtteranceSet, test: UtteranceSet, components: int) -> tuple[float, float]:
+    """How much class structure the unlabelled utterances carry, seen by bare scikit-learn: test UA of logistic
+    regression on the labelled rows' pooled features, and on their projection onto `components` principal axes
+    fitted on every training row (labels not used)."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.preprocessing import StandardScaler
+
+    def features(data: UtteranceSet) -> np.ndarray:
+        pooled = pool_utterances(data, "mean")
+        return torch.cat([pooled.vectors[m] for m in FUSION_ORDER], 1).numpy()
+
+    x_all, x_test = features(train), features(test)
+    lab = train.labelled().numpy()
+    y_lab, y_test = train.labels.numpy()[lab], test.labels.numpy()
+    scaler = StandardScaler().fit(x_all)
+    raw = LogisticRegression(max_iter=5000).fit(scaler.transform(x_all[lab]), y_lab)
+    pca = PCA(components, random_state=0).fit(scaler.transform(x_all))
+    projected = LogisticRegression(max_iter=5000).fit(pca.transform(scaler.transform(x_all[lab])), y_lab)
+    return (float(balanced_accuracy_score(y_test, raw.predict(scaler.transform(x_test)))),
+            float(balanced_accuracy_score(y_test, projected.predict(pca.transform(scaler.transform(x_test))))))
+
+
 def claim(args: argparse.Namespace) -> None:
     print(f"shared-cluster task: train {args.train} ({args.absent:.0%} never labelled, then labels hidden per "
           f"class down to the fraction), val {args.val}, test {args.test}, "
@@ -67,7 +91,7 @@ def claim(args: argparse.Namespace) -> None:
     cfg = {**CONFIG, "epochs": args.epochs, "mismatch_mmd": args.mismatch}
     rows = []
     for fraction in args.fractions:
-        ua: dict[str, list[float]] = {"supervised": [], "ssmm": []}
+        ua: dict[str, list[float]] = {"supervised": [], "ssmm": [], "logreg": [], "pca_logreg": []}
         for seed in args.seeds:
             data = {part: shared_cluster_corpus(size, 100 * k + seed, separation=args.separation, noise=args.noise)
                     for k, (part, size) in enumerate((("train", args.train), ("val", args.val),
@@ -75,7 +99,10 @@ def claim(args: argparse.Namespace) -> None:
             absent = torch.rand(args.train, generator=torch.Generator().manual_seed(seed)) < args.absent
             data["train"].labels[absent] = UNLABELLED  # utterances the corpus never labelled
             data["train"].labels = torch.from_numpy(hide_labels(data["train"].labels, fraction, seed))
-            for variant in ua:
+            logreg, pca_logreg = linear_references(data["train"], data["test"], args.pca)
+            ua["logreg"].append(logreg)
+            ua["pca_logreg"].append(pca_logreg)
+            for variant in ("supervised", "ssmm"):
                 out = train_and_evaluate(data["train"], data["val"], data["test"], {**cfg, "variant": variant},
                                          seed=seed, device=torch.device("cpu"))
                 ua[variant].append(out.metrics["avl"]["ua"])
@@ -84,10 +111,13 @@ def claim(args: argparse.Namespace) -> None:
                       f"{out.extras['n_unlabelled']} unlabelled)", flush=True)
         diff = np.array(ua["ssmm"]) - np.array(ua["supervised"])
         rows.append((fraction, np.mean(ua["supervised"]), np.std(ua["supervised"]), np.mean(ua["ssmm"]),
-                     np.std(ua["ssmm"]), diff.mean(), int((diff > 0).sum()), len(diff)))
-    print("\nfraction  supervised UA      SSMM UA           SSMM - supervised (seeds better)")
-    for f, sm, ss, mm, ms, d, wins, k in rows:
-        print(f"{f:8.2f}  {sm:.4f} +- {ss:.4f}  {mm:.4f} +- {ms:.4f}  {d:+.4f} ({wins}/{k})")
+                     np.std(ua["ssmm"]), diff.mean(), int((diff > 0).sum()), len(diff), np.mean(ua["logreg"]),
+                     np.mean(ua["pca_logreg"])))
+    print(f"\nfraction  supervised UA      SSMM UA           SSMM - supervised (seeds better)   "
+          f"| reference: logreg  PCA({args.pca})+logreg")
+    for f, sm, ss, mm, ms, d, wins, k, lr, plr in rows:
+        print(f"{f:8.2f}  {sm:.4f} +- {ss:.4f}  {mm:.4f} +- {ms:.4f}  {d:+.4f} ({wins}/{k})"
+              f"{'':20s}|            {lr:.4f}  {plr:.4f}")
 
 
 def bare_epoch(net: SSMMNet, lab: PooledInputs, labels: torch.Tensor, unl: PooledInputs, steps: int, batch: int,
@@ -169,6 +199,7 @@ def main() -> None:
     c.add_argument("--noise", type=float, default=1.0)
     c.add_argument("--epochs", type=int, default=CONFIG["epochs"])
     c.add_argument("--mismatch", action="store_true", help="switch on the mismatched-pairs MMD option")
+    c.add_argument("--pca", type=int, default=8, help="principal axes of the linear reference")
     e = sub.add_parser("epoch", help="seconds per epoch at the demo shape")
     e.add_argument("--epochs", type=int, default=14)
     e.add_argument("--warmup", type=int, default=4)

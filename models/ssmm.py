@@ -87,8 +87,8 @@ def pairwise_sq_distances(z: Tensor) -> Tensor:
 def multi_kernel_mmd(x: Tensor, y: Tensor, scales: Sequence[float]) -> Tensor:
     """Biased squared MMD between the samples x [n, d] and y [m, d] under a sum of Gaussian kernels
     exp(-d^2 / (b s)) for s in `scales`, b = the mean pairwise squared distance in the joint sample (off the
-    diagonal). b is a statistic of the batch, not a path for gradients (detached): otherwise the encoders could
-    shrink the MMD by spreading the latents apart. Invariant to the order of either sample."""
+    diagonal). b is a statistic of the batch, not a path for gradients (detached, as multi-kernel MMD is usually
+    computed). Invariant to the order of either sample."""
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"MMD needs two [n, d] samples of one width, got {tuple(x.shape)} and {tuple(y.shape)}")
     n, m = x.shape[0], y.shape[0]
@@ -271,6 +271,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
     if missing:
         raise ValueError(f"ssmm config lacks {missing} (see params.yaml, models.ssmm)")
+    if cfg["pooling"] not in ("mean", "max"):
+        raise ValueError(f"ssmm pooling must be 'mean' or 'max', got {cfg['pooling']!r}")
     if cfg["variant"] not in VARIANTS:
         raise ValueError(f"ssmm variant must be one of {VARIANTS}, got {cfg['variant']!r}")
     for key in ("n_classes", "latent", "epochs", "batch_size"):
@@ -332,8 +334,9 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
         if part is not None and part.dims != train.dims:
             raise ValueError(f"{name} feature dims {part.dims} differ from train {train.dims}")
     for name, part in (("train", train), ("val", val), ("test", test)):
-        if len(part) and int(part.labels.max()) >= n_classes:
-            raise ValueError(f"{name} has label {int(part.labels.max())} outside the {n_classes} classes")
+        if len(part) and (int(part.labels.max()) >= n_classes or int(part.labels.min()) < UNLABELLED):
+            bad = int(part.labels.max()) if int(part.labels.max()) >= n_classes else int(part.labels.min())
+            raise ValueError(f"{name} has label {bad} outside the {n_classes} classes (and -1 = no label)")
     if len(val.labelled()) == 0:
         raise ValueError("the validation set has no labelled utterance to select a model on")
 

@@ -253,5 +253,11 @@ def test_bad_configuration_fails_before_any_work() -> None:
         train_and_evaluate(data, data, data, cfg, seed=0, device=CPU)
     with pytest.raises(ValueError, match="variant"):
         train_and_evaluate(data, data, data, small_cfg(variant="mixup"), seed=0, device=CPU)
+    with pytest.raises(ValueError, match="pooling"):
+        train_and_evaluate(data, data, data, small_cfg(pooling="median"), seed=0, device=CPU)
     with pytest.raises(ValueError, match="outside the 2 classes"):
         train_and_evaluate(data, data, data, small_cfg(n_classes=2), seed=0, device=CPU)
+    odd = clustered_set(10, 40)
+    odd.labels[4] = -2
+    with pytest.raises(ValueError, match="label -2 outside"):
+        train_and_evaluate(odd, data, data, small_cfg(), seed=0, device=CPU)
