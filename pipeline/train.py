@@ -13,8 +13,10 @@ import csv
 import importlib
 import json
 import logging
+import multiprocessing as mp
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,9 @@ log = logging.getLogger(__name__)
 
 FAMILIES = {"utt_fusion": "models.utt_fusion", "mmin": "models.mmin", "mmgcn": "models.mmgcn",
             "ssmm": "models.ssmm"}
-STORE_MODALITY = {"audio": "audio", "visual": "visual", "text": "text"}
+# keys the stage reads itself; the family's train_and_evaluate gets the rest (plus n_classes)
+PIPELINE_KEYS = ("family", "protocol", "features", "folds", "seeds", "device", "threads", "workers", "init_from",
+                 "labelled_fractions", "use_unlabelled")
 
 
 def store_path(corpus: str, extractor: str) -> Path:
@@ -175,10 +179,60 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+@dataclass
+class Job:
+    """One run: a fold, a seed and a labelled fraction, as positions into the loaded UtteranceSet."""
+
+    fold: str
+    seed: int
+    fraction: float
+    parts: dict[str, list[int]]
+    unlabelled: list[int]
+    hidden: list[int]  # positions within the fold's train part whose labels are hidden
+    init_state: Path | None
+
+
+def run_job(data: UtteranceSet, job: Job, family_name: str, family_cfg: dict[str, Any], device: str,
+            threads: int) -> FoldOutcome:
+    """Train and evaluate one run; everything it needs is in `data` and `job`, so it runs in any process."""
+    if threads:
+        torch.set_num_threads(threads)
+    parts = {p: data.subset(idx) for p, idx in job.parts.items()}
+    if job.hidden:
+        labels = parts["train"].labels.clone()
+        labels[job.hidden] = UNLABELLED
+        parts["train"].labels = labels
+    kwargs: dict[str, Any] = {"seed": job.seed, "device": torch.device(device)}
+    if job.init_state is not None:
+        kwargs["init_state"] = torch.load(job.init_state, map_location="cpu", weights_only=True)
+    if family_name == "ssmm":
+        kwargs["unlabelled"] = data.subset(job.unlabelled) if job.unlabelled else None
+    start = time.perf_counter()
+    outcome = _family(family_name).train_and_evaluate(parts["train"], parts["val"], parts["test"], family_cfg,
+                                                      **kwargs)
+    outcome.extras = {**(outcome.extras or {}), "seconds": round(time.perf_counter() - start, 1)}
+    return outcome
+
+
+_JOB_DATA: UtteranceSet | None = None
+_JOB_SPEC: tuple[Any, ...] = ()
+
+
+def _init_job_worker(data: UtteranceSet, spec: tuple[Any, ...]) -> None:
+    global _JOB_DATA, _JOB_SPEC
+    logging.basicConfig(level=logging.WARNING)
+    _JOB_DATA, _JOB_SPEC = data, spec
+
+
+def _run_job_in_worker(job: Job) -> FoldOutcome:
+    assert _JOB_DATA is not None
+    return run_job(_JOB_DATA, job, *_JOB_SPEC)
+
+
 def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, Any]:
     """Run every selected fold and seed (and labelled fraction, for a sweep) of one model on one corpus."""
     cfg = model_config(params, model, corpus)
-    family = _family(cfg["family"])
+    _family(cfg["family"])  # fail early when the family has no train_and_evaluate
     info = CorpusInfo.read(corpus_info_path(corpus))
     utts = {u.utt_id: u for u in read_manifest(manifest_path(corpus), info.classes)}
     splits = load_splits(Path("splits") / f"{corpus}.json")
@@ -198,7 +252,7 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
         torch.set_num_threads(int(cfg["threads"]))
     features = cfg["features"]
     stores = {m: FeatureStore(store_path(corpus, features[m])) for m in MODALITIES}
-    family_cfg = {**cfg, "n_classes": len(info.classes), "classes": list(info.classes)}
+    family_cfg = {**{k: v for k, v in cfg.items() if k not in PIPELINE_KEYS}, "n_classes": len(info.classes)}
     caps = {m: (cfg.get("frames") or {}).get(m) for m in MODALITIES}
 
     needed = sorted({i for f in folds for part in ("train", "val", "test", "unlabelled") for i in f[part]})
@@ -209,48 +263,67 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
     for old in out_dir.glob("*.pt"):
         old.unlink()
 
-    runs, by_fraction = [], {f: [] for f in fractions}
-    jobs = [(fold, seed, fraction) for fraction in fractions for fold in folds for seed in seeds]
-    start = time.perf_counter()
-    for fold, seed, fraction in tqdm(jobs, desc=f"train {model} on {corpus}", unit="run"):
-        t0 = time.perf_counter()
-        parts = {p: data.subset([position[i] for i in fold[p]]) for p in ("train", "val", "test")}
-        hidden_ids = protocol["hidden_labels"].get(f"{fraction:g}", {}).get(fold["name"], [])
-        hidden = set(hidden_ids) if fraction < 1 else set()
-        if hidden:
-            labels = parts["train"].labels.clone()
-            labels[[k for k, u in enumerate(parts["train"].utt_ids) if u in hidden]] = UNLABELLED
-            parts["train"].labels = labels
-        kwargs: dict[str, Any] = {"seed": seed, "device": device}
-        if init_from:
-            state_file = checkpoint_dir(init_from, corpus) / f"{fold['name']}_seed{seed}.pt"
-            if not state_file.exists():
-                raise ConfigError(f"models.{model}.init_from: {state_file} does not exist; run the train stage of "
-                                  f"{init_from} on {corpus} with the same folds and seeds first")
-            kwargs["init_state"] = torch.load(state_file, map_location="cpu", weights_only=True)
-        if cfg["family"] == "ssmm":
-            pool = fold["unlabelled"] if cfg.get("use_unlabelled", True) else []
-            kwargs["unlabelled"] = data.subset([position[i] for i in pool]) if pool else None
-        outcome: FoldOutcome = family.train_and_evaluate(parts["train"], parts["val"], parts["test"], family_cfg,
-                                                         **kwargs)
+    def finish(job: Job, outcome: FoldOutcome) -> None:
+        """Save one run's weights and record its metrics, predictions and curves (no timings: outputs are
+        deterministic)."""
+        fold_name, seed, fraction = job.fold, job.seed, job.fraction
         suffix = f"_frac{fraction:g}" if len(fractions) > 1 else ""
-        torch.save(outcome.state, out_dir / f"{fold['name']}_seed{seed}{suffix}.pt")
-        if fraction == max(fractions) and fold is folds[0] and seed == seeds[0] and outcome.extras:
+        torch.save(outcome.state, out_dir / f"{fold_name}_seed{seed}{suffix}.pt")
+        if fraction == max(fractions) and fold_name == folds[0]["name"] and seed == seeds[0] and outcome.extras:
             torch.save(_tensors(outcome.extras), out_dir / "extras.pt")
         by_fraction[fraction].append(outcome)
         history = [{k: v for k, v in row.items() if k != "seconds"} for row in outcome.history]
-        runs.append({"fold": fold["name"], "seed": seed, "labelled_fraction": fraction,
+        runs.append({"fold": fold_name, "seed": seed, "labelled_fraction": fraction,
                      "metrics": outcome.metrics, "history": history,
                      "best_epoch": outcome.extras.get("best_epoch") if outcome.extras else None,
                      "predictions": {c: {"y_true": _jsonable(t), "y_pred": _jsonable(p)}
                                      for c, (t, p) in outcome.predictions.items()},
                      "extras": {k: _jsonable(v) for k, v in (outcome.extras or {}).items()
-                                if isinstance(v, (int, float, str))}})
+                                if isinstance(v, (int, float, str)) and "seconds" not in k}})
         avl = outcome.metrics.get("avl", {})
-        log.info("%s %s seed %d fraction %g: %s (%.1f s)", model, fold["name"], seed, fraction,
+        log.info("%s %s seed %d fraction %g: %s (%.1f s)", model, fold_name, seed, fraction,
                  {k: round(v, 4) for k, v in (outcome.metrics.get("average") or avl).items()},
-                 time.perf_counter() - t0)
+                 outcome.extras.get("seconds", float("nan")) if outcome.extras else float("nan"))
 
+    jobs = []
+    for fraction in fractions:
+        for fold in folds:
+            for seed in seeds:
+                hidden = set(protocol["hidden_labels"].get(f"{fraction:g}", {}).get(fold["name"], [])
+                             if fraction < 1 else [])
+                state_file = None
+                if init_from:
+                    state_file = checkpoint_dir(init_from, corpus) / f"{fold['name']}_seed{seed}.pt"
+                    if not state_file.exists():
+                        raise ConfigError(f"models.{model}.init_from: {state_file} does not exist; run the train "
+                                          f"stage of {init_from} on {corpus} with the same folds and seeds first")
+                pool = fold["unlabelled"] if cfg["family"] == "ssmm" and cfg.get("use_unlabelled", True) else []
+                jobs.append(Job(fold["name"], seed, fraction,
+                                {p: [position[i] for i in fold[p]] for p in ("train", "val", "test")},
+                                [position[i] for i in pool],
+                                [k for k, u in enumerate(fold["train"]) if u in hidden], state_file))
+
+    runs, by_fraction = [], {f: [] for f in fractions}
+    workers = int(cfg.get("workers", 1) or 1)
+    if device.type != "cpu":
+        workers = 1  # one process drives the GPU
+    start = time.perf_counter()
+    spec = (cfg["family"], family_cfg, str(device), int(cfg.get("threads") or 0))
+    if workers > 1:
+        context = mp.get_context("spawn")
+        pool_ = context.Pool(min(workers, len(jobs)), initializer=_init_job_worker, initargs=(data, spec))
+        outcomes = pool_.imap(_run_job_in_worker, jobs)
+    else:
+        pool_ = None
+        outcomes = (run_job(data, job, *spec) for job in jobs)
+    try:
+        for job, outcome in tqdm(zip(jobs, outcomes, strict=True), total=len(jobs),
+                                 desc=f"train {model} on {corpus}", unit="run"):
+            finish(job, outcome)
+    finally:
+        if pool_ is not None:
+            pool_.close()
+            pool_.join()
     full = max(fractions)
     metrics: dict[str, Any] = {"model": model, "family": cfg["family"], "corpus": corpus, "protocol": cfg["protocol"],
                                "folds": len(folds), "fold_names": [f["name"] for f in folds], "seeds": seeds,

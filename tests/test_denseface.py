@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _face_media import FER_NORMALISATION, one_thread, synthetic_fer_faces  # noqa: F401 - autouse fixture
+from tests._face_media import FER_NORMALISATION, one_thread, synthetic_fer_faces  # noqa: F401 - autouse fixture
 
 from models.denseface import Denseface, DensefaceConfig, denseface_feature_dim
 from pipeline.denseface_checkpoint import CheckpointError, load_checkpoint, save_checkpoint

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from _face_media import (
+from tests._face_media import (
     ASTRONAUT_FACE,
     astronaut_bgr,
     face_config,

@@ -287,10 +287,10 @@ def expression_field(expression: str, size: int) -> np.ndarray:
 class FaceRenderer:
     """Renders frames of the demo face: expression warp, identity tint/flip/scale, head motion, lighting."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, strength: float = 1.0) -> None:
         self.size = size
         self.face = base_face(size).astype(np.float32)
-        self.fields = {name: expression_field(name, size) for name in EXPRESSIONS}
+        self.fields = {name: strength * expression_field(name, size) for name in EXPRESSIONS}
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         self.grid = np.stack([xx, yy], axis=-1)
         bank = np.random.default_rng(12345)
@@ -387,7 +387,7 @@ def write_fer_set(root: Path, options: dict[str, Any], speakers: list[Speaker], 
     per_class = {"Training": int(fer.get("train_per_class", 100)), "PublicTest": int(fer.get("test_per_class", 20)),
                  "PrivateTest": int(fer.get("test_per_class", 20))}
     margin = float(fer.get("margin", 0.2))
-    renderer = FaceRenderer(size)
+    renderer = FaceRenderer(size, float(_opt(options, "expression_strength", 1.0)))
     rng = np.random.default_rng([seed, 9])
     (root / "fer").mkdir(parents=True, exist_ok=True)
     rows = 0
@@ -446,7 +446,7 @@ def generate(root: Path, options: dict[str, Any], progress: bool = True) -> dict
     video = dict(_opt(options, "video", {}))
     fps, size = float(video.get("fps", 10)), int(video.get("size", 128))
     plans = plan_corpus(options)
-    renderer = FaceRenderer(size)
+    renderer = FaceRenderer(size, float(_opt(options, "expression_strength", 1.0)))
     truth_rows, faces_drawn = [], 0
     with open(root / "transcripts.tsv", "w", newline="", encoding="utf-8") as fh:
         table = csv.writer(fh, delimiter="\t", lineterminator="\n")
