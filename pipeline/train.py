@@ -40,6 +40,7 @@ FAMILIES = {"utt_fusion": "models.utt_fusion", "mmin": "models.mmin", "mmgcn": "
 # keys the stage reads itself; the family's train_and_evaluate gets the rest (plus n_classes)
 PIPELINE_KEYS = ("family", "protocol", "features", "folds", "seeds", "device", "threads", "workers", "init_from",
                  "labelled_fractions", "use_unlabelled")
+RUN_SETTINGS = ("device", "threads", "workers")  # where and how fast; the outputs are the same bytes either way
 
 
 def store_path(corpus: str, extractor: str) -> Path:
@@ -269,8 +270,9 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
         fold_name, seed, fraction = job.fold, job.seed, job.fraction
         suffix = f"_frac{fraction:g}" if len(fractions) > 1 else ""
         torch.save(outcome.state, out_dir / f"{fold_name}_seed{seed}{suffix}.pt")
-        if fraction == max(fractions) and fold_name == folds[0]["name"] and seed == seeds[0] and outcome.extras:
-            torch.save(_tensors(outcome.extras), out_dir / "extras.pt")
+        arrays = {k: v for k, v in (outcome.extras or {}).items() if not isinstance(v, (int, float, str))}
+        if fraction == max(fractions) and fold_name == folds[0]["name"] and seed == seeds[0] and arrays:
+            torch.save(_tensors(arrays), out_dir / "extras.pt")  # embeddings etc. of the first run, for figures
         by_fraction[fraction].append(outcome)
         history = [{k: v for k, v in row.items() if k != "seconds"} for row in outcome.history]
         runs.append({"fold": fold_name, "seed": seed, "labelled_fraction": fraction,
@@ -331,10 +333,11 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
     if len(fractions) > 1:
         metrics["sweep"] = {"labelled_fraction": {f"{f:g}": {"conditions": _summary(by_fraction[f])}
                                                   for f in fractions}}
+    recorded = {k: v for k, v in cfg.items() if k not in RUN_SETTINGS}  # how it ran never changes the results
     path = metrics_path(model, corpus)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
-    (out_dir / "runs.json").write_text(json.dumps({"model": model, "corpus": corpus, "config": _jsonable(cfg),
+    (out_dir / "runs.json").write_text(json.dumps({"model": model, "corpus": corpus, "config": _jsonable(recorded),
                                                    "classes": info.classes, "runs": runs}, sort_keys=True) + "\n")
     _write_curves(curves_path(model, corpus), [r["history"] for r in runs if r["labelled_fraction"] == full])
     log.info("trained %s on %s: %d runs in %.1f s on %s", model, corpus, len(runs), time.perf_counter() - start,

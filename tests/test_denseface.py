@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests._face_media import FER_NORMALISATION, one_thread, synthetic_fer_faces  # noqa: F401 - autouse fixture
 
 from models.denseface import Denseface, DensefaceConfig, denseface_feature_dim
 from pipeline.denseface_checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.denseface_train import TrainConfigError, train_denseface
 from pipeline.fer import write_fer2013, write_ferplus
+from tests._face_media import FER_NORMALISATION, one_thread, synthetic_fer_faces  # noqa: F401 - autouse fixture
 
 
 def test_feature_is_342_at_depth_100_growth_12() -> None:

@@ -9,15 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from tests._face_media import (
-    ASTRONAUT_FACE,
-    astronaut_bgr,
-    face_config,
-    faceless,
-    one_thread,  # noqa: F401 - autouse fixture
-    write_checkpoint,
-    write_video,
-)
 
 from pipeline.extract import ExtractorConfigError
 from pipeline.extract.face import (
@@ -32,6 +23,15 @@ from pipeline.extract.face import (
 from pipeline.extract.stage import extract_to_store
 from pipeline.manifest import Utterance, VideoSegment
 from pipeline.store import FeatureStore
+from tests._face_media import (
+    ASTRONAUT_FACE,
+    astronaut_bgr,
+    face_config,
+    faceless,
+    one_thread,  # noqa: F401 - autouse fixture
+    write_checkpoint,
+    write_video,
+)
 
 
 @pytest.fixture(scope="module")

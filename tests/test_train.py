@@ -67,7 +67,7 @@ def tiny_corpus(root: Path) -> None:
 def tiny_params(workers: int = 1) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"].update(seeds=[0, 1], folds=[0, 1], threads=1, workers=workers)
-    for model, cfg in params["models"].items():
+    for cfg in params["models"].values():
         cfg.update(copy.deepcopy(FAST[cfg["family"]]))
         if cfg["family"] == "ssmm":
             cfg["labelled_fractions"] = [0.5, 1.0]
