@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         for arg, arg_help in arguments:
             cmd.add_argument(arg, help=arg_help)
+    from pipeline.export import register  # not a stage: a hand-off to the authors' code (absolute paths inside)
+
+    register(sub)
     return parser
 
 
@@ -112,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         params = load_params(Path(args.params))
-        COMMANDS[args.command][1](args, params)
+        handler = COMMANDS[args.command][1] if args.command in COMMANDS else args.handler
+        handler(args, params)
     except _known_errors() as err:
         print(f"affectflow {args.command}: error: {err}", file=sys.stderr)
         return 2
