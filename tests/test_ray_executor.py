@@ -195,3 +195,26 @@ def test_bert_store_is_byte_identical_to_local(cluster: Any, tmp_path: Path) -> 
     assert (tmp_path / "ray.h5").read_bytes() == expected
     store = FeatureStore(tmp_path / "ray.h5")
     assert store.dim == 384 and len(store["t000"]) > 0
+
+
+def test_demo_audio_and_text_stores_are_byte_identical_to_local(cluster: Any, tmp_path: Path) -> None:
+    """A small demo corpus (the demo generator, 2 dialogues), extracted with the demo's own compare and bert
+    settings from params.yaml: the Ray executor writes the local executor's bytes."""
+    from pipeline.corpora import demo
+    from pipeline.extract import extractor_class
+    from pipeline.extract.run import extractor_settings
+    from pipeline.params import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    prepared = demo.prepare(tmp_path / "raw", {"seed": 5, "sessions": 1, "dialogues_per_session": 2,
+                                               "turns": [4, 5], "fer": {"train_per_class": 1, "test_per_class": 1}})
+    utts = prepared.utterances
+    assert len(utts) >= 8
+    for name in ("compare", "bert"):
+        config = dict(extractor_settings(params, "demo", name)["config"])
+        expected = in_process_store(extractor_class(name)(config, tmp_path / "raw"), utts,
+                                    tmp_path / f"{name}-local.h5", shard_size=3)
+        summary = extract_to_store(extractor_class(name)(config, tmp_path / "raw"), utts, tmp_path / f"{name}-ray.h5",
+                                   shard_size=3, progress=False, executor="ray", executor_options=RAY_ONE)
+        assert summary.present + summary.missing == len(utts) and summary.present > 0
+        assert (tmp_path / f"{name}-ray.h5").read_bytes() == expected, name
