@@ -48,7 +48,7 @@ EXP_FLOOR = 50.0  # Gaussian-kernel exponents are clamped at -EXP_FLOOR (see mul
 REQUIRED_KEYS = (
     "variant", "n_classes", "pooling", "normalise", "hidden", "latent", "classifier_hidden", "dropout", "epochs",
     "warmup_epochs", "batch_size", "lr", "betas", "weight_decay", "clip_norm", "recon_weight", "mmd_weight",
-    "mmd_kernel_scales", "mismatch_mmd", "mismatch_weight", "kaiming_init",
+    "mmd_kernel_scales", "mismatch_mmd", "mismatch_weight", "kaiming_init", "select_after_warmup",
 )
 
 
@@ -280,6 +280,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"ssmm {key} must be >= 1, got {cfg[key]}")
     if int(cfg["warmup_epochs"]) < 0:
         raise ValueError(f"ssmm warmup_epochs must be >= 0, got {cfg['warmup_epochs']}")
+    if cfg["select_after_warmup"] and int(cfg["warmup_epochs"]) >= int(cfg["epochs"]):
+        raise ValueError(f"ssmm select_after_warmup needs epochs ({cfg['epochs']}) > warmup_epochs "
+                         f"({cfg['warmup_epochs']})")
     if not cfg["mmd_kernel_scales"] or any(float(s) <= 0 for s in cfg["mmd_kernel_scales"]):
         raise ValueError(f"ssmm mmd_kernel_scales must be positive, got {cfg['mmd_kernel_scales']}")
     if not 0.0 <= float(cfg["dropout"]) < 1.0:
@@ -396,7 +399,8 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
     clip = cfg["clip_norm"]
     result = fit(model, epochs=int(cfg["epochs"]), batches=batches, step=step, optimizer=optimizer,
                  evaluate=evaluate, select="ua", clip_norm=float(clip) if clip else None,
-                 describe=f"ssmm-{cfg['variant']}")
+                 describe=f"ssmm-{cfg['variant']}",
+                 select_from=int(cfg["warmup_epochs"]) if cfg["select_after_warmup"] else 0)
     model.load_state_dict(result.best_state)
     metrics, y_true, y_pred = _labelled_metrics(model, test_inputs, test.labels, n_classes, chunk)
     seconds = time.perf_counter() - start

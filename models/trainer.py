@@ -92,8 +92,10 @@ def fit(model: nn.Module, *, epochs: int, batches: Callable[[int], Iterable[Any]
         evaluate: Callable[[], dict[str, float]], select: str = "ua",
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, clip_norm: float | None = None,
         params_to_clip: Iterable[nn.Parameter] | None = None, loss_key: str = "loss",
-        describe: str = "train", clip_groups: Sequence[Iterable[nn.Parameter]] | None = None) -> FitResult:
-    """Train for `epochs`; after each, `evaluate()` on validation; keep the state with the best `select` score.
+        describe: str = "train", clip_groups: Sequence[Iterable[nn.Parameter]] | None = None,
+        select_from: int = 0) -> FitResult:
+    """Train for `epochs`; after each, `evaluate()` on validation; keep the state with the best `select` score
+    among epochs `select_from`..epochs-1 (earlier epochs are evaluated and logged, never selected).
 
     `step(batch, epoch)` returns a dict of losses; `loss_key` is back-propagated, all are logged as means.
     `clip_groups` clips each group's gradient norm to `clip_norm` separately (the MMIN authors clip per network);
@@ -101,6 +103,8 @@ def fit(model: nn.Module, *, epochs: int, batches: Callable[[int], Iterable[Any]
     """
     if clip_groups is not None and params_to_clip is not None:
         raise ValueError("give params_to_clip or clip_groups, not both")
+    if not 0 <= select_from < epochs:
+        raise ValueError(f"select_from={select_from} leaves no epoch to select among {epochs}")
     best_state = copy.deepcopy(model.state_dict())
     best_score, best_epoch = float("-inf"), -1
     history: list[dict[str, float]] = []
@@ -132,7 +136,7 @@ def fit(model: nn.Module, *, epochs: int, batches: Callable[[int], Iterable[Any]
         row = {"epoch": epoch, **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()},
                **{f"val_{k}": v for k, v in scores.items()}, "seconds": time.perf_counter() - start}
         history.append(row)
-        if scores[select] > best_score:
+        if epoch >= select_from and scores[select] > best_score:
             best_score, best_epoch = scores[select], epoch
             best_state = copy.deepcopy(model.state_dict())
         log.debug("%s epoch %d: %s", describe, epoch, row)

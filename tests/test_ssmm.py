@@ -39,7 +39,8 @@ def small_cfg(**overrides: object) -> dict:
     cfg = {"variant": "ssmm", "n_classes": 3, "pooling": "mean", "normalise": True, "hidden": [32, 16], "latent": 8,
            "classifier_hidden": [16], "dropout": 0.0, "epochs": 4, "warmup_epochs": 2, "batch_size": 16, "lr": 1e-3,
            "betas": [0.9, 0.999], "weight_decay": 0.0, "clip_norm": None, "recon_weight": 0.2, "mmd_weight": 0.1,
-           "mmd_kernel_scales": SCALES, "mismatch_mmd": False, "mismatch_weight": 0.1, "kaiming_init": True}
+           "mmd_kernel_scales": SCALES, "mismatch_mmd": False, "mismatch_weight": 0.1, "kaiming_init": True,
+           "select_after_warmup": False}
     cfg.update(overrides)
     return cfg
 
@@ -261,3 +262,25 @@ def test_bad_configuration_fails_before_any_work() -> None:
     odd.labels[4] = -2
     with pytest.raises(ValueError, match="label -2 outside"):
         train_and_evaluate(odd, data, data, small_cfg(), seed=0, device=CPU)
+
+
+def test_select_after_warmup_picks_an_epoch_with_the_unlabelled_terms_on() -> None:
+    """With `select_after_warmup` the checkpoint comes from an epoch >= warmup_epochs, in both variants, and the
+    earlier epochs are still evaluated and logged; a warm-up as long as training is refused."""
+    train, val, test = clustered_set(40, 50), clustered_set(20, 51), clustered_set(20, 52)
+    pool = clustered_set(30, 53)
+    pool.labels[:] = UNLABELLED
+    for variant in ("ssmm", "supervised"):
+        free = train_and_evaluate(train, val, test, small_cfg(variant=variant, epochs=6, warmup_epochs=4), seed=0,
+                                  device=CPU, unlabelled=pool)
+        late = train_and_evaluate(train, val, test, small_cfg(variant=variant, epochs=6, warmup_epochs=4,
+                                                              select_after_warmup=True),
+                                  seed=0, device=CPU, unlabelled=pool)
+        assert len(late.history) == 6
+        assert late.extras["best_epoch"] >= 4
+        best_late = max(row["val_ua"] for row in late.history[4:])
+        assert late.extras["best_val_ua"] == best_late
+        assert _history_without_time(late.history) == _history_without_time(free.history)
+    with pytest.raises(ValueError, match="select_after_warmup"):
+        train_and_evaluate(train, val, test, small_cfg(epochs=3, warmup_epochs=3, select_after_warmup=True),
+                           seed=0, device=CPU)
