@@ -201,6 +201,9 @@ class ActorPool:
         queue = deque(range(len(tasks)))
         errors: Counter[int] = Counter()
         deaths: list[str] = []
+        # per actor, the earliest (submission number, unit) whose call found it unreachable: a SIGKILLed actor can
+        # answer "unavailable" for the unit it was running before it is reported dead
+        unreachable: dict[int, tuple[int, int]] = {}
         deadline = time.monotonic() + s.actor_start_timeout_s
         while queue or in_flight:
             for i in sorted(load, key=load.__getitem__):
@@ -252,12 +255,14 @@ class ActorPool:
                 continue
             except exc.RayActorError as err:  # the actor is gone for good (restarts spent) or out of reach
                 if isinstance(err, getattr(exc, "ActorUnavailableError", ())):
+                    unreachable[i] = min(unreachable.get(i, (number, t)), (number, t))
                     errors[t] += 1
                     if errors[t] > s.unit_retries:
                         raise RayExtractionError(f"{self.extractor.name}: {_describe_unit(tasks[t])}: its actor "
                                                  f"stayed unreachable: {err}") from err
                 elif i in load:  # the first death reported for this actor: the unit it was running came first
-                    running = min([(number, t), *((n, u) for u, a, n in in_flight.values() if a == i)])[1]
+                    running = min([(number, t), *((n, u) for u, a, n in in_flight.values() if a == i),
+                                   *([unreachable[i]] if i in unreachable else [])])[1]
                     del load[i]  # no more units for it; the queue goes to the others
                     deaths.append(f"actor {i} (pid {pids.get(i)}) died running {_describe_unit(tasks[running])}: "
                                   f"{str(err).splitlines()[0]}")
