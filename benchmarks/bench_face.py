@@ -11,9 +11,12 @@ Three ways to turn the same video segment into Denseface rows at the same sampli
 
 Prints frames/s and the ratios extractor/loop (target >= 1.5) and extractor/bare (target >= 0.8). Weights are a
 randomly initialised depth-100 network: speed does not depend on their values. Timings on a shared machine are
-disturbed by other load; compare ratios taken in the same run.
+disturbed by other load; compare ratios taken in the same run. All three get the same torch threads, by default
+torch's own default (all cores), what the plain one-frame script gets; batch-1 calls hardly use a second thread,
+batched ones do, so `--threads 1` gives a lower extractor/loop ratio (on the 2-core dev machine: 1.27 at
+1 thread; 1.43 and 1.89 in two runs at 2).
 
-    PYTHONPATH=. python benchmarks/bench_face.py [--seconds 8 --video-fps 25 --fps 10 --threads 1]
+    PYTHONPATH=. python benchmarks/bench_face.py [--seconds 8 --video-fps 25 --fps 10 --threads N]
 """
 
 from __future__ import annotations
@@ -145,7 +148,9 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--detect-batch", type=int, default=8)
     parser.add_argument("--embed-batch", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (the executor's default per worker)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads for all three, the same for each (default: torch's default here, what the "
+                             "one-frame-at-a-time script gets)")
     parser.add_argument("--repeats", type=int, default=3, help="best of N interleaved rounds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

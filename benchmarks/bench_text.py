@@ -6,9 +6,11 @@ Three ways to embed the same generated IEMOCAP-like transcripts (5-40 words):
   (c) ours    `extract_to_store` end to end (clean, tokenise, plan, batch, forward, write the HDF5 store), with
               the weights already loaded and hashed (that one-off cost is printed separately).
 for the packaged MiniLM and a randomly initialised BERT-large (no weights needed). Targets on a CPU:
-c >= 2.5 x a and c >= 0.9 x b.
+c >= 2.5 x a and c >= 0.9 x b. All three get the same torch threads, by default torch's own default (all cores),
+what a plain script gets and what the bert stage uses (threads_per_worker: 2 in params.yaml); one-at-a-time calls
+hardly use a second thread, batched ones do, so `--threads 1` gives lower c/a ratios.
 
-    PYTHONPATH=. python benchmarks/bench_text.py [--n 200] [--threads 1] [--token-budget 2048] [--repeat 2]
+    PYTHONPATH=. python benchmarks/bench_text.py [--n 200] [--threads N] [--token-budget 2048] [--repeat 2]
         [--models minilm bert-large]
 """
 
@@ -141,7 +143,9 @@ def bench(label: str, spec: str, texts: list[str], threads: int, budget: int, re
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200, help="utterances per model")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for all three (same for each)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads for all three, the same for each (default: torch's default here, "
+                             "what a plain script gets; the bert stage's threads_per_worker is 2)")
     parser.add_argument("--token-budget", type=int, default=2048)
     parser.add_argument("--repeat", type=int, default=2, help="runs of (b) and (c), interleaved; the best counts")
     parser.add_argument("--models", nargs="+", default=["minilm", "bert-large"], choices=["minilm", "bert-large"])
