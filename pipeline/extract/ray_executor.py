@@ -261,8 +261,8 @@ class ActorPool:
                         raise RayExtractionError(f"{self.extractor.name}: {_describe_unit(tasks[t])}: its actor "
                                                  f"stayed unreachable: {err}") from err
                 elif i in load:  # the first death reported for this actor: the unit it was running came first
-                    running = min([(number, t), *((n, u) for u, a, n in in_flight.values() if a == i),
-                                   *([unreachable[i]] if i in unreachable else [])])[1]
+                    running = min([(number, t), unreachable.get(i, (number, t)),
+                                   *((n, u) for u, a, n in in_flight.values() if a == i)])[1]
                     del load[i]  # no more units for it; the queue goes to the others
                     deaths.append(f"actor {i} (pid {pids.get(i)}) died running {_describe_unit(tasks[running])}: "
                                   f"{str(err).splitlines()[0]}")
@@ -278,6 +278,7 @@ class ActorPool:
                 self.retries += 1
                 queue.appendleft(t)
                 continue
+            unreachable.pop(i, None)  # it answered: an earlier "unavailable" was not its death
             if pids.get(i) != pid:
                 self.restarts += 1
                 log.warning("ray actor %d was restarted (pid %s -> %d); its units were run again", i, pids.get(i),
