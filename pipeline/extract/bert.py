@@ -3,8 +3,9 @@
 Per utterance the output is the last hidden layer (or the mean of the last k layers) at every word-piece token of
 the cleaned transcript, [CLS]/[SEP] dropped unless asked for: shape (T, hidden_size).
 
-Speed: `work_units` sorts a shard's utterances by token count and packs them into batches whose padded size
-(batch x longest sequence) stays under `token_budget`, so padding is small and the model runs on full matrices;
+Speed: `work_units` sorts a shard's utterances by token count and splits them into the batches that cost least
+(padded positions plus `batch_overhead_tokens` per forward pass, `plan_batches`), each within `token_budget`
+(batch x longest sequence), so padding is a few percent and the model runs on large matrices;
 inference runs under `torch.inference_mode`, in half precision on a GPU when `dtype` is `auto`. The units depend
 only on the shard, and the executor puts results back in id order, so the store is the same whatever the batching
 and the number of workers.
@@ -37,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "keep_special_tokens": False,  # keep the [CLS]/[SEP] rows
     "max_tokens": None,  # word pieces kept per utterance (specials not counted); None = the model's limit
     "token_budget": 2048,  # padded tokens (batch size x longest sequence, specials included) per forward pass
+    "batch_overhead_tokens": 32,  # a forward pass's fixed cost in padded tokens (the planner: padding vs passes)
     "dtype": "auto",  # auto (float16 on a GPU, float32 on the CPU) | float32 | float16 | bfloat16
     "device": "auto",  # auto | cpu | cuda | cuda:<n>
     "normalize": "NFC",  # Unicode normal form applied to transcripts (NFC, NFKC, NFD, NFKD) or None
@@ -50,6 +52,36 @@ def _layers_averaged(layer: Any) -> int:
     if not match:
         raise ExtractorConfigError(f"bert: layer must be 'last' or 'mean_last_<k>' (k >= 1), got {layer!r}")
     return int(match.group("k") or 1)
+
+
+def plan_batches(lengths: Sequence[int], budget: int, overhead: int) -> list[int]:
+    """Batch boundaries over ascending `lengths`: [0, b1, ..., n], batch k = lengths[b_k:b_k+1].
+
+    Minimises the padded tokens computed plus `overhead` per forward pass (sum over batches of count x longest +
+    overhead), each batch's padded size within `budget` (a sequence longer than the budget runs alone). Exact, by
+    dynamic programming over the sorted lengths: a shard of a few hundred utterances packed greedily to the budget
+    pads a third of its positions (a batch spans short and long sequences); this pads a few percent, in batches
+    still large enough to keep the matrix products efficient.
+    """
+    n = len(lengths)
+    if any(b < a for a, b in zip(lengths, lengths[1:], strict=False)):
+        raise ValueError("plan_batches needs lengths in ascending order")
+    cost = [0.0] + [float("inf")] * n  # cost[j]: best plan of the first j sequences
+    start = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[j - 1]  # the longest of any batch that ends at j
+        i = j - 1
+        while True:
+            c = cost[i] + (j - i) * longest + overhead
+            if c < cost[j]:
+                cost[j], start[j] = c, i
+            if i == 0 or (j - i + 1) * longest > budget:
+                break
+            i -= 1
+    bounds = [n]
+    while bounds[-1] > 0:
+        bounds.append(start[bounds[-1]])
+    return bounds[::-1]
 
 
 class BertExtractor(Extractor):
@@ -71,6 +103,9 @@ class BertExtractor(Extractor):
                                        f"got {cfg['normalize']!r}")
         if not isinstance(cfg["token_budget"], int) or cfg["token_budget"] < 1:
             raise ExtractorConfigError(f"bert: token_budget must be a positive integer, got {cfg['token_budget']!r}")
+        if not isinstance(cfg["batch_overhead_tokens"], int) or cfg["batch_overhead_tokens"] < 0:
+            raise ExtractorConfigError(f"bert: batch_overhead_tokens must be an integer >= 0, "
+                                       f"got {cfg['batch_overhead_tokens']!r}")
         self.files: ModelFiles = resolve_model(cfg["model"], cfg["revision"])
 
         import torch
@@ -184,8 +219,9 @@ class BertExtractor(Extractor):
         return [self._counts[t] if t else 0 for t in texts]
 
     def work_units(self, utts: Sequence[Utterance]) -> list[list[int]]:
-        """Length-sorted batches whose padded size (count x longest, specials included) fits `token_budget`;
-        an utterance longer than the budget on its own runs alone."""
+        """Length-sorted batches, split by `plan_batches`: the least padding plus per-pass overhead, each batch's
+        padded size (count x longest, specials included) within `token_budget`; an utterance longer than the
+        budget runs alone."""
         counts = self._token_counts([self.clean(u) for u in utts])
         newly = [(u.utt_id, n) for u, n in zip(utts, counts, strict=True)
                  if n > self.max_tokens and u.utt_id not in self.truncated]
@@ -193,18 +229,10 @@ class BertExtractor(Extractor):
             self.truncated.update(newly)
             log.info("bert: %d of %d utterances truncated to %d word pieces (longest %d; %d so far)", len(newly),
                      len(utts), self.max_tokens, max(n for _, n in newly), len(self.truncated))
-        budget = self.config["token_budget"]
-        units: list[list[int]] = []
-        current: list[int] = []
-        for i in sorted(range(len(utts)), key=lambda j: (counts[j], j)):
-            length = min(counts[i], self.max_tokens) + self.n_special
-            if current and (len(current) + 1) * length > budget:  # sorted ascending: i is the longest so far
-                units.append(current)
-                current = []
-            current.append(i)
-        if current:
-            units.append(current)
-        return units
+        order = sorted(range(len(utts)), key=lambda j: (counts[j], j))
+        lengths = [min(counts[i], self.max_tokens) + self.n_special for i in order]
+        bounds = plan_batches(lengths, self.config["token_budget"], self.config["batch_overhead_tokens"])
+        return [order[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
     # --- model --------------------------------------------------------------------------------------------------
     def setup(self) -> None:
