@@ -14,7 +14,7 @@ randomly initialised depth-100 network: speed does not depend on their values. T
 disturbed by other load; compare ratios taken in the same run. All three get the same torch threads, by default
 torch's own default (all cores), what the plain one-frame script gets; batch-1 calls hardly use a second thread,
 batched ones do, so `--threads 1` gives a lower extractor/loop ratio (on the 2-core dev machine: 1.27 at
-1 thread; 1.43 and 1.89 in two runs at 2).
+1 thread; 1.58-1.94 at 2 when the machine is quiet, 1.43 once under other load).
 
     PYTHONPATH=. python benchmarks/bench_face.py [--seconds 8 --video-fps 25 --fps 10 --threads N]
 """

@@ -17,6 +17,7 @@ only the config and tokenizer; `setup()` loads the weights in each worker.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -66,18 +67,15 @@ def plan_batches(lengths: Sequence[int], budget: int, overhead: int) -> list[int
     n = len(lengths)
     if any(b < a for a, b in zip(lengths, lengths[1:], strict=False)):
         raise ValueError("plan_batches needs lengths in ascending order")
-    cost = [0.0] + [float("inf")] * n  # cost[j]: best plan of the first j sequences
-    start = [0] * (n + 1)
+    cost = [0] + [math.inf] * n  # cost[j]: the cheapest plan of the first j sequences
+    start = [0] * (n + 1)  # start[j]: where the last batch of that plan begins
     for j in range(1, n + 1):
         longest = lengths[j - 1]  # the longest of any batch that ends at j
-        i = j - 1
-        while True:
+        widest = max(1, budget // longest)  # most sequences that fit the budget (one always runs)
+        for i in range(j - 1, max(0, j - widest) - 1, -1):  # short batches first: a tie keeps the shorter
             c = cost[i] + (j - i) * longest + overhead
             if c < cost[j]:
                 cost[j], start[j] = c, i
-            if i == 0 or (j - i + 1) * longest > budget:
-                break
-            i -= 1
     bounds = [n]
     while bounds[-1] > 0:
         bounds.append(start[bounds[-1]])
