@@ -260,12 +260,15 @@ class ActorPool:
                     if errors[t] > s.unit_retries:
                         raise RayExtractionError(f"{self.extractor.name}: {_describe_unit(tasks[t])}: its actor "
                                                  f"stayed unreachable: {err}") from err
-                elif i in load:  # the first death reported for this actor: the unit it was running came first
-                    running = min([(number, t), unreachable.get(i, (number, t)),
-                                   *((n, u) for u, a, n in in_flight.values() if a == i)])[1]
+                elif i in load:  # the first death reported for this actor
+                    # the units it held, in submission order: the first was running, unless the process died just
+                    # after finishing it and took the reply along, in which case the next one was
+                    held = dict.fromkeys(u for _, u in sorted([(number, t), unreachable.get(i, (number, t)),
+                                                               *((n, u) for u, a, n in in_flight.values() if a == i)]))
                     del load[i]  # no more units for it; the queue goes to the others
-                    deaths.append(f"actor {i} (pid {pids.get(i)}) died running {_describe_unit(tasks[running])}: "
-                                  f"{str(err).splitlines()[0]}")
+                    deaths.append(f"actor {i} (pid {pids.get(i)}) died holding "
+                                  + "; ".join(_describe_unit(tasks[u]) for u in held)
+                                  + f": {str(err).splitlines()[0]}")
                     log.warning("ray %s", deaths[-1])
                 self.retries += 1
                 queue.appendleft(t)
