@@ -12,9 +12,8 @@ c >= 2.5 x a and c >= 0.9 x b. A fourth line, (b') the extractor's own model (it
 give (b'/b) and from the extractor's own overhead (c/b'). All four get the same torch threads, by default
 torch's own default (all cores), what a plain script gets and what the bert stage uses (threads_per_worker: 2 in
 params.yaml); one-at-a-time calls hardly use a second thread, batched ones do, so `--threads 1` gives lower c/a
-ratios. The four run interleaved,
-`--repeat` times, and the best time of each counts. The header line gives the planner's batches and padding
-(`--token-budget`, `--batch-overhead`, `--cpu-linear`: the extractor's settings).
+ratios. The four run interleaved, `--repeat` times, and the best time of each counts. The header line gives the
+planner's batches and padding (`--token-budget`, `--batch-overhead`, `--cpu-linear`: the extractor's settings).
 
     PYTHONPATH=. python benchmarks/bench_text.py [--n 200] [--threads N] [--token-budget 2048]
         [--batch-overhead 32] [--cpu-linear onednn|torch] [--repeat 2] [--models minilm bert-large]
@@ -117,7 +116,7 @@ def bench(label: str, spec: str, texts: list[str], threads: int, budget: int, ov
     bare_batched(model, batches[:1])
     bare_batched(ours, batches[:1])
     t_loop = t_bare = t_packed = t_ours = float("inf")
-    for rep in range(repeat):  # the three interleaved, best of `repeat` each: other load only ever slows a run
+    for rep in range(repeat):  # the four interleaved, best of `repeat` each: other load only ever slows a run
         start = time.perf_counter()
         loop_one_by_one(model, tokenizer, texts)
         t_loop = min(t_loop, time.perf_counter() - start)
@@ -156,7 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200, help="utterances per model")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch threads for all three, the same for each (default: torch's default here, "
+                        help="torch threads for all four, the same for each (default: torch's default here, "
                              "what a plain script gets; the bert stage's threads_per_worker is 2)")
     parser.add_argument("--token-budget", type=int, default=2048)
     parser.add_argument("--batch-overhead", type=int, default=DEFAULTS["batch_overhead_tokens"],

@@ -263,11 +263,12 @@ class ActorPool:
                 elif i in load:  # the first death reported for this actor
                     # the units it held, in submission order: the first was running, unless the process died just
                     # after finishing it and took the reply along, in which case the next one was
-                    held = dict.fromkeys(u for _, u in sorted([(number, t), unreachable.get(i, (number, t)),
-                                                               *((n, u) for u, a, n in in_flight.values() if a == i)]))
+                    held = sorted({(number, t), unreachable.get(i, (number, t)),
+                                   *((n, u) for u, a, n in in_flight.values() if a == i)})
+                    units = dict.fromkeys(u for _, u in held)  # a unit resubmitted after "unavailable" once
                     del load[i]  # no more units for it; the queue goes to the others
                     deaths.append(f"actor {i} (pid {pids.get(i)}) died holding "
-                                  + "; ".join(_describe_unit(tasks[u]) for u in held)
+                                  + "; ".join(_describe_unit(tasks[u]) for u in units)
                                   + f": {str(err).splitlines()[0]}")
                     log.warning("ray %s", deaths[-1])
                 self.retries += 1
