@@ -18,19 +18,31 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 from models.data import UNLABELLED, Sequences, UtteranceSet
-from models.ssmm import FUSION_ORDER, PooledInputs, SSMMNet, hide_labels, pool_utterances, train_and_evaluate
+from models.ssmm import (
+    FUSION_ORDER,
+    PooledInputs,
+    SSMMNet,
+    hide_labels,
+    pool_utterances,
+    train_and_evaluate,
+)
 from models.trainer import kaiming_init
+from pipeline.train import PIPELINE_KEYS
 
 DEMO_DIMS = {"audio": 130, "visual": 342, "text": 384}
 
-# the defaults proposed for params.yaml (models.ssmm), n_classes set by the train stage
-CONFIG = {"variant": "ssmm", "n_classes": 4, "pooling": "mean", "normalise": True, "hidden": [512, 256],
-          "latent": 128, "classifier_hidden": [128], "dropout": 0.0, "epochs": 60, "warmup_epochs": 10,
-          "batch_size": 128, "lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 0.0, "clip_norm": None,
-          "recon_weight": 0.2, "mmd_weight": 0.1, "mmd_kernel_scales": [0.25, 0.5, 1.0, 2.0, 4.0],
-          "mismatch_mmd": False, "mismatch_weight": 0.1, "kaiming_init": True}
+
+def model_defaults() -> dict:
+    """params.yaml's models.ssmm (the papers' defaults and ours), as the train stage hands it to the model."""
+    with open("params.yaml") as f:
+        entry = yaml.safe_load(f)["models"]["ssmm"]
+    return {**{k: v for k, v in entry.items() if k not in PIPELINE_KEYS}, "n_classes": 4}
+
+
+CONFIG = model_defaults()
 
 
 def shared_cluster_corpus(n: int, seed: int, *, dims: dict[str, int] = DEMO_DIMS, n_classes: int = 4,
@@ -87,8 +99,9 @@ def claim(args: argparse.Namespace) -> None:
     print(f"shared-cluster task: train {args.train} ({args.absent:.0%} never labelled, then labels hidden per "
           f"class down to the fraction), val {args.val}, test {args.test}, "
           f"separation {args.separation}, noise {args.noise}, dims {DEMO_DIMS}, epochs {args.epochs}, "
-          f"mismatched-pairs MMD {'on' if args.mismatch else 'off'}")
-    cfg = {**CONFIG, "epochs": args.epochs, "mismatch_mmd": args.mismatch}
+          f"mismatched-pairs MMD {'on' if args.mismatch else 'off'}, pseudo-label weight {args.pseudo_label_weight}")
+    cfg = {**CONFIG, "epochs": args.epochs, "mismatch_mmd": args.mismatch,
+           "pseudo_label_weight": args.pseudo_label_weight}
     rows = []
     for fraction in args.fractions:
         ua: dict[str, list[float]] = {"supervised": [], "ssmm": [], "logreg": [], "pca_logreg": []}
@@ -134,12 +147,22 @@ def bare_epoch(net: SSMMNet, lab: PooledInputs, labels: torch.Tensor, unl: Poole
         n = len(x)
         return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 
-    def aux(inputs: PooledInputs) -> torch.Tensor:
+    def aux(inputs: PooledInputs) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         x = {m: (inputs.vectors[m] - getattr(net, f"{m}_mean")) / getattr(net, f"{m}_std") for m in FUSION_ORDER}
         z = {m: net.autoencoders[m].encoder(x[m]) for m in FUSION_ORDER}
         rec = sum(F.mse_loss(net.autoencoders[m].decoder(z[m]), x[m]) for m in FUSION_ORDER)
         pairs = mmd(z["audio"], z["text"]) + mmd(z["audio"], z["visual"]) + mmd(z["text"], z["visual"])
         return z, cfg["recon_weight"] * rec + cfg["mmd_weight"] * pairs
+
+    def unlabelled_loss(inputs: PooledInputs) -> torch.Tensor:
+        z, loss = aux(inputs)
+        if cfg["pseudo_label_weight"] > 0:
+            logits = net.classify(z)
+            confidence, target = logits.detach().softmax(1).max(1)
+            confident = (confidence >= cfg["pseudo_label_threshold"]).float()
+            loss = loss + cfg["pseudo_label_weight"] * (F.cross_entropy(logits, target, reduction="none")
+                                                        * confident).mean()
+        return loss
 
     start = time.perf_counter()
     for _ in range(steps):
@@ -147,7 +170,7 @@ def bare_epoch(net: SSMMNet, lab: PooledInputs, labels: torch.Tensor, unl: Poole
         z, loss = aux(lab.index(li))
         loss = loss + F.cross_entropy(net.classify(z), labels[li])
         if semi:
-            loss = loss + aux(unl.index(torch.randint(len(unl), (batch,), generator=gen)))[1]
+            loss = loss + unlabelled_loss(unl.index(torch.randint(len(unl), (batch,), generator=gen)))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -199,6 +222,8 @@ def main() -> None:
     c.add_argument("--noise", type=float, default=1.0)
     c.add_argument("--epochs", type=int, default=CONFIG["epochs"])
     c.add_argument("--mismatch", action="store_true", help="switch on the mismatched-pairs MMD option")
+    c.add_argument("--pseudo-label-weight", type=float, default=CONFIG["pseudo_label_weight"],
+                   help="0 = docs/models.md's loss without our pseudo-label term")
     c.add_argument("--pca", type=int, default=8, help="principal axes of the linear reference")
     e = sub.add_parser("epoch", help="seconds per epoch at the demo shape")
     e.add_argument("--epochs", type=int, default=14)

@@ -16,6 +16,7 @@ from models.ssmm import (
     hide_labels,
     mismatched_pairs_mmd,
     multi_kernel_mmd,
+    pseudo_label_term,
     ssmm_losses,
     train_and_evaluate,
     unsupervised_terms,
@@ -40,7 +41,7 @@ def small_cfg(**overrides: object) -> dict:
            "classifier_hidden": [16], "dropout": 0.0, "epochs": 4, "warmup_epochs": 2, "batch_size": 16, "lr": 1e-3,
            "betas": [0.9, 0.999], "weight_decay": 0.0, "clip_norm": None, "recon_weight": 0.2, "mmd_weight": 0.1,
            "mmd_kernel_scales": SCALES, "mismatch_mmd": False, "mismatch_weight": 0.1, "kaiming_init": True,
-           "select_after_warmup": False}
+           "select_after_warmup": False, "pseudo_label_weight": 1.0, "pseudo_label_threshold": 0.5}
     cfg.update(overrides)
     return cfg
 
@@ -114,6 +115,7 @@ def test_unlabelled_terms_are_off_before_the_warmup_ends() -> None:
         alone = ssmm_losses(model, lab, labels, None, epoch, cfg, torch.Generator().manual_seed(0))
         assert torch.equal(losses["loss"], alone["loss"])
         assert float(losses["recon_unlabelled"]) == 0.0 and float(losses["mmd_unlabelled"]) == 0.0
+        assert float(losses["pseudo_label"]) == 0.0
         grads = torch.autograd.grad(losses["loss"], list(unl.vectors.values()), allow_unused=True)
         assert all(g is None or float(g.abs().sum()) == 0.0 for g in grads)
     on = ssmm_losses(model, lab, labels, unl, 3, cfg, torch.Generator().manual_seed(0))
@@ -125,6 +127,37 @@ def test_unlabelled_terms_are_off_before_the_warmup_ends() -> None:
     supervised = ssmm_losses(model, lab, labels, unl, 3, small_cfg(variant="supervised", warmup_epochs=3),
                              torch.Generator())
     assert float(supervised["recon_unlabelled"]) == 0.0 and float(supervised["mmd_unlabelled"]) == 0.0
+    assert float(supervised["pseudo_label"]) == 0.0
+
+
+def test_pseudo_labels_are_the_confident_predictions_and_carry_no_gradient() -> None:
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.2, 0.1, 0.0], [0.0, 0.0, 5.0], [0.0, 0.3, 0.0]], requires_grad=True)
+    term, share = pseudo_label_term(logits, 0.9)
+    confident = logits.detach().softmax(1).max(1).values >= 0.9
+    assert confident.tolist() == [True, False, True, False] and float(share) == 0.5
+    by_hand = (torch.nn.functional.cross_entropy(logits[0:1], torch.tensor([0]))
+               + torch.nn.functional.cross_entropy(logits[2:3], torch.tensor([2]))) / 4  # mean over all 4 rows
+    assert torch.allclose(term, by_hand)
+    (grad,) = torch.autograd.grad(term, logits)
+    assert float(grad[~confident].abs().sum()) == 0.0  # a row below the threshold teaches nothing
+    # the target is fixed: the gradient is that of CE against a constant label (softmax - one-hot) / N
+    expected = (logits.detach().softmax(1) - torch.nn.functional.one_hot(logits.detach().argmax(1), 3)) / 4
+    assert torch.allclose(grad[confident], expected[confident])
+    assert float(pseudo_label_term(logits, 1.0)[1]) == 0.0  # nothing is certain
+
+
+def test_the_pseudo_label_weight_adds_exactly_its_term_and_zero_gives_the_papers_loss() -> None:
+    model = net()
+    (lab, labels), (unl, _) = pooled_batch(16, 1), pooled_batch(16, 2)
+    on = ssmm_losses(model, lab, labels, unl, 5, small_cfg(pseudo_label_weight=0.7, pseudo_label_threshold=0.4),
+                     torch.Generator().manual_seed(0))
+    off = ssmm_losses(model, lab, labels, unl, 5, small_cfg(pseudo_label_weight=0.0, pseudo_label_threshold=0.4),
+                      torch.Generator().manual_seed(0))
+    assert float(on["pseudo_labelled_share"]) > 0 and float(on["pseudo_label"].detach()) > 0
+    assert float(off["pseudo_label"]) == 0.0
+    assert torch.allclose(on["loss"], off["loss"] + 0.7 * on["pseudo_label"])
+    _, latents, _ = model.encode(unl)
+    assert torch.allclose(on["pseudo_label"], pseudo_label_term(model.classify(latents), 0.4)[0])
 
 
 def test_a_hidden_label_in_the_labelled_batch_is_refused() -> None:
@@ -258,6 +291,10 @@ def test_bad_configuration_fails_before_any_work() -> None:
         train_and_evaluate(data, data, data, small_cfg(pooling="median"), seed=0, device=CPU)
     with pytest.raises(ValueError, match="outside the 2 classes"):
         train_and_evaluate(data, data, data, small_cfg(n_classes=2), seed=0, device=CPU)
+    for key, value in (("pseudo_label_weight", -0.1), ("pseudo_label_threshold", 0.0),
+                       ("pseudo_label_threshold", 1.5)):
+        with pytest.raises(ValueError, match=key):
+            train_and_evaluate(data, data, data, small_cfg(**{key: value}), seed=0, device=CPU)
     odd = clustered_set(10, 40)
     odd.labels[4] = -2
     with pytest.raises(ValueError, match="label -2 outside"):
