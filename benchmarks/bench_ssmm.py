@@ -18,7 +18,6 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from models.data import UNLABELLED, Sequences, UtteranceSet
 from models.ssmm import (
@@ -30,6 +29,7 @@ from models.ssmm import (
     train_and_evaluate,
 )
 from models.trainer import kaiming_init
+from pipeline.params import load_params, section
 from pipeline.train import PIPELINE_KEYS
 
 DEMO_DIMS = {"audio": 130, "visual": 342, "text": 384}
@@ -37,8 +37,7 @@ DEMO_DIMS = {"audio": 130, "visual": 342, "text": 384}
 
 def model_defaults() -> dict:
     """params.yaml's models.ssmm (the papers' defaults and ours), as the train stage hands it to the model."""
-    with open("params.yaml") as f:
-        entry = yaml.safe_load(f)["models"]["ssmm"]
+    entry = section(load_params(), "models.ssmm")
     return {**{k: v for k, v in entry.items() if k not in PIPELINE_KEYS}, "n_classes": 4}
 
 
