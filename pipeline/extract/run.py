@@ -21,7 +21,7 @@ from pipeline.prepare import corpus_info_path, manifest_path
 
 log = logging.getLogger(__name__)
 
-STAGE_KEYS = ("executor", "workers", "threads_per_worker", "start_method", "shard_size", "max_failure_rate",
+STAGE_KEYS = ("modality", "executor", "workers", "threads_per_worker", "start_method", "shard_size", "max_failure_rate",
               "expected_missing", "ray", "config")
 
 
