@@ -184,10 +184,11 @@ class StoreWriter:
         missing = self.pending()
         if missing:
             raise StoreError(f"{len(missing)} shards not written yet (first: {missing[0].index})")
-        lengths = []
+        lengths, failures = [], []
         for shard in self.shards:
             with h5py.File(self.shard_path(shard), "r") as f:
                 lengths.append(f["lengths"][:])
+                failures.extend(f["failure"][:])
         lengths_all = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
         offsets = np.zeros(len(self.utt_ids) + 1, np.int64)
         np.cumsum(lengths_all, out=offsets[1:])
@@ -200,7 +201,9 @@ class StoreWriter:
             _dataset(out, "offsets", offsets)
             features = _dataset(out, "features", shape=(total, self.dim), dtype=np.float32, chunk_rows=rows)
             present = _dataset(out, "present", shape=(len(self.utt_ids),), dtype=bool)
-            failure = _dataset(out, "failure", shape=(len(self.utt_ids),), dtype=_STR)
+            # variable-length strings written in one call: written per shard, their heap layout (and so the
+            # file's bytes) would depend on shard_size
+            _dataset(out, "failure", np.asarray(failures, dtype=object), dtype=_STR)
             frame_valid = (_dataset(out, "frame_valid", shape=(total,), dtype=bool, chunk_rows=rows * 16)
                            if self.has_frame_valid else None)
             row = first = 0
@@ -213,7 +216,6 @@ class StoreWriter:
                         if frame_valid is not None:
                             frame_valid[row:row + len(block)] = f["frame_valid"][:]
                     present[first:first + n] = f["present"][:]
-                    failure[first:first + n] = f["failure"][:]
                     row += len(block)
                     first += n
             _write_attrs(out, {**self.attrs, "dim": self.dim, "store_format": FORMAT_VERSION,
