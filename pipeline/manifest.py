@@ -102,11 +102,12 @@ class Utterance:
 
 @dataclass(frozen=True)
 class CorpusInfo:
-    """What `corpus.json` holds: the class list in its published order, the corpus root, the adapter."""
+    """What `corpus.json` holds: the class list in its published order, the adapter and its options. Not the corpus
+    root: that is a machine fact (`corpora.<name>.root`, pipeline.prepare.corpus_root); media paths in the manifest
+    are relative to it."""
 
     name: str
     classes: list[str]
-    root: str
     adapter: str
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -116,7 +117,9 @@ class CorpusInfo:
 
     @classmethod
     def read(cls, path: str | Path) -> CorpusInfo:
-        return cls(**json.loads(Path(path).read_text()))
+        data = json.loads(Path(path).read_text())
+        data.pop("root", None)  # written by versions before the root became a machine-only fact
+        return cls(**data)
 
 
 def _is_number(value: Any) -> bool:

@@ -28,11 +28,17 @@ def corpus_info_path(name: str) -> Path:
     return corpus_dir(name) / "corpus.json"
 
 
+def corpus_root(params: dict[str, Any], name: str) -> Path:
+    """Where corpus `name` sits on this machine (`corpora.<name>.root`). A machine fact: no output records it and
+    no stage depends on it, so a lab member whose copy sits elsewhere shares every output (README, sharing)."""
+    return Path(lookup(params, f"corpora.{name}.root"))
+
+
 def prepare_corpus(params: dict[str, Any], name: str, out_dir: Path | None = None) -> CorpusInfo:
     """Run the adapter named in `corpora.<name>` and write the manifest and corpus.json under `data/<name>/`."""
     cfg = section(params, f"corpora.{name}")
     adapter_name = lookup(params, f"corpora.{name}.adapter")
-    root = Path(lookup(params, f"corpora.{name}.root"))
+    root = corpus_root(params, name)
     options = dict(cfg.get("options") or {})
     try:
         module = corpora.adapter(adapter_name)
@@ -45,8 +51,7 @@ def prepare_corpus(params: dict[str, Any], name: str, out_dir: Path | None = Non
     prepared = module.prepare(root, options)
     out_dir = out_dir or corpus_dir(name)
     utts = write_manifest(out_dir / "manifest.jsonl", prepared.utterances, prepared.classes, root)
-    info = CorpusInfo(name=name, classes=list(prepared.classes), root=str(root), adapter=adapter_name,
-                      options=options)
+    info = CorpusInfo(name=name, classes=list(prepared.classes), adapter=adapter_name, options=options)
     info.write(out_dir / "corpus.json")
     (out_dir / "stats.json").write_text(json.dumps(prepared.stats, indent=2, sort_keys=True, default=str) + "\n")
     labels = Counter(u.label or "<none>" for u in utts)

@@ -74,7 +74,7 @@ def tiny_corpus(root: Path, third_speaker: bool = True) -> list[Utterance]:
                                       label=label))
     utts.sort(key=lambda u: u.utt_id)
     write_manifest(root / "data/tiny/manifest.jsonl", utts, CLASSES)
-    CorpusInfo("tiny", CLASSES, "raw", "demo").write(root / "data/tiny/corpus.json")
+    CorpusInfo("tiny", CLASSES, "demo").write(root / "data/tiny/corpus.json")
     for name, dim in DIMS.items():
         writer = StoreWriter(root / f"features/tiny/{name}.h5", [u.utt_id for u in utts], dim, {"extractor": name},
                              frame_valid=name == "denseface")

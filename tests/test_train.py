@@ -44,7 +44,7 @@ def tiny_corpus(root: Path) -> None:
                 utts.append(Utterance(utt_id=f"s{s}d{d}_{t:02d}", corpus="tiny", speaker=f"s{s}{'FM'[t % 2]}",
                                       session=f"s{s}", dialogue_id=f"s{s}d{d}", turn=t, text="x", label=label))
     write_manifest(root / "data/tiny/manifest.jsonl", utts, CLASSES)
-    CorpusInfo("tiny", CLASSES, "raw", "demo").write(root / "data/tiny/corpus.json")
+    CorpusInfo("tiny", CLASSES, "demo").write(root / "data/tiny/corpus.json")
     for name, dim in DIMS.items():
         writer = StoreWriter(root / f"features/tiny/{name}.h5", [u.utt_id for u in utts], dim, {"extractor": name})
         results = []

@@ -17,7 +17,7 @@ from pipeline.extract.executor import ExtractionSummary
 from pipeline.extract.stage import extract_to_store
 from pipeline.manifest import CorpusInfo, read_manifest
 from pipeline.params import ConfigError, lookup, merged
-from pipeline.prepare import corpus_info_path, manifest_path
+from pipeline.prepare import corpus_info_path, corpus_root, manifest_path
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def store_path(corpus: str, name: str) -> Path:
 def extract_corpus(params: dict[str, Any], corpus: str, name: str) -> ExtractionSummary:
     settings = extractor_settings(params, corpus, name)
     info = CorpusInfo.read(corpus_info_path(corpus))
-    root = Path(info.root)
+    root = corpus_root(params, corpus)
     utts = read_manifest(manifest_path(corpus), info.classes)
     extractor = extractor_class(name)(dict(settings.get("config") or {}), root)
     executor = settings.get("executor", "local")
