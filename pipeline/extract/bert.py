@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline.extract import Extractor, ExtractorConfigError, library_versions
+from pipeline.extract.compute import compute_facts
 from pipeline.extract.model_files import ModelFiles, resolve_model
 from pipeline.extract.text_clean import NORMAL_FORMS, clean_transcript
 from pipeline.manifest import Utterance
@@ -203,8 +204,9 @@ class BertExtractor(Extractor):
                 "compute_dtype": self.dtype_name,
                 "feature_names": [f"{self.name}_{i}" for i in range(self.dim)],
                 "frame_hop_s": None,  # one row per word piece, not per time step
-                "library_versions": library_versions("torch", "transformers", "tokenizers", "huggingface_hub",
-                                                     "safetensors"),
+                # what computes the numbers (hub and safetensors only load the bytes weights_sha256 names)
+                "library_versions": library_versions("torch", "transformers", "tokenizers"),
+                "compute": compute_facts(self.device),
             }
         return self._identity
 

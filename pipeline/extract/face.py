@@ -30,6 +30,7 @@ from models.denseface import Denseface
 from models.trainer import pick_device
 from pipeline.denseface_checkpoint import CheckpointError, Normalisation, load_checkpoint
 from pipeline.extract import Extractor, ExtractorConfigError, library_versions, sha256_of_files
+from pipeline.extract.compute import compute_facts
 from pipeline.manifest import Utterance
 from pipeline.store import UtteranceFeatures
 
@@ -233,6 +234,7 @@ class DensefaceExtractor(Extractor):
             "face_detector": "facenet-pytorch MTCNN (weights shipped in the wheel)",
             "library_versions": json.dumps(library_versions("torch", "facenet-pytorch", "opencv-python-headless",
                                                             "numpy"), sort_keys=True),
+            "compute": json.dumps(compute_facts(pick_device(self.config["device"])), sort_keys=True),
         }
 
     def setup(self) -> None:
