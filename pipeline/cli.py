@@ -73,6 +73,15 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, dict[str, Any]], No
 }
 
 
+STAGES_HELP = "write dvc.yaml from params.yaml and the imports of each stage's code (pipeline/stages.py)"
+
+
+def _stages(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from pipeline.stages import stages_command
+
+    stages_command(args, params)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="affectflow", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
@@ -85,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.export import register  # not a stage: a hand-off to the authors' code (absolute paths inside)
 
     register(sub)
+    stages = sub.add_parser("stages", help=STAGES_HELP, description=STAGES_HELP)
+    stages.add_argument("--check", action="store_true", help="only compare with dvc.yaml; exit 2 naming what differs")
+    stages.set_defaults(handler=_stages)
     return parser
 
 
@@ -109,12 +121,21 @@ def _known_errors() -> tuple[type[BaseException], ...]:
             SplitError, CheckpointError, TrainConfigError, WorkerSetupError, FerFormatError, ReportInputError)
 
 
+def _check_stages(params: dict[str, Any]) -> None:
+    """Under `dvc repro`, stop at once when dvc.yaml is stale (pipeline/stages.py); not a dep of any stage."""
+    from pipeline.stages import check_under_dvc
+
+    check_under_dvc(params)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         params = load_params(Path(args.params))
+        if args.command in COMMANDS:
+            _check_stages(params)
         handler = COMMANDS[args.command][1] if args.command in COMMANDS else args.handler
         handler(args, params)
     except _known_errors() as err:
