@@ -385,12 +385,13 @@ def _plots(params: dict[str, Any]) -> list[Any]:
 
 
 # --- freshness ---------------------------------------------------------------------------------------------------
-def _instances(text: str) -> set[str]:
+def _instances(text: str) -> list[str]:
+    """The stage names a dvc.yaml text defines, in file order (foreach groups expanded over literal keys)."""
     doc = yaml.safe_load(text) or {}
-    out = set()
+    out: list[str] = []
     for name, stage in (doc.get("stages") or {}).items():
         each = stage.get("foreach") if isinstance(stage, dict) else None
-        out.update(f"{name}@{k}" for k in each) if isinstance(each, dict) else out.add(name)
+        out.extend(f"{name}@{k}" for k in each) if isinstance(each, dict) else out.append(name)
     return out
 
 
@@ -401,12 +402,15 @@ def check(params: dict[str, Any], root: Path) -> None:
     current = path.read_text(encoding="utf-8") if path.exists() else ""
     if current == expected:
         return
-    added = sorted(_instances(expected) - _instances(current))
-    removed = sorted(_instances(current) - _instances(expected))
+    now, then = _instances(expected), _instances(current)
+    added = [s for s in now if s not in then]
+    removed = [s for s in then if s not in now]
     what = ", ".join([*(f"new stage {s}" for s in added[:3]), *(f"stage {s} gone" for s in removed[:3])]) \
         or "stage dependencies changed"
-    raise StaleStagesError(f"{path}: out of date with params.yaml and the code ({what}); run `affectflow stages` "
-                           "to regenerate it, then `dvc repro`")
+    more = len(added) + len(removed) - min(len(added), 3) - min(len(removed), 3)
+    what += f" and {more} more" if more > 0 else ""
+    raise StaleStagesError(f"{DVC_YAML}: out of date with params.yaml and the code ({what}); run `affectflow "
+                           "stages` to regenerate it, then `dvc repro`")
 
 
 def check_under_dvc(params: dict[str, Any]) -> None:
