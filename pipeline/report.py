@@ -8,12 +8,11 @@ columns labelled fractions). Every cell is `mean ± std` over folds and seeds; t
 A model or corpus that was never trained is noted, not an error: a lab may not have run everything.
 
 Provenance comes from dvc.lock: the train stage that wrote a model's metrics names its feature stores (path +
-md5) and its code deps; the code version is one md5 over those deps' (path, md5) lines. The git commit is left
-out on purpose: when `dvc repro` runs this stage the results are not committed yet, so HEAD is the commit
-*before* them; a new commit that changes nothing the report reads would change the report's bytes and break
-the run-cache; and git is no DVC dependency, so the stage would not re-run on a commit anyway and the hash would
-go stale. The content hashes in dvc.lock identify the code exactly, and the commit that carries this report
-carries that dvc.lock.
+md5) and its code deps; the code version is one md5 over those deps' (path, md5) lines. Besides the md5s the report
+names the git commit of the code when the code paths (`report.provenance.code`: pipeline/, models/) have no
+uncommitted change, so that the commit holds exactly that code; otherwise it says the checkout is modified. The
+commit is not a DVC dependency (the stage does not re-run on a commit that changes no code it depends on): it names
+a commit whose code gave these results, the md5s name the code itself.
 
 dvc.lock is read but deliberately not a declared dependency: DVC rewrites dvc.lock after every stage, this one
 included, so declaring it would leave the stage always out of date. DVC writes each train stage's entry before
@@ -54,6 +53,7 @@ from pipeline.report_inputs import (
     ModelResults,
     Provenance,
     Stat,
+    code_commit,
     load_extras,
     load_results,
     provenance,
@@ -318,6 +318,14 @@ class _Renderer:
         self.notes: list[str] = []
         self._cache: dict[tuple[str, str], ModelResults | None] = {}
 
+    def code_line(self) -> str:
+        paths = ", ".join(f"{p.rstrip('/')}/" for p in self.cfg["provenance"]["code"])
+        commit = code_commit(self.root, self.cfg["provenance"]["code"])
+        if commit is None:
+            return (f"Code: not a clean git checkout of {paths} (uncommitted changes, or no git): the md5s below "
+                    "identify it.")
+        return f"Code: git commit `{commit}` ({paths} as committed there) and the md5s below."
+
     def results(self, model: str, corpus: str) -> ModelResults | None:
         if (model, corpus) not in self._cache:
             self._cache[(model, corpus)] = load_results(self.root, model, corpus)
@@ -338,7 +346,7 @@ class _Renderer:
                        f"Written by `affectflow report` from metrics/, checkpoints/, plots/curves/ and dvc.lock. "
                        f"Cells: mean ± std over folds × seeds ({decimals} decimals); **bold**: the best mean of "
                        "its column. Code md5: one md5 over the (path, md5) lines of the train stage's code deps in "
-                       "dvc.lock (the git commit is left out: see pipeline/report.py).", ""]
+                       "dvc.lock.", "", self.code_line(), ""]
         for corpus in self.cfg["corpora"]:
             self.lines += [f"## {corpus}", ""]
             for spec in self.specs:

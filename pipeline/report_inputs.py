@@ -231,6 +231,24 @@ def digest(lines: Sequence[str]) -> str:
     return hashlib.md5("\n".join(lines).encode()).hexdigest()
 
 
+def code_commit(root: Path, code_paths: Sequence[str]) -> str | None:
+    """The git commit HEAD when `code_paths` (pipeline/, models/) have no uncommitted or untracked change there, so
+    that the commit names the code exactly; None outside git, without git, or with changes."""
+    import subprocess
+
+    paths = [p.rstrip("/") for p in code_paths]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=30)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=root, capture_output=True,
+                               text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0 or dirty.returncode != 0 or dirty.stdout.strip():
+        return None
+    return head.stdout.strip()
+
+
 def find_train_stage(stages: Mapping[str, dict[str, Any]], model: str, corpus: str) -> str | None:
     """The lock entry whose outs hold the model's metrics file (robust to how dvc.yaml names the stage); falls
     back to the name `train@<model>-<corpus>`."""

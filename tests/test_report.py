@@ -295,3 +295,24 @@ def test_written_pngs_are_real_images_and_deterministic(project: Path, tmp_path:
     listed = list_plot_files(project, CONFIG)
     assert listed[:len(report.figures)] == sorted(f"reports/{r}" for r in report.figures)
     assert "plots/curves/mmin/demo.csv" in listed
+
+
+def test_report_names_the_git_commit_only_when_the_code_is_committed(project: Path, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    root = tmp_path / "repo"
+    shutil.copytree(project, root)
+    (root / "pipeline").mkdir()
+    (root / "pipeline" / "train.py").write_text("# code\n")
+    assert "Code: not a clean git checkout of pipeline/, models/" in build_report(root, CONFIG).markdown
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "code"], cwd=root, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    (root / "metrics" / "later.txt").write_text("an output changed since: the code is still the commit's\n")
+    lines = build_report(root, CONFIG).markdown.splitlines()
+    assert f"Code: git commit `{head}` (pipeline/, models/ as committed there) and the md5s below." in lines
+    (root / "pipeline" / "train.py").write_text("# edited\n")
+    assert head not in build_report(root, CONFIG).markdown
