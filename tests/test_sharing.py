@@ -1,8 +1,10 @@
-"""Sharing features across a lab: a DVC remote carries the stores, a second clone re-runs no extraction, and an
-extraction killed with SIGKILL resumes from its finished shards to the same bytes."""
+"""Sharing across a lab: a DVC remote carries every output, a second clone at another path (its corpus at another
+absolute path) re-runs no stage, and an extraction killed with SIGKILL resumes from its finished shards to the same
+bytes."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,11 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.corpora.demo import generate
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY_DEMO = {"seed": 11, "sessions": 2, "dialogues_per_session": 2, "turns": [5, 6],
              "fer": {"train_per_class": 1, "test_per_class": 1}}
 EXTRACTOR = "compare"  # the fastest real extractor: the mechanism is the same for all
+OUTPUT_DIRS = ("data/", "features/", "splits/", "checkpoints/", "metrics/", "plots/", "reports/")
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -31,20 +36,37 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return result
 
 
-def tracked_copy(dest: Path) -> None:
-    """The project's tracked files (as they are in the working tree) in a fresh git repo with a tiny demo."""
+def tracked_copy(dest: Path, corpus_root: Path) -> None:
+    """The project's tracked files (as in the working tree) with a tiny demo whose corpus sits at `corpus_root`
+    (an absolute path outside the clone), one model per stage kind and tiny training."""
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
-        if (ROOT / rel).is_file() and not rel.startswith(("data/", "features/", "splits/")) and rel != "dvc.lock":
+        if (ROOT / rel).is_file() and not rel.startswith(OUTPUT_DIRS) and rel != "dvc.lock":
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dest / rel)
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["corpora"] = {"demo": {**params["corpora"]["demo"], "options": {
-        **params["corpora"]["demo"]["options"], **TINY_DEMO}}}
-    params["extract"] = [EXTRACTOR]
+    demo = params["corpora"]["demo"]
+    demo["root"] = str(corpus_root)
+    demo["options"].update(TINY_DEMO)
+    demo["train"] = {"folds": [0], "threads": 1, "workers": 1, "models": {"utt_fusion": {
+        "batch_size": 8, "epochs_constant": 1, "epochs_decay": 1, "frames": {"audio": None, "visual": None,
+                                                                              "text": None}}}}
+    demo["extractors"]["denseface"]["workers"] = 1
+    params["corpora"] = {"demo": demo}
+    params["extract"] = ["compare", "bert"]
     params["extractors"][EXTRACTOR].update(workers=1, shard_size=2)
     params["extractors"][EXTRACTOR]["config"]["batch_size"] = 1
+    params["train"]["seeds"] = [0]
+    params["train_models"], params["finetune_models"] = ["utt_fusion"], []
+    # the FER set train-denseface reads is part of the project (tracked by git), not of the corpus
+    params["denseface"]["sets"]["demo"]["data"] = {"fer2013": "fer/fer2013.csv", "ferplus": "fer/fer2013new.csv"}
+    params["denseface"]["sets"]["demo"]["optim"].update(epochs=1, batch_size=8)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    fer = dest / "fer"
+    generate(dest / "tmp-corpus", {**params["corpora"]["demo"]["options"]}, progress=False)
+    shutil.move(dest / "tmp-corpus" / "fer", fer)
+    shutil.rmtree(dest / "tmp-corpus")
+    run([str(BIN / "affectflow"), "stages"], dest)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +74,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("lab")
     a, remote = base / "a", base / "remote"
     a.mkdir()
-    tracked_copy(a)
+    tracked_copy(a, base / "corpus-a")
     run(["git", "init", "-q", "-b", "main"], a)
     run([str(BIN / "dvc"), "remote", "add", "-d", "lab", str(remote)], a)
     run(["git", "add", "-A"], a)
@@ -60,30 +82,32 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"base": base, "a": a, "remote": remote}
 
 
-def extract_stages(cwd: Path) -> list[str]:
-    params = yaml.safe_load((cwd / "params.yaml").read_text())
-    return [f"extract@demo-{name}" for name in params["extract"]]
-
-
-def test_second_clone_pulls_and_reruns_no_extraction(lab: dict[str, Path]) -> None:
+def test_second_clone_elsewhere_pulls_and_runs_no_stage(lab: dict[str, Path]) -> None:
+    """Clone A runs the whole pipeline and pushes; clone B, at another path with its copy of the corpus at another
+    absolute path, pulls: `dvc status` is clean and `dvc repro` runs nothing."""
     a, base = lab["a"], lab["base"]
-    stages = extract_stages(a)
-    run([str(BIN / "dvc"), "repro", *stages], a)
-    run([str(BIN / "dvc"), "push", "--run-cache"], a)
+    run([str(BIN / "dvc"), "repro"], a)
+    run([str(BIN / "dvc"), "push"], a)
     run(["git", "add", "-A"], a)
-    run(["git", "commit", "-qm", "features"], a)
+    run(["git", "commit", "-qm", "results"], a)
+    info = json.loads((a / "data/demo/corpus.json").read_text())
+    assert "root" not in info and "seconds" not in json.loads((a / "data/demo/stats.json").read_text())
+    assert str(base) not in (a / "data/demo/manifest.jsonl").read_text()
+    assert (a / "metrics/utt_fusion/demo.json").exists() and (a / "reports/results.md").exists()
 
-    b = base / "b"
+    b = base / "elsewhere" / "b"
+    b.parent.mkdir()
     run(["git", "clone", "-q", str(a), str(b)], base)
-    run([str(BIN / "dvc"), "pull", "--with-deps", *stages], b)
-    status = run([str(BIN / "dvc"), "status", *stages], b).stdout
-    assert "changed" not in status, status
-    repro = run([str(BIN / "dvc"), "repro", *stages], b)
-    output = repro.stdout + repro.stderr
-    assert "Running stage 'extract@" not in output, output
-    assert "Running stage 'prepare@" not in output, output
-    for name in yaml.safe_load((a / "params.yaml").read_text())["extract"]:
-        store = Path("features/demo") / f"{name}.h5"
+    params = yaml.safe_load((b / "params.yaml").read_text())
+    params["corpora"]["demo"]["root"] = str(base / "elsewhere" / "corpus-b")  # where B's copy of the corpus is
+    generate(base / "elsewhere" / "corpus-b", params["corpora"]["demo"]["options"], progress=False)
+    (b / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run([str(BIN / "dvc"), "pull"], b)
+    status = run([str(BIN / "dvc"), "status"], b)
+    assert "up to date" in status.stdout and "changed" not in status.stdout, status.stdout
+    repro = run([str(BIN / "dvc"), "repro"], b)
+    assert "Running stage" not in repro.stdout + repro.stderr, repro.stdout
+    for store in ("features/demo/compare.h5", "features/demo/bert.h5", "features/demo/denseface.h5"):
         assert (a / store).read_bytes() == (b / store).read_bytes(), store
 
 
