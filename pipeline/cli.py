@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -122,7 +123,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def _check_stages(params: dict[str, Any]) -> None:
-    """Under `dvc repro`, stop at once when dvc.yaml is stale (pipeline/stages.py); not a dep of any stage."""
+    """Under `dvc repro`, stop at once when dvc.yaml is stale (pipeline/stages.py); not a dep of any stage, and
+    not imported outside DVC."""
+    if not os.environ.get("DVC_STAGE"):
+        return
     from pipeline.stages import check_under_dvc
 
     check_under_dvc(params)

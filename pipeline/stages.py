@@ -358,7 +358,8 @@ def render(params: dict[str, Any], root: Path) -> str:
     stages: dict[str, Any] = {
         "check-stages": {"foreach": "${corpora}",
                          "do": {"cmd": "affectflow stages --check", "deps": ["pipeline/stages.py"],
-                                "params": ["extract", "train_models", "finetune_models"]}}}
+                                "params": [k for k in ("extract", "train_models", "finetune_models")
+                                           if _has(params, k)]}}}
     for name in ("prepare", "split", "extract", "train-denseface", "extract-face", "train", "finetune"):
         if name in groups:
             stages[name] = groups[name].render()

@@ -172,3 +172,8 @@ def test_dvc_repro_reports_a_stale_dvc_yaml(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "out of date with params.yaml and the code (new stage prepare@lab" in result.stdout + result.stderr
+    # any stage `dvc repro` runs checks first: nothing is prepared from a stale dvc.yaml
+    result = subprocess.run([str(BIN / "dvc"), "repro", "--single-item", "prepare@demo"], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and not (project / "data" / "demo" / "manifest.jsonl").exists()
+    assert "affectflow prepare: error: dvc.yaml: out of date" in result.stdout + result.stderr
