@@ -209,6 +209,7 @@ def test_a_new_corpus_is_one_module_and_one_params_entry_through_prepare_and_dvc
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout + done.stderr
 
+    run(sys.executable, "-m", "pipeline.cli", "stages")  # dvc.yaml is generated from params.yaml (README)
     run(str(bin_dir / "affectflow"), "prepare", "emodb")
     lines = (project / "data/emodb/manifest.jsonl").read_text().splitlines()
     assert [json.loads(line)["utt_id"] for line in lines] == ["03a01Fa", "03a02Wb", "10b09Nc"]
