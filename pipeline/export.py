@@ -59,7 +59,7 @@ from models.data import MODALITIES, Sequences, UtteranceSet
 from models.mmgcn import pooled_vectors, speaker_indices
 from pipeline.manifest import CorpusInfo, Utterance, read_manifest
 from pipeline.params import ConfigError, lookup
-from pipeline.prepare import corpus_info_path, corpus_root, manifest_path
+from pipeline.prepare import corpus_info_path, manifest_path
 from pipeline.splits import load_splits
 from pipeline.store import FeatureStore
 from pipeline.train import load_utterances, model_config, store_path
@@ -283,7 +283,7 @@ def export_mmin(root: str | Path, params: dict[str, Any], corpus: str, out: str 
                 np.save(target / f"{set_name}_int2name.npy", _int2name(part_ids))
                 counts[str(k + 1)][set_name] = len(part_ids)
         final = out.resolve()
-        _write_json(tmp / cfg["config_file"], {"data_root": str(corpus_root(params, corpus)),
+        _write_json(tmp / cfg["config_file"], {"data_root": lookup(params, f"corpora.{corpus}.root", None),
                                                "feature_root": str(final / "feature"),
                                                "target_root": str(final / "target"), "total_cv": len(folds)})
         _write_json(tmp / MARKER, {
