@@ -79,16 +79,16 @@ def test_number_turns_orders_each_dialogue_and_leaves_isolated_ones() -> None:
 
 def test_label_scheme_presets_narrowing_and_unreachable_classes() -> None:
     presets = {"two": {"classes": ["pos", "neg"], "label_map": {"P": "pos", "N": "neg"}}}
-    base = {"label_set": "two", "classes": None, "label_map": None, "keep_unlabelled": True}
+    base = {"label_set": "two", "classes": None, "label_map": None, "outside_classes": "unlabelled"}
     scheme = label_scheme("c", base, presets, ["P", "N", "X"])
     assert (scheme.label("P"), scheme.label("X"), scheme.label(None)) == ("pos", None, None)
     narrowed = label_scheme("c", {**base, "classes": ["neg"]}, presets, ["P", "N", "X"])
     assert (narrowed.label("P"), narrowed.label("N")) == (None, "neg")
-    assert not label_scheme("c", {**base, "keep_unlabelled": False}, presets, ["P", "N"]).keeps(None)
+    assert not label_scheme("c", {**base, "outside_classes": "drop"}, presets, ["P", "N"]).keeps(None)
     with pytest.raises(CorpusOptionError, match="repeats"):
         label_scheme("c", {**base, "classes": ["pos", "pos"]}, presets, ["P", "N"])
-    with pytest.raises(CorpusOptionError, match="true or false"):
-        label_scheme("c", {**base, "keep_unlabelled": "yes"}, presets, ["P", "N"])
+    with pytest.raises(CorpusOptionError, match="must be one of"):
+        label_scheme("c", {**base, "outside_classes": "yes"}, presets, ["P", "N"])
 
 
 # -------------------------------------------------------------------------------------- the adapters together
@@ -139,7 +139,7 @@ CODES = ("W", "L", "E", "A", "F", "T", "N")  # the German initials used in the f
 LABEL_SETS = {"7class": {"classes": ["anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"],
                          "label_map": {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear",
                                        "F": "happiness", "T": "sadness", "N": "neutral"}}}
-DEFAULTS = {"label_set": "7class", "classes": None, "label_map": None, "keep_unlabelled": True}
+DEFAULTS = {"label_set": "7class", "classes": None, "label_map": None, "outside_classes": "unlabelled"}
 
 
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
@@ -202,7 +202,7 @@ def test_a_new_corpus_is_one_module_and_one_params_entry_through_prepare_and_dvc
     params["corpora"] = {"emodb": {"adapter": "mylab.emodb", "root": str(corpus_root),
                                    "options": {"classes": ["anger", "happiness"]}}}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": str(code), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), str(repo_root)]), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
     def run(*cmd: str) -> str:
         done = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)

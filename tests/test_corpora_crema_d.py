@@ -55,7 +55,7 @@ def test_perception_votes_with_a_tie_left_unlabelled(root: Path) -> None:
     assert utts["1002_TSI_DIS_XX"].label is None  # A:N tie
     assert corpus.stats["vote_ties"] == 1
     assert by_id(prepare(root, {"label_source": "face"}))["1001_IEO_HAP_HI"].label == "neu"
-    corpus = prepare(root, {"label_source": "voice", "keep_unlabelled": False})
+    corpus = prepare(root, {"label_source": "voice", "outside_classes": "drop"})
     assert "1002_TSI_DIS_XX" not in by_id(corpus)
 
 

@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "label_set": "6class",
     "classes": None,
     "label_map": None,
-    "keep_unlabelled": True,
+    "outside_classes": "unlabelled",  # or drop: codes outside the class list leave the manifest
     "label_source": "intended",
     "audio_dir": "AudioWAV",
     "video_dir": "VideoFlash",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "label_set": "4class",
     "classes": None,
     "label_map": None,
-    "keep_unlabelled": True,
+    "outside_classes": "unlabelled",  # or drop: codes outside the class list leave the manifest
     "sessions": [1, 2, 3, 4, 5, 6],
     "conditions": list(CONDITIONS),
     "evaluation_file": None,
@@ -169,7 +168,6 @@ def read_transcript(path: Path, encoding: str) -> str:
 
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read an MSP-IMPROV release at `root` into manifest records (see the module docstring)."""
-    started = time.perf_counter()
     opts = resolve_options(CORPUS, DEFAULTS, options)
     scheme = label_scheme(CORPUS, opts, LABEL_SETS, CODES)
     sessions = set(option_list(CORPUS, opts, "sessions", allowed=[1, 2, 3, 4, 5, 6]))
@@ -183,19 +181,18 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
 
     stats: dict[str, Any] = {"evaluation_file": relative(evaluation, root), "missing_audio": 0, "missing_video": 0,
                              "missing_text": 0, "dropped_unlabelled": 0, "dropped_by_options": 0,
-                             "unrecognised_media": unrecognised, "codes": {}, "conditions": {}}
+                             "unrecognised_media": unrecognised, "conditions": {}}
     rated = {r.utt_id for r in ratings}
     stats["unannotated_media"] = len((set(wavs) | set(avis)) - rated)
     utterances: list[Utterance] = []
     for rating in tqdm(ratings, desc="msp_improv", unit="utt", disable=None):
         parts = ID_PATTERN.match(rating.utt_id)
         session = int(parts["session"])
-        stats["codes"][rating.code] = stats["codes"].get(rating.code, 0) + 1
         if session not in sessions or parts["condition"] not in conditions:
             stats["dropped_by_options"] += 1
             continue
-        label = scheme.label(rating.code)
-        if not scheme.keeps(label):
+        label, keep = scheme.assign(rating.code)
+        if not keep:
             stats["dropped_unlabelled"] += 1
             continue
         audio = Segment(relative(wavs[rating.utt_id], root)) if rating.utt_id in wavs else None
@@ -206,7 +203,8 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
         stats["missing_video"] += video is None
         stats["missing_text"] += text is None
         vad = {VAD_NAMES[k]: v for k, v in rating.values.items() if k in VAD_NAMES and math.isfinite(v)}
-        extra: dict[str, Any] = {"condition": parts["condition"], "scenario": parts["sentence"] + parts["scenario"],
+        extra: dict[str, Any] = {"code": rating.code, "condition": parts["condition"],
+                                 "scenario": parts["sentence"] + parts["scenario"],
                                  "raters": rating.raters}
         if math.isfinite(rating.values.get("N", math.nan)):
             extra["naturalness"] = rating.values["N"]
@@ -216,11 +214,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
             session=f"session{session}", audio=audio, video=video, text=text, label=label, vad=vad or None,
             extra=extra))
     utterances.sort(key=lambda u: u.utt_id)
-    stats["codes"] = dict(sorted(stats["codes"].items()))
     stats["conditions"] = dict(sorted(stats["conditions"].items()))
+    stats.update(scheme.stats())
     stats.update(summarise(utterances, scheme.classes))
-    log.info("msp_improv: %d utterances (%d labelled) from %s in %.1fs; missing audio %d, video %d, text %d; "
-             "%d media files without a rating", stats["utterances"], stats["labelled"], evaluation.name,
-             time.perf_counter() - started, stats["missing_audio"], stats["missing_video"], stats["missing_text"],
-             stats["unannotated_media"])
     return PreparedCorpus(utterances, list(scheme.classes), stats)
