@@ -8,6 +8,15 @@ Traps handled (docs/corpora.md): `a`/`b` dialogue suffixes; transcript ids with 
 twins; the speaker of a turn is session + the letter starting the utterance id's last field (the letter after
 `SesNN` only says who wore the motion-capture markers); EmoEvaluation lists one actor's turns before the
 other's, so turns are numbered by start time; which half of the video shows which actor is an option.
+
+Labels: `4class` (MMIN, SSMM: ang, hap = hap + exc, neu, sad; 5,531 utterances of the release) or `6class`
+(MMGCN, DialogueRNN: hap, sad, neu, ang, exc, fru). The release's consensus code is always kept in `extra.code`,
+so a frustrated utterance (`fru`) stays distinguishable from one without agreement (`xxx`) after both became
+unlabelled; `outside_classes: drop` leaves such utterances out instead; stats.json counts every code (`codes`).
+
+Protocols (`PROTOCOLS`, for `models.<m>.protocol`): `speaker` = MMIN's 10 leave-one-speaker-out folds, validation
+on the test speaker's session partner; `dialogue` = MMGCN's holdout, sessions 1-4 train (10% of their dialogues
+for validation) vs Session 5 test; `session` = 5 leave-one-session-out folds, validation on the next session.
 """
 
 from __future__ import annotations
@@ -51,6 +60,11 @@ LABEL_SETS: dict[str, dict[str, Any]] = {
     "4class": {"classes": ["ang", "hap", "neu", "sad"], "label_map": {"exc": "hap"}},
     # MMGCN / DialogueRNN ERC setting: 7,433 utterances.
     "6class": {"classes": ["hap", "sad", "neu", "ang", "exc", "fru"], "label_map": {}},
+}
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "speaker": {"protocol": "speaker_folds", "val": "partner"},
+    "dialogue": {"protocol": "holdout", "test_sessions": ["Ses05"], "val": 0.1},
+    "session": {"protocol": "session_folds", "val": "next"},
 }
 DEFAULTS: dict[str, Any] = {
     "label_set": "4class",

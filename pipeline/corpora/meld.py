@@ -7,7 +7,11 @@ One utterance per CSV row; its clip `dia{Dialogue_ID}_utt{Utterance_ID}.mp4` giv
 Traps handled (docs/corpora.md): CRLF line ends, curly quotes, quoted fields holding commas (the times always
 do), `0:` and `00:` hours, UTF-8 or cp1252 text, dialogue and utterance id gaps (turns are renumbered 0..n-1),
 a clip that is missing (the utterance keeps its text, has no audio/video, and is listed in stats), clips without
-a CSV row (ignored, listed in stats), the corrupt train clip dia125_utt3 (kept; extraction marks it missing).
+a CSV row (ignored, listed in stats), the corrupt train clip dia125_utt3 (kept; extraction marks it missing);
+times with one to three digits after the comma (`00:06:47,28` is 407.28 s), read as a decimal fraction.
+
+Protocols (`PROTOCOLS`, for `models.<m>.protocol`): `speaker`, `dialogue` and `official` all mean the official
+train/dev/test split (MELD's speakers recur across its splits, so no speaker-independent protocol is standard).
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ LABEL_SETS: dict[str, dict[str, Any]] = {
     "sentiment": {"column": "Sentiment", "classes": list(SENTIMENTS), "label_map": {}},
 }
 SPLITS = ("train", "dev", "test")
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    name: {"protocol": "holdout", "val": "official"} for name in ("speaker", "dialogue", "official")
+}
 DEFAULTS: dict[str, Any] = {
     "label_set": "emotion",
     "classes": None,

@@ -9,6 +9,10 @@ gender + session digit), the condition letter (P/R/S/T) and a turn code. The spe
 MMIN's 12 folds); the session is the digit. Consensus letters A/H/S/N are classes, O (other) and X (no agreement)
 are the unlabelled pool. The consensus line names the avi with a `UTD-` prefix; its spacing is irregular
 (`D:3.000000 ; N:...`), older copies lack the N (naturalness) field and some values read `NaN`.
+
+Protocols (`PROTOCOLS`, for `models.<m>.protocol`): `speaker` = MMIN's 12 leave-one-speaker-out folds, validation
+on the test actor's session partner; `session` = 6 leave-one-session-out folds, validation on the next session;
+`dialogue` = the session folds (a session's improvisations stay on one side).
 """
 
 from __future__ import annotations
@@ -47,6 +51,11 @@ LABEL_SETS: dict[str, dict[str, Any]] = {
 }
 CONDITIONS = ("P", "R", "S", "T")
 EVALUATION_NAMES = ("Evaluation.txt", "Evalution.txt")
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "speaker": {"protocol": "speaker_folds", "val": "partner"},
+    "session": {"protocol": "session_folds", "val": "next"},
+    "dialogue": {"protocol": "session_folds", "val": "next"},
+}
 DEFAULTS: dict[str, Any] = {
     "label_set": "4class",
     "classes": None,

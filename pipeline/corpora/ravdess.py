@@ -6,6 +6,10 @@ statement (01/02), repetition (01/02) and actor (01..24; odd male, even female).
 to three times (one file per modality), so an utterance is a performance: its id is the name without the
 modality field (`01-06-01-02-01-12`), its audio the audio-only wav and its video the full-AV (or video-only) mp4.
 The zips may be extracted into one folder or into one folder each; files are found by name anywhere under root.
+
+Protocols (`PROTOCOLS`, for `models.<m>.protocol`): `speaker` = 6 speaker-disjoint folds of 4 actors each (in id
+order, so two male and two female actors; validation = the next fold's actors); `dialogue` = the same folds (the
+performances are isolated utterances).
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ LABEL_SETS: dict[str, dict[str, Any]] = {
 MODALITIES = {"01": "full_av", "02": "video_only", "03": "audio_only"}
 CHANNELS = {"01": "speech", "02": "song"}
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "speaker": {"protocol": "speaker_folds", "folds": 6, "val": "next"},
+    "dialogue": {"protocol": "speaker_folds", "folds": 6, "val": "next"},
+}
 DEFAULTS: dict[str, Any] = {
     "label_set": "8class",
     "classes": None,
