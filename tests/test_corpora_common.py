@@ -202,7 +202,8 @@ def test_a_new_corpus_is_one_module_and_one_params_entry_through_prepare_and_dvc
     params["corpora"] = {"emodb": {"adapter": "mylab.emodb", "root": str(corpus_root),
                                    "options": {"classes": ["anger", "happiness"]}}}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), str(repo_root)]), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), str(repo_root)]),
+           "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
     def run(*cmd: str) -> str:
         done = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)

@@ -126,7 +126,7 @@ def read_votes(path: Path, column: str, encoding: str) -> tuple[dict[str, str | 
     """clip -> emotion code of the majority vote in `column` (None when tied or blank), and the tie count."""
     text, _ = read_text(path, encoding)
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, [])
+    header = [name.strip() for name in next(reader, [])]
     for needed in ("FileName", column):
         if needed not in header:
             raise ManifestError(f"no column {needed!r} in header {header}", source=path, line=1, field=needed)
@@ -134,7 +134,7 @@ def read_votes(path: Path, column: str, encoding: str) -> tuple[dict[str, str | 
     votes: dict[str, str | None] = {}
     ties = 0
     for fields in reader:
-        if not fields or fields == [""]:
+        if not any(f.strip() for f in fields):  # blank or whitespace-only lines
             continue
         if len(fields) != len(header):
             raise ManifestError(f"expected {len(header)} fields, got {len(fields)}", source=path,
@@ -205,13 +205,14 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
         segments: dict[str, Segment | None] = {}
         for modality, kind in (("audio", Segment), ("video", VideoSegment)):
             path = media[stem].get(modality)
-            if modality == "audio" and path is None and from_video:
+            borrowed = modality == "audio" and path is None and from_video
+            if borrowed:
                 path = media[stem].get("video")
-                stats["audio_from_video"] += path is not None
             if path is not None and path not in bad and path.stat().st_size == 0:
                 stats["empty_media"] += 1
                 path = None
             segments[modality] = kind(relative(path, root)) if path is not None and path not in bad else None
+            stats["audio_from_video"] += borrowed and segments[modality] is not None
             stats[f"missing_{modality}"] += segments[modality] is None
         code = parts["emotion"] if source == "intended" else votes.get(stem)
         label, keep = scheme.assign(code)
