@@ -445,3 +445,44 @@ def iemocap_label_tree(base: Path, codes: dict[str, int] = IEMOCAP_RELEASE_CODES
         put_text(root / f"Session{int(dialogue[3:5])}" / "dialog" / "EmoEvaluation" / f"{dialogue}.txt",
                  "\n".join(lines) + "\n")
     return root
+
+
+def iemocap_sessions_tree(base: Path, sessions: int = 5) -> Path:
+    """A whole-release-shaped IEMOCAP: every session with an impro and a script dialogue of six turns (codes neu,
+    ang, sad, hap, exc, fru alternating between the actors), sentence wavs, transcripts and split-screen avis."""
+    root = base / "IEMOCAP_full_release"
+    codes = ["neu", "ang", "sad", "hap", "exc", "fru"]
+    for n in range(1, sessions + 1):
+        session_dir = root / f"Session{n}"
+        for dialogue in (f"Ses{n:02d}F_impro01", f"Ses{n:02d}M_script01_1"):
+            lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+            transcript = []
+            for i, code in enumerate(codes):
+                utt = f"{dialogue}_{'FM'[i % 2]}{i // 2:03d}"
+                start, end = 0.05 + i * 0.07, 0.1 + i * 0.07
+                lines += [f"[{start:.4f} - {end:.4f}]\t{utt}\t{code}\t[2.5000, 3.0000, 3.5000]",
+                          "C-E2:\tNeutral;\t()", ""]
+                transcript.append(f"{utt} [{start:08.4f}-{end:08.4f}]: Utterance {i} of {dialogue}.")
+                put_wav(session_dir / "sentences" / "wav" / dialogue / f"{utt}.wav")
+            put_text(session_dir / "dialog" / "EmoEvaluation" / f"{dialogue}.txt", "\n".join(lines) + "\n")
+            put_text(session_dir / "dialog" / "transcriptions" / f"{dialogue}.txt", "\n".join(transcript) + "\n")
+            put_wav(session_dir / "dialog" / "wav" / f"{dialogue}.wav")
+            put_avi(session_dir / "dialog" / "avi" / "DivX" / f"{dialogue}.avi")
+    return root
+
+
+# EmoDB (Berlin): its 10 speakers; file names <speaker><text><emotion code><version>.wav
+EMODB_SPEAKERS = ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16")
+EMODB_CODES = "WLEAFTN"
+
+
+def emodb_tree(base: Path, texts: tuple[str, ...] = ("a01", "b02")) -> Path:
+    """`wav/` with one file per speaker, text and emotion (a `.WAV` among them) and a macOS `._` twin."""
+    root = base / "emodb"
+    for speaker in EMODB_SPEAKERS:
+        for text in texts:
+            for code in EMODB_CODES:
+                suffix = ".WAV" if (speaker, text, code) == ("16", "b02", "N") else ".wav"
+                put_wav(root / "wav" / f"{speaker}{text}{code}a{suffix}")
+    put_appledouble(root / "wav" / "03a01Wa.wav")
+    return root
