@@ -84,6 +84,8 @@ def make_project(tmp_path: Path, text: str, models: list[str]) -> tuple[Path, st
     (project / module_path).parent.mkdir(parents=True)
     (project / module_path).write_text(source)
     shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+    for package in ("pipeline", "models"):  # the code the stages declare as deps
+        shutil.copytree(REPO / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
     entry["root"] = str(fx.emodb_tree(tmp_path / "corpus"))
     (project / "params.yaml").write_text(yaml.safe_dump(tiny_params({name: entry}, models), sort_keys=False))
     return project, name
