@@ -230,3 +230,11 @@ def test_prepare_logs_one_short_line_and_lists_go_to_stats(tmp_path: Path, monke
 
     stats = json.loads((tmp_path / "data/meld/stats.json").read_text())
     assert len(stats["missing_clips"]) == 3010 and "train_splits/dia1000_utt0.mp4" in stats["missing_clips"]
+
+
+@pytest.mark.parametrize("written", ["EVALUATION.TXT", "evalution.txt"])
+def test_msp_improv_labels_file_in_any_case(written: str, tmp_path: Path, baselines: dict[str, list[str]]) -> None:
+    root = fx.msp_tree(tmp_path, evaluation_name=written)
+    corpus = adapter("msp_improv").prepare(root, {})
+    assert corpus.stats["evaluation_file"] == written
+    assert [u.to_json() for u in corpus.utterances] == baselines["msp_improv"]

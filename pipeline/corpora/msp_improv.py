@@ -31,6 +31,7 @@ from pipeline.corpora.common import (
     CorpusLayoutError,
     label_scheme,
     list_files,
+    list_names,
     option_encoding,
     option_list,
     read_text,
@@ -144,10 +145,15 @@ def parse_evaluation(path: Path, encoding: str = "auto") -> list[Rating]:
 
 
 def find_evaluation(root: Path, name: str | None) -> Path:
+    """The labels file: `evaluation_file` if set, else Evaluation.txt or Evalution.txt in any case of letters."""
     candidates = [name] if name else list(EVALUATION_NAMES)
     for candidate in candidates:
         if (root / candidate).is_file():
             return root / candidate
+    if not name:
+        found = [n for n in list_names(root, ".txt") if n.lower() in {c.lower() for c in candidates}]
+        if found:
+            return root / found[0]
     raise CorpusLayoutError(f"{CORPUS}: no {' or '.join(candidates)} in {root}; set the option evaluation_file "
                             "to the labels file's path relative to the root")
 
