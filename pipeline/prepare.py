@@ -37,9 +37,9 @@ def summary_line(name: str, utts: Sequence[Utterance], stats: dict[str, Any], se
     """The one log line of the prepare stage: counts only (a list in stats.json appears as its length), at most
     MAX_LOG_LINE characters."""
     labels = Counter(u.label for u in utts if u.label is not None)
-    core = (f"prepared {name}: {len(utts)} utterances ({sum(labels.values())} labelled), "
-            f"{len({u.dialogue_id for u in utts if u.dialogue_id})} dialogues, {len({u.speaker for u in utts})} "
-            f"speakers, {len({u.session for u in utts})} sessions in {seconds:.1f} s; labels "
+    core = (f"prepared {name}: {len(utts)} utterances, {len({u.dialogue_id for u in utts if u.dialogue_id})} "
+            f"dialogues, {len({u.speaker for u in utts})} speakers, {len({u.session for u in utts})} sessions in "
+            f"{seconds:.1f} s; {sum(labels.values())} labelled: "
             + ", ".join(f"{label} {count}" for label, count in sorted(labels.items())))
     shown = {"utterances", "labelled", "unlabelled", "labels", "dialogues", "speakers", "sessions", "seconds"}
     counts = []

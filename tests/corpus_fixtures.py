@@ -8,6 +8,7 @@ process and copied, so a fixture tree costs milliseconds.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 import shutil
 import subprocess
 import tempfile
@@ -391,7 +392,7 @@ def text_files(root: Path, corpus: str) -> list[Path]:
     return sorted(p for pattern in TEXT_FILES[corpus] for p in root.glob(pattern) if not p.name.startswith("."))
 
 
-def rewrite_text(root: Path, corpus: str, transform) -> list[Path]:  # noqa: ANN001 - str -> bytes
+def rewrite_text(root: Path, corpus: str, transform: Callable[[str], bytes]) -> list[Path]:
     """Rewrite every text file the adapter reads with `transform(text) -> bytes`; returns the files."""
     files = text_files(root, corpus)
     for path in files:

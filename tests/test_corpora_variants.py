@@ -5,13 +5,14 @@ read (UTF-16 without a byte-order mark, two files differing only in extension ca
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
 
 import pytest
 
-from pipeline.corpora import adapter
+from pipeline.corpora import PreparedCorpus, adapter
 from pipeline.corpora.common import CorpusLayoutError, CorpusOptionError
 from pipeline.manifest import ManifestError, validate
 from pipeline.prepare import MAX_LOG_LINE, prepare_corpus
@@ -35,7 +36,7 @@ def baselines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     return out
 
 
-def _prepare(name: str, root: Path):  # noqa: ANN202 - PreparedCorpus
+def _prepare(name: str, root: Path) -> PreparedCorpus:
     corpus = adapter(name).prepare(root, TREES[name][1])
     validate(corpus.utterances, corpus.classes, root)
     return corpus
@@ -226,8 +227,6 @@ def test_prepare_logs_one_short_line_and_lists_go_to_stats(tmp_path: Path, monke
     assert len(lines) == 1, lines
     assert len(lines[0]) <= MAX_LOG_LINE and "missing_clips 3010" in lines[0] and "stats.json" in lines[0]
     assert max(len(r.getMessage()) for r in caplog.records) <= MAX_LOG_LINE
-    import json
-
     stats = json.loads((tmp_path / "data/meld/stats.json").read_text())
     assert len(stats["missing_clips"]) == 3010 and "train_splits/dia1000_utt0.mp4" in stats["missing_clips"]
 
