@@ -8,10 +8,10 @@ process and copied, so a fixture tree costs milliseconds.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
