@@ -14,6 +14,18 @@ from pipeline.params import ConfigError, load_params
 log = logging.getLogger("affectflow")
 
 
+def put_project_root_on_path(start: Path | None = None) -> Path:
+    """Put the project root on sys.path, so a lab's adapter module (`adapter: mylab.emodb` -> mylab/emodb.py beside
+    dvc.yaml) imports from `affectflow` and from `dvc repro` without PYTHONPATH. The root is the nearest folder
+    holding dvc.yaml from the working directory upwards, else the working directory. It goes last on sys.path, so it
+    never shadows an installed package. Returns it."""
+    here = (start or Path.cwd()).resolve()
+    root = next((folder for folder in (here, *here.parents) if (folder / "dvc.yaml").is_file()), here)
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
+    return root
+
+
 def _prepare(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from pipeline.prepare import prepare_corpus
 
@@ -107,18 +119,6 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (*KNOWN_ERRORS, ManifestError, StoreError, ExtractorConfigError, ExtractionFailed, CorpusOptionError,
             SplitError, CheckpointError, TrainConfigError, WorkerSetupError, FerFormatError, ReportInputError)
-
-
-def put_project_root_on_path(start: Path | None = None) -> Path:
-    """Put the project root on sys.path, so a lab's adapter module (`adapter: mylab.emodb` -> mylab/emodb.py beside
-    dvc.yaml) imports from `affectflow` and from `dvc repro` without PYTHONPATH. The root is the nearest folder
-    holding dvc.yaml from the working directory upwards, else the working directory. It goes last on sys.path, so it
-    never shadows an installed package. Returns it."""
-    here = (start or Path.cwd()).resolve()
-    root = next((folder for folder in (here, *here.parents) if (folder / "dvc.yaml").is_file()), here)
-    if str(root) not in sys.path:
-        sys.path.append(str(root))
-    return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:

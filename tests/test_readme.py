@@ -23,8 +23,6 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.prepare import prepare_corpus
-from pipeline.splits import split_corpus
 from tests import corpus_fixtures as fx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,18 +168,21 @@ TREES = {"iemocap": fx.iemocap_sessions_tree, "meld": fx.meld_tree, "msp_improv"
 
 
 @pytest.mark.parametrize("block", range(len(blocks(section(readme(), "Use a real corpus"), "yaml"))))
-def test_use_a_real_corpus_entries_prepare_and_split(block: int, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_use_a_real_corpus_entries_prepare_and_split(block: int, tmp_path: Path) -> None:
+    """Each entry of the block, root pointed at a generated tree of its release, through `affectflow prepare` and
+    `affectflow split` in a project whose params.yaml holds the entry as written (plus tiny training settings)."""
     corpora = yaml.safe_load(blocks(section(readme(), "Use a real corpus"), "yaml")[block])["corpora"]
-    monkeypatch.chdir(tmp_path)
+    written = {name: dict(entry) for name, entry in corpora.items()}
     for name, entry in corpora.items():
         entry["root"] = str(TREES[entry["adapter"]](tmp_path / f"corpus-{name}"))
-        params = {"corpora": {name: entry}, "splits": {"seed": 0, "labelled_fractions": [1.0]}}
-        prepare_corpus(params, name)
-        splits = json.loads(split_corpus(params, name).read_text())
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params(corpora, ["utt_fusion"]), sort_keys=False))
+    for name in corpora:
+        run(project, str(BIN / "affectflow"), "prepare", name)
+        run(project, str(BIN / "affectflow"), "split", name)
+        splits = json.loads((project / "splits" / f"{name}.json").read_text())
         assert {"speaker", "dialogue"} <= set(splits["protocols"])
-        for protocol, settings in (entry.get("splits") or {}).items():
-            if settings is None:
-                assert protocol not in splits["protocols"]
-            else:
-                assert splits["protocols"][protocol]["kind"] == settings["protocol"]
+        for protocol, settings in (written[name].get("splits") or {}).items():
+            assert splits["protocols"][protocol]["kind"] == settings["protocol"]
