@@ -47,15 +47,15 @@ class PreparedCorpus:
 PrepareFn = Callable[[Path, dict[str, Any]], PreparedCorpus]
 
 
+class UnknownAdapterError(KeyError):
+    pass
+
+
 # For an adapter that declares none: leave-one-speaker-out, validation on the next speaker, for both names.
 DEFAULT_PROTOCOLS: dict[str, dict[str, Any]] = {
     "speaker": {"protocol": "speaker_folds", "val": "next"},
     "dialogue": {"protocol": "speaker_folds", "val": "next"},
 }
-
-
-class UnknownAdapterError(KeyError):
-    pass
 
 
 def protocols(module: ModuleType, overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
