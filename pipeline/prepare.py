@@ -29,6 +29,32 @@ def corpus_info_path(name: str) -> Path:
     return corpus_dir(name) / "corpus.json"
 
 
+def prepare_corpus(params: dict[str, Any], name: str, out_dir: Path | None = None) -> CorpusInfo:
+    """Run the adapter named in `corpora.<name>` and write the manifest and corpus.json under `data/<name>/`."""
+    cfg = section(params, f"corpora.{name}")
+    adapter_name = lookup(params, f"corpora.{name}.adapter")
+    root = Path(lookup(params, f"corpora.{name}.root"))
+    options = dict(cfg.get("options") or {})
+    try:
+        module = corpora.adapter(adapter_name)
+    except corpora.UnknownAdapterError as err:
+        raise ConfigError(f"corpora.{name}.adapter: {err}") from None
+    if not getattr(module, "GENERATED", False) and not root.is_dir():
+        raise ConfigError(f"corpora.{name}.root: the corpus root {str(root)!r} does not exist or is not a "
+                          f"directory; point it at the corpus as released (see README, 'Use a real corpus')")
+    start = time.perf_counter()
+    prepared = module.prepare(root, options)
+    out_dir = out_dir or corpus_dir(name)
+    utts = write_manifest(out_dir / "manifest.jsonl", prepared.utterances, prepared.classes, root)
+    info = CorpusInfo(name=name, classes=list(prepared.classes), root=str(root), adapter=adapter_name,
+                      options=options)
+    info.write(out_dir / "corpus.json")
+    (out_dir / "stats.json").write_text(json.dumps(prepared.stats, indent=2, sort_keys=True, default=str) + "\n")
+    log.info("%s", summary_line(name, utts, prepared.stats, time.perf_counter() - start,
+                                out_dir / "stats.json"))
+    return info
+
+
 MAX_LOG_LINE = 500  # characters: lists (missing clips, bad names, ...) go to stats.json, never into the log
 
 
@@ -55,29 +81,3 @@ def summary_line(name: str, utts: Sequence[Utterance], stats: dict[str, Any], se
     if len(line) + len(tail) > MAX_LOG_LINE:
         line = line[: MAX_LOG_LINE - len(tail) - 3] + "..."
     return line + tail
-
-
-def prepare_corpus(params: dict[str, Any], name: str, out_dir: Path | None = None) -> CorpusInfo:
-    """Run the adapter named in `corpora.<name>` and write the manifest and corpus.json under `data/<name>/`."""
-    cfg = section(params, f"corpora.{name}")
-    adapter_name = lookup(params, f"corpora.{name}.adapter")
-    root = Path(lookup(params, f"corpora.{name}.root"))
-    options = dict(cfg.get("options") or {})
-    try:
-        module = corpora.adapter(adapter_name)
-    except corpora.UnknownAdapterError as err:
-        raise ConfigError(f"corpora.{name}.adapter: {err}") from None
-    if not getattr(module, "GENERATED", False) and not root.is_dir():
-        raise ConfigError(f"corpora.{name}.root: the corpus root {str(root)!r} does not exist or is not a "
-                          f"directory; point it at the corpus as released (see README, 'Use a real corpus')")
-    start = time.perf_counter()
-    prepared = module.prepare(root, options)
-    out_dir = out_dir or corpus_dir(name)
-    utts = write_manifest(out_dir / "manifest.jsonl", prepared.utterances, prepared.classes, root)
-    info = CorpusInfo(name=name, classes=list(prepared.classes), root=str(root), adapter=adapter_name,
-                      options=options)
-    info.write(out_dir / "corpus.json")
-    (out_dir / "stats.json").write_text(json.dumps(prepared.stats, indent=2, sort_keys=True, default=str) + "\n")
-    log.info("%s", summary_line(name, utts, prepared.stats, time.perf_counter() - start,
-                                out_dir / "stats.json"))
-    return info

@@ -487,7 +487,7 @@ def generate(root: Path, options: dict[str, Any], progress: bool = True) -> dict
              "unlabelled": sum(not p.labelled for p in plans), "frames_with_face": faces_drawn,
              "clips_without_face": sum(p.face_mode == "absent" for p in plans), "fer_images": fer_rows,
              "seconds": round(time.perf_counter() - start, 2)}
-    log.debug("demo corpus generated in %s: %s", root, stats)
+    log.info("demo corpus generated in %s: %s", root, stats)
     return stats
 
 
