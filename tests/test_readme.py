@@ -61,7 +61,8 @@ def tiny_params(corpora: dict[str, Any], models: list[str]) -> dict[str, Any]:
         entry["train"] = {"folds": [0], "threads": 1, "workers": 1,
                           "models": {"utt_fusion": {"batch_size": 16, "lr": 1.0e-3, "epochs_constant": 1,
                                                     "epochs_decay": 1, "frames": {"audio": 20}},
-                                     "ssmm": {"epochs": 2, "warmup_epochs": 1, "batch_size": 16}}}
+                                     "ssmm": {"epochs": 2, "warmup_epochs": 1, "batch_size": 16,
+                                              "labelled_fractions": [0.5, 1.0]}}}
     params["train"]["seeds"] = [0]
     params["train_models"] = models
     params["finetune_models"] = []
@@ -147,6 +148,7 @@ def test_add_a_corpus_runs_dvc_repro_to_the_metrics(tmp_path: Path) -> None:
     dvc = str(BIN / "dvc")
     run(project, dvc, "init", "--no-scm", "-q")
     run(project, dvc, "config", "core.analytics", "false")
+    run(project, str(BIN / "affectflow"), "stages")  # dvc.yaml for this params.yaml (README, 'Add a corpus')
     run(project, dvc, "repro")
     for model in ("utt_fusion", "ssmm"):
         metrics = json.loads((project / "metrics" / model / f"{name}.json").read_text())
