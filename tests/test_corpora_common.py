@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline.corpora import ADAPTERS, PreparedCorpus, adapter
 from pipeline.corpora.common import (
@@ -179,44 +175,3 @@ def test_add_a_corpus_recipe_runs_from_a_dotted_module_path(tmp_path: Path,
     validate(corpus.utterances, corpus.classes, root)
     sys.modules.pop("mylab.emodb", None)
     sys.modules.pop("mylab", None)
-
-
-def test_a_new_corpus_is_one_module_and_one_params_entry_through_prepare_and_dvc_repro(tmp_path: Path) -> None:
-    """The README's recipe end to end: a throwaway adapter module outside the package, one `corpora:` entry naming
-    it by dotted path, and the project's own dvc.yaml: `affectflow prepare` and `dvc repro prepare@<corpus>` run it,
-    and a second repro runs nothing."""
-    repo_root = Path(__file__).resolve().parents[1]
-    bin_dir = Path(sys.executable).parent
-    project, code = tmp_path / "project", tmp_path / "code"
-    (code / "mylab").mkdir(parents=True)
-    (code / "mylab" / "__init__.py").write_text("")
-    (code / "mylab" / "emodb.py").write_text(textwrap.dedent(EMODB_ADAPTER))
-    corpus_root = tmp_path / "emodb"
-    for name in ("03a01Fa", "03a02Wb", "10b09Nc"):
-        fx.put_wav(corpus_root / "wav" / f"{name}.wav")
-    project.mkdir()
-    shutil.copy(repo_root / "dvc.yaml", project / "dvc.yaml")
-    shutil.copytree(repo_root / "pipeline", project / "pipeline",  # the prepare stage's declared code deps
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["corpora"] = {"emodb": {"adapter": "mylab.emodb", "root": str(corpus_root),
-                                   "options": {"classes": ["anger", "happiness"]}}}
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), str(repo_root)]),
-           "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-
-    def run(*cmd: str) -> str:
-        done = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout + done.stderr
-
-    run(str(bin_dir / "affectflow"), "prepare", "emodb")
-    lines = (project / "data/emodb/manifest.jsonl").read_text().splitlines()
-    assert [json.loads(line)["utt_id"] for line in lines] == ["03a01Fa", "03a02Wb", "10b09Nc"]
-    shutil.rmtree(project / "data")
-    run(str(bin_dir / "dvc"), "init", "--no-scm", "-q")
-    run(str(bin_dir / "dvc"), "config", "core.analytics", "false")
-    out = run(str(bin_dir / "dvc"), "repro", "prepare@emodb")
-    assert "Running stage 'prepare@emodb'" in out
-    assert (project / "data/emodb/manifest.jsonl").read_text().splitlines() == lines
-    assert "Running stage" not in run(str(bin_dir / "dvc"), "repro", "prepare@emodb")
