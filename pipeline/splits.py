@@ -273,6 +273,30 @@ def _fraction_key(fraction: float) -> str:
     return f"{float(fraction):g}"
 
 
+def fitting_protocols(utts: Sequence[Utterance], protocols: dict[str, Any], optional: set[str],
+                      fractions: Sequence[float], seed: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """The protocols that can be built on this corpus, and why each `optional` one that cannot was left out.
+
+    An adapter's standard protocols assume the whole release (IEMOCAP's Session 5 holdout needs Session 5): on a
+    part of it (`sessions: [1, 2]`) or a tiny corpus, those that do not fit are left out with a warning and listed
+    in the split file; a protocol written in params must build, or the stage fails naming it.
+    """
+    kept, skipped = {}, {}
+    for name, cfg in protocols.items():
+        if name in optional:
+            try:
+                build_protocol(utts, dict(cfg), fractions, seed)
+            except (ConfigError, SplitError) as err:
+                skipped[name] = str(err)
+                log.warning("split: the adapter's protocol %r does not fit this corpus and is left out: %s", name,
+                            err)
+                continue
+        kept[name] = cfg
+    if not kept:
+        raise ConfigError(f"no protocol fits this corpus ({skipped}); give one under corpora.<corpus>.splits")
+    return kept, skipped
+
+
 def build_splits(corpus: str, utts: Sequence[Utterance], classes: Sequence[str], protocols: dict[str, Any],
                  fractions: Sequence[float], seed: int) -> dict[str, Any]:
     """The whole split file: every protocol of the corpus, the condition table, the pool, the seed."""
@@ -326,8 +350,11 @@ def split_corpus(params: dict[str, Any], corpus: str) -> Path:
     fractions = [float(f) for f in lookup(params, "splits.labelled_fractions", [1.0])]
     info = CorpusInfo.read(corpus_info_path(corpus))
     utts = read_manifest(manifest_path(corpus), info.classes)
+    protocols, skipped = fitting_protocols(utts, protocols, set(protocols) - set(overrides or {}), fractions, seed)
     splits = build_splits(corpus, utts, info.classes, protocols, fractions, seed)
     out = Path("splits") / f"{corpus}.json"
+    if skipped:
+        splits["skipped_protocols"] = skipped
     write_splits(out, splits)
     log.info("split %s: %s; %d unlabelled utterances; fractions %s", corpus, summarise(splits),
              len(splits["unlabelled"]), fractions)

@@ -17,7 +17,7 @@ from pipeline.manifest import Utterance
 from pipeline.params import ConfigError
 from pipeline.prepare import prepare_corpus
 from pipeline.splits import build_splits, split_corpus
-from tests.corpus_fixtures import meld_tree
+from tests.corpus_fixtures import iemocap_sessions_tree, meld_tree
 
 CLASSES = ["a", "b"]
 
@@ -131,3 +131,23 @@ def test_split_stage_runs_on_an_entry_with_only_adapter_root_and_options(tmp_pat
     splits = json.loads(split_corpus(params, "meld").read_text())
     assert set(splits["protocols"]) == {"speaker", "dialogue"}
     assert splits["protocols"]["speaker"]["kind"] == "random_speakers"
+
+
+def test_an_adapter_protocol_that_does_not_fit_part_of_the_release_is_left_out_and_listed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """IEMOCAP read with `sessions: [1, 2, 3]` has no Session 5 to hold out: the adapter's `dialogue` protocol is
+    left out with a warning and named in the split file; the same protocol written in params fails the stage."""
+    root = iemocap_sessions_tree(tmp_path / "corpus")
+    monkeypatch.chdir(tmp_path)
+    params = {"corpora": {"iemocap": {"adapter": "iemocap", "root": str(root),
+                                      "options": {"sessions": [1, 2, 3]}}},
+              "splits": {"seed": 0, "labelled_fractions": [1.0]}}
+    prepare_corpus(params, "iemocap")
+    splits = json.loads(split_corpus(params, "iemocap").read_text())
+    assert set(splits["protocols"]) == {"speaker", "session"}
+    assert len(splits["protocols"]["speaker"]["folds"]) == 6
+    assert "Ses05" in splits["skipped_protocols"]["dialogue"]
+    assert "'dialogue' does not fit this corpus" in caplog.text
+    params["corpora"]["iemocap"]["splits"] = {"dialogue": {"protocol": "holdout", "test_sessions": ["Ses05"]}}
+    with pytest.raises(ConfigError, match="Ses05"):
+        split_corpus(params, "iemocap")
