@@ -15,6 +15,18 @@ from pipeline.params import ConfigError, load_params
 log = logging.getLogger("affectflow")
 
 
+def put_project_root_on_path(start: Path | None = None) -> Path:
+    """Put the project root on sys.path, so a lab's adapter module (`adapter: mylab.emodb` -> mylab/emodb.py beside
+    dvc.yaml) imports from `affectflow` and from `dvc repro` without PYTHONPATH. The root is the nearest folder
+    holding dvc.yaml from the working directory upwards, else the working directory. It goes last on sys.path, so it
+    never shadows an installed package. Returns it."""
+    here = (start or Path.cwd()).resolve()
+    root = next((folder for folder in (here, *here.parents) if (folder / "dvc.yaml").is_file()), here)
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
+    return root
+
+
 def _prepare(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from pipeline.prepare import prepare_corpus
 
@@ -133,6 +145,7 @@ def _check_stages(params: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    put_project_root_on_path()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -6,11 +6,12 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline import corpora
-from pipeline.manifest import CorpusInfo, write_manifest
+from pipeline.manifest import CorpusInfo, Utterance, write_manifest
 from pipeline.params import ConfigError, lookup, section
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,34 @@ def prepare_corpus(params: dict[str, Any], name: str, out_dir: Path | None = Non
     info = CorpusInfo(name=name, classes=list(prepared.classes), adapter=adapter_name, options=options)
     info.write(out_dir / "corpus.json")
     (out_dir / "stats.json").write_text(json.dumps(prepared.stats, indent=2, sort_keys=True, default=str) + "\n")
-    labels = Counter(u.label or "<none>" for u in utts)
-    log.info("prepared %s: %d utterances, %d dialogues, %d speakers, %d sessions; labels %s; %s; %.1f s",
-             name, len(utts), len({u.dialogue_id for u in utts if u.dialogue_id}), len({u.speaker for u in utts}),
-             len({u.session for u in utts}), dict(sorted(labels.items())), prepared.stats,
-             time.perf_counter() - start)
+    log.info("%s", summary_line(name, utts, prepared.stats, time.perf_counter() - start,
+                                out_dir / "stats.json"))
     return info
+
+
+MAX_LOG_LINE = 500  # characters: lists (missing clips, bad names, ...) go to stats.json, never into the log
+
+
+def summary_line(name: str, utts: Sequence[Utterance], stats: dict[str, Any], seconds: float,
+                 stats_path: Path) -> str:
+    """The one log line of the prepare stage: counts only (a list in stats.json appears as its length), at most
+    MAX_LOG_LINE characters."""
+    labels = Counter(u.label for u in utts if u.label is not None)
+    core = (f"prepared {name}: {len(utts)} utterances, {len({u.dialogue_id for u in utts if u.dialogue_id})} "
+            f"dialogues, {len({u.speaker for u in utts})} speakers, {len({u.session for u in utts})} sessions in "
+            f"{seconds:.1f} s; {sum(labels.values())} labelled: "
+            + ", ".join(f"{label} {count}" for label, count in sorted(labels.items())))
+    shown = {"utterances", "labelled", "unlabelled", "labels", "dialogues", "speakers", "sessions", "seconds"}
+    counts = []
+    for key, value in sorted(stats.items()):
+        if key in shown or not value or isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            counts.append(f"{key} {value}")
+        elif isinstance(value, (list, tuple)):
+            counts.append(f"{key} {len(value)}")
+    tail = f"; details in {stats_path}"
+    line = core + ("; " + ", ".join(counts) if counts else "")
+    if len(line) + len(tail) > MAX_LOG_LINE:
+        line = line[: MAX_LOG_LINE - len(tail) - 3] + "..."
+    return line + tail

@@ -5,7 +5,8 @@ same corpus two ways: MMIN and SSMM use leave-one-speaker-out folds on IEMOCAP, 
 whole dialogues. Each model's params name the protocol it trains on. Protocol kinds:
 
 - `speaker_folds`: one fold per test speaker; validation = the test speaker's session partner (MMIN's IEMOCAP 10
-  folds, MSP-IMPROV 12) or the next speaker in order.
+  folds, MSP-IMPROV 12) or the next speaker in order. With `folds: k`, the speakers (in id order) are cut into k
+  contiguous groups instead, one fold per group, validation = the next group (CREMA-D's 91 actors, RAVDESS's 24).
 - `session_folds`: leave-one-session-out; validation = the next session, or a share of the training dialogues.
 - `holdout`: the test part is a list of sessions (IEMOCAP 1-4 vs 5, as MMGCN) or the corpus's official `split`
   field (MELD train/dev/test); validation = the official dev split, or a seeded share of training dialogues.
@@ -91,10 +92,29 @@ def _make_fold(name: str, utts: Sequence[Utterance], is_test, is_val, test_group
     return Fold(name, train, val, test, pool, test_group, val_group)
 
 
+def speaker_groups(utts: Sequence[Utterance], k: int, rule: str) -> list[Fold]:
+    """k speaker-disjoint folds: the sorted speakers cut into k contiguous groups; validation = the next group."""
+    speakers = sorted({u.speaker for u in utts})
+    if not isinstance(k, int) or isinstance(k, bool) or not 3 <= k <= len(speakers):
+        raise ConfigError(f"speaker_folds: folds must be a whole number from 3 to the {len(speakers)} speakers, "
+                          f"got {k!r}")
+    if rule != "next":
+        raise ConfigError(f"speaker_folds with folds: {k} takes val: next (the next group), got {rule!r}")
+    groups = [[str(s) for s in part] for part in np.array_split(np.array(speakers, dtype=object), k)]
+    folds = []
+    for i, group in enumerate(groups):
+        val = groups[(i + 1) % k]
+        folds.append(_make_fold(f"fold{i + 1:02d}", utts, lambda u, t=set(group): u.speaker in t,
+                                lambda u, v=set(val): u.speaker in v, group, val))
+    return folds
+
+
 def speaker_folds(utts: Sequence[Utterance], cfg: dict[str, Any], seed: int) -> list[Fold]:
     speakers = sorted({u.speaker for u in utts})
     if len(speakers) < 3:
         raise ConfigError(f"speaker_folds needs at least 3 speakers, the corpus has {len(speakers)}")
+    if cfg.get("folds") is not None:
+        return speaker_groups(utts, cfg["folds"], cfg.get("val", "next"))
     by_session: dict[str, list[str]] = defaultdict(list)
     for spk in speakers:
         sessions = {u.session for u in utts if u.speaker == spk}
@@ -253,6 +273,30 @@ def _fraction_key(fraction: float) -> str:
     return f"{float(fraction):g}"
 
 
+def fitting_protocols(utts: Sequence[Utterance], protocols: dict[str, Any], optional: set[str],
+                      fractions: Sequence[float], seed: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """The protocols that can be built on this corpus, and why each `optional` one that cannot was left out.
+
+    An adapter's standard protocols assume the whole release (IEMOCAP's Session 5 holdout needs Session 5): on a
+    part of it (`sessions: [1, 2]`) or a tiny corpus, those that do not fit are left out with a warning and listed
+    in the split file; a protocol written in params must build, or the stage fails naming it.
+    """
+    kept, skipped = {}, {}
+    for name, cfg in protocols.items():
+        if name in optional:
+            try:
+                build_protocol(utts, dict(cfg), fractions, seed)
+            except (ConfigError, SplitError) as err:
+                skipped[name] = str(err)
+                log.warning("split: the adapter's protocol %r does not fit this corpus and is left out: %s", name,
+                            err)
+                continue
+        kept[name] = cfg
+    if not kept:
+        raise ConfigError(f"no protocol fits this corpus ({skipped}); give one under corpora.<corpus>.splits")
+    return kept, skipped
+
+
 def build_splits(corpus: str, utts: Sequence[Utterance], classes: Sequence[str], protocols: dict[str, Any],
                  fractions: Sequence[float], seed: int) -> dict[str, Any]:
     """The whole split file: every protocol of the corpus, the condition table, the pool, the seed."""
@@ -287,19 +331,30 @@ def summarise(splits: dict[str, Any]) -> str:
 
 def split_corpus(params: dict[str, Any], corpus: str) -> Path:
     """The split stage: `data/<corpus>/manifest.jsonl` -> `splits/<corpus>.json`."""
+    from pipeline import corpora
     from pipeline.manifest import CorpusInfo, read_manifest
     from pipeline.params import lookup
     from pipeline.prepare import corpus_info_path, manifest_path
 
-    protocols = lookup(params, f"corpora.{corpus}.splits")
-    if not isinstance(protocols, dict):
-        raise ConfigError(f"corpora.{corpus}.splits must map protocol names to their settings")
+    overrides = lookup(params, f"corpora.{corpus}.splits", None)
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(f"corpora.{corpus}.splits must map protocol names to their settings (or null to drop an "
+                          "adapter's protocol)")
+    adapter_name = lookup(params, f"corpora.{corpus}.adapter")
+    try:
+        module = corpora.adapter(adapter_name)
+    except corpora.UnknownAdapterError as err:
+        raise ConfigError(f"corpora.{corpus}.adapter: {err}") from None
+    protocols = corpora.protocols(module, overrides)
     seed = int(lookup(params, "splits.seed", 0))
     fractions = [float(f) for f in lookup(params, "splits.labelled_fractions", [1.0])]
     info = CorpusInfo.read(corpus_info_path(corpus))
     utts = read_manifest(manifest_path(corpus), info.classes)
+    protocols, skipped = fitting_protocols(utts, protocols, set(protocols) - set(overrides or {}), fractions, seed)
     splits = build_splits(corpus, utts, info.classes, protocols, fractions, seed)
     out = Path("splits") / f"{corpus}.json"
+    if skipped:
+        splits["skipped_protocols"] = skipped
     write_splits(out, splits)
     log.info("split %s: %s; %d unlabelled utterances; fractions %s", corpus, summarise(splits),
              len(splits["unlabelled"]), fractions)

@@ -11,6 +11,7 @@ import functools
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -59,9 +60,11 @@ def _avi(fourcc: str, width: int, height: int) -> Path:
 def _ffmpeg_clip(suffix: str) -> Path:
     """An mp4 (MPEG-4 video + AAC audio, as MELD's) or flv (Sorenson FLV1 video + Flash ADPCM audio, CREMA-D) clip."""
     path = _template_dir() / f"clip.{suffix}"
-    codecs = {"mp4": ["-c:v", "mpeg4", "-c:a", "aac"], "flv": ["-c:v", "flv1", "-c:a", "adpcm_swf"]}[suffix]
+    video = ["-f", "lavfi", "-i", f"color=c=green:s=64x48:r=10:d={SECONDS}"]
+    codecs = {"mp4": ["-c:v", "mpeg4", "-c:a", "aac"], "flv": ["-c:v", "flv1", "-c:a", "adpcm_swf"],
+              "mp3": ["-c:a", "libmp3lame"]}[suffix]
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-                    "-f", "lavfi", "-i", f"color=c=green:s=64x48:r=10:d={SECONDS}",
+                    *(video if suffix != "mp3" else []),
                     "-f", "lavfi", "-i", f"sine=frequency=330:sample_rate=16000:duration={SECONDS}",
                     *codecs, "-ar", "22050" if suffix == "flv" else "16000", "-shortest", str(path)],
                    check=True, capture_output=True)
@@ -88,6 +91,10 @@ def put_mp4(dest: Path) -> Path:
 
 def put_flv(dest: Path) -> Path:
     return put(_ffmpeg_clip("flv"), dest)
+
+
+def put_mp3(dest: Path) -> Path:
+    return put(_ffmpeg_clip("mp3"), dest)
 
 
 def put_text(dest: Path, text: str, encoding: str = "utf-8", newline: str = "\n") -> Path:
@@ -299,22 +306,27 @@ CREMA_CLIPS: dict[str, tuple[str, str, str]] = {
 CREMA_BLANK_FLV = "1002_ITS_FEA_XX"  # blank media files exist in the release (CREMA-D issue #13)
 
 
-def crema_tree(base: Path, lfs: bool = False, bad_name: bool = False) -> Path:
-    """A CREMA-D checkout; `lfs` makes every media file a Git LFS pointer; `bad_name` adds 1040_ITH_SAD_X.wav."""
+def crema_tree(base: Path, lfs: bool = False, bad_name: bool = False, audio: str | None = "wav") -> Path:
+    """A CREMA-D checkout; `lfs` makes every media file a Git LFS pointer; `bad_name` adds 1040_ITH_SAD_X.wav;
+    `audio` is wav (AudioWAV/), mp3 (AudioMP3/) or None (no audio folder, as a checkout of the videos only)."""
     root = base / "CREMA-D"
     for clip in CREMA_CLIPS:
         if lfs:
             put_text(root / "AudioWAV" / f"{clip}.wav", LFS_POINTER)
             put_text(root / "VideoFlash" / f"{clip}.flv", LFS_POINTER)
             continue
-        put_wav(root / "AudioWAV" / f"{clip}.wav")
+        if audio == "wav":
+            put_wav(root / "AudioWAV" / f"{clip}.wav")
+        elif audio == "mp3":
+            put_mp3(root / "AudioMP3" / f"{clip}.mp3")
         if clip == CREMA_BLANK_FLV:
             put_text(root / "VideoFlash" / f"{clip}.flv", "")
         else:
             put_flv(root / "VideoFlash" / f"{clip}.flv")
     if bad_name:
         put_wav(root / "AudioWAV" / "1040_ITH_SAD_X.wav")
-    put_appledouble(root / "AudioWAV" / "1001_DFA_ANG_XX.wav")
+    if audio == "wav" or lfs:
+        put_appledouble(root / "AudioWAV" / "1001_DFA_ANG_XX.wav")
     put_text(root / "VideoDemographics.csv", "ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,Caucasian,Not Hispanic\n"
              "1002,21,Female,Caucasian,Not Hispanic\n1091,29,Female,Asian,Not Hispanic\n")
     put_text(root / "SentenceFilenames.csv", "Stimulus_Number,Filename\n1,IEO\n2,TIE\n")
@@ -346,4 +358,132 @@ def ravdess_tree(base: Path) -> Path:
             put_appledouble(put_wav(root / name, sample_rate=48000))
         else:
             put_mp4(root / name)
+    return root
+
+
+# ------------------------------------------------------------------------------------------ release variants
+# What copies of the releases in the wild do to their files; each transform keeps the content the same, so an
+# adapter must give the same utterances. Text files per corpus (globs under the root) and media suffixes.
+TEXT_FILES = {
+    "iemocap": ["Session*/dialog/EmoEvaluation/*.txt", "Session*/dialog/transcriptions/*.txt"],
+    "meld": ["*_sent_emo.csv"],
+    "msp_improv": ["Evaluation.txt", "All_human_transcriptions/*.txt"],
+    "crema_d": ["processedResults/summaryTable.csv"],
+}
+MEDIA_SUFFIXES = {"iemocap": [".wav", ".avi"], "meld": [".mp4"], "msp_improv": [".wav", ".avi"],
+                  "crema_d": [".wav", ".flv"], "ravdess": [".wav", ".mp4"]}
+
+
+def _lines(text: str) -> list[str]:
+    return text.replace("\r\n", "\n").split("\n")
+
+
+TEXT_VARIANTS = {
+    "lf": lambda text: "\n".join(_lines(text)).encode(),
+    "crlf": lambda text: "\r\n".join(_lines(text)).encode(),
+    "utf8_bom": lambda text: b"\xef\xbb\xbf" + text.encode(),
+    "utf16_bom": lambda text: text.encode("utf-16"),
+    # trailing spaces on every line, a blank and a whitespace-only line after every line
+    "padded": lambda text: "\n".join(f"{line}  \n\n   " for line in _lines(text)).encode(),
+}
+
+
+def text_files(root: Path, corpus: str) -> list[Path]:
+    return sorted(p for pattern in TEXT_FILES[corpus] for p in root.glob(pattern) if not p.name.startswith("."))
+
+
+def rewrite_text(root: Path, corpus: str, transform: Callable[[str], bytes]) -> list[Path]:
+    """Rewrite every text file the adapter reads with `transform(text) -> bytes`; returns the files."""
+    files = text_files(root, corpus)
+    for path in files:
+        path.write_bytes(transform(path.read_bytes().decode("utf-8")))
+    return files
+
+
+def upper_extensions(root: Path, suffixes: list[str]) -> int:
+    """Rename media `x.wav` -> `x.WAV` (as FAT copies and some Windows tools leave them); returns the count."""
+    renamed = 0
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix in suffixes and not path.name.startswith("."):
+            path.rename(path.with_suffix(path.suffix.upper()))
+            renamed += 1
+    return renamed
+
+
+def macos_debris(root: Path) -> int:
+    """What unpacking a macOS archive leaves: a `._` twin beside every file and folder, `.DS_Store` files and a
+    `__MACOSX/` tree mirroring the corpus with `._` files (whose names end in .wav, .txt, ...)."""
+    entries = sorted(root.rglob("*"))
+    for path in entries:
+        put_appledouble(path)
+        mirror = root / "__MACOSX" / path.relative_to(root)
+        put_appledouble(mirror)
+        if path.is_dir():
+            (path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    return len(entries)
+
+
+# --------------------------------------------------------------------------------- IEMOCAP's label counts
+# The consensus codes of the 10,039 EmoEvaluation block heads of the release. MMIN's 4-class set is neu + hap +
+# exc (merged into hap) + sad + ang = 1708 + 595 + 1041 + 1084 + 1103 = 5,531.
+IEMOCAP_RELEASE_CODES = {"neu": 1708, "fru": 1849, "ang": 1103, "sad": 1084, "exc": 1041, "hap": 595, "sur": 107,
+                         "fea": 40, "oth": 3, "dis": 2, "xxx": 2507}
+
+
+def iemocap_label_tree(base: Path, codes: dict[str, int] = IEMOCAP_RELEASE_CODES) -> Path:
+    """EmoEvaluation files only (5 sessions, 4 dialogues each) whose block heads carry exactly `codes`."""
+    root = base / "IEMOCAP_full_release"
+    sequence = [code for code, count in sorted(codes.items()) for _ in range(count)]
+    dialogues = [f"Ses{n:02d}{'FM'[d % 2]}_impro{d + 1:02d}" for n in range(1, 6) for d in range(4)]
+    per_dialogue = -(-len(sequence) // len(dialogues))
+    for d, dialogue in enumerate(dialogues):
+        chunk = sequence[d * per_dialogue:(d + 1) * per_dialogue]
+        lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+        for i, code in enumerate(chunk):
+            speaker = "FM"[i % 2]
+            lines += [f"[{i * 2.0 + 0.5:.4f} - {i * 2.0 + 1.5:.4f}]\t{dialogue}_{speaker}{i:03d}\t{code}\t"
+                      "[2.5000, 2.5000, 2.5000]", "C-E2:\tNeutral;\t()", ""]
+        put_text(root / f"Session{int(dialogue[3:5])}" / "dialog" / "EmoEvaluation" / f"{dialogue}.txt",
+                 "\n".join(lines) + "\n")
+    return root
+
+
+def iemocap_sessions_tree(base: Path, sessions: int = 5) -> Path:
+    """A whole-release-shaped IEMOCAP: every session with an impro and a script dialogue of six turns (codes neu,
+    ang, sad, hap, exc, fru alternating between the actors), sentence wavs, transcripts and split-screen avis."""
+    root = base / "IEMOCAP_full_release"
+    codes = ["neu", "ang", "sad", "hap", "exc", "fru"]
+    for n in range(1, sessions + 1):
+        session_dir = root / f"Session{n}"
+        for dialogue in (f"Ses{n:02d}F_impro01", f"Ses{n:02d}M_script01_1"):
+            lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+            transcript = []
+            for i, code in enumerate(codes):
+                utt = f"{dialogue}_{'FM'[i % 2]}{i // 2:03d}"
+                start, end = 0.05 + i * 0.07, 0.1 + i * 0.07
+                lines += [f"[{start:.4f} - {end:.4f}]\t{utt}\t{code}\t[2.5000, 3.0000, 3.5000]",
+                          "C-E2:\tNeutral;\t()", ""]
+                transcript.append(f"{utt} [{start:08.4f}-{end:08.4f}]: Utterance {i} of {dialogue}.")
+                put_wav(session_dir / "sentences" / "wav" / dialogue / f"{utt}.wav")
+            put_text(session_dir / "dialog" / "EmoEvaluation" / f"{dialogue}.txt", "\n".join(lines) + "\n")
+            put_text(session_dir / "dialog" / "transcriptions" / f"{dialogue}.txt", "\n".join(transcript) + "\n")
+            put_wav(session_dir / "dialog" / "wav" / f"{dialogue}.wav")
+            put_avi(session_dir / "dialog" / "avi" / "DivX" / f"{dialogue}.avi")
+    return root
+
+
+# EmoDB (Berlin): its 10 speakers; file names <speaker><text><emotion code><version>.wav
+EMODB_SPEAKERS = ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16")
+EMODB_CODES = "WLEAFTN"
+
+
+def emodb_tree(base: Path, texts: tuple[str, ...] = ("a01", "b02")) -> Path:
+    """`wav/` with one file per speaker, text and emotion (a `.WAV` among them) and a macOS `._` twin."""
+    root = base / "emodb"
+    for speaker in EMODB_SPEAKERS:
+        for text in texts:
+            for code in EMODB_CODES:
+                suffix = ".WAV" if (speaker, text, code) == ("16", "b02", "N") else ".wav"
+                put_wav(root / "wav" / f"{speaker}{text}{code}a{suffix}")
+    put_appledouble(root / "wav" / "03a01Wa.wav")
     return root

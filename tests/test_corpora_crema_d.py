@@ -33,7 +33,7 @@ def test_clips_actors_sentences_and_intended_labels(root: Path) -> None:
     assert sorted(utts) == sorted(CREMA_CLIPS)
     utt = utts["1001_IEO_HAP_HI"]
     assert (utt.speaker, utt.session, utt.label, utt.text) == ("1001", "1001", "hap", "It's eleven o'clock")
-    assert utt.extra == {"sentence": "IEO", "level": "HI", "intended": "HAP"}
+    assert utt.extra == {"code": "HAP", "sentence": "IEO", "level": "HI", "intended": "HAP"}
     assert utt.audio.path == "AudioWAV/1001_IEO_HAP_HI.wav" and utt.video.path == "VideoFlash/1001_IEO_HAP_HI.flv"
     assert utts["1091_WSI_SAD_LO"].text == "We'll stop in a couple of minutes"
     assert corpus.stats["speakers"] == 3
@@ -55,7 +55,7 @@ def test_perception_votes_with_a_tie_left_unlabelled(root: Path) -> None:
     assert utts["1002_TSI_DIS_XX"].label is None  # A:N tie
     assert corpus.stats["vote_ties"] == 1
     assert by_id(prepare(root, {"label_source": "face"}))["1001_IEO_HAP_HI"].label == "neu"
-    corpus = prepare(root, {"label_source": "voice", "keep_unlabelled": False})
+    corpus = prepare(root, {"label_source": "voice", "outside_classes": "drop"})
     assert "1002_TSI_DIS_XX" not in by_id(corpus)
 
 

@@ -94,7 +94,7 @@ def test_face_side_by_marker_wearer_with_speaker_and_dialogue_overrides(root: Pa
 
 
 def test_six_class_set_and_dropping_the_unlabelled(root: Path) -> None:
-    corpus = prepare(root, {**TWO_SESSIONS, "label_set": "6class", "keep_unlabelled": False})
+    corpus = prepare(root, {**TWO_SESSIONS, "label_set": "6class", "outside_classes": "drop"})
     assert corpus.classes == ["hap", "sad", "neu", "ang", "exc", "fru"]
     utts = by_id(corpus)
     assert utts["Ses01F_impro05a_F001"].label == "exc"

@@ -107,7 +107,7 @@ def test_sentiment_labels_splits_and_unlabelled(root: Path) -> None:
                                                                  ("test_dia0_utt1", "neutral")]
     corpus = prepare(root, {"classes": ["neutral", "joy", "anger"], "splits": ["train"]})
     assert corpus.stats["labelled"] == 3 and corpus.stats["unlabelled"] == 2
-    corpus = prepare(root, {"classes": ["neutral", "joy", "anger"], "splits": ["train"], "keep_unlabelled": False})
+    corpus = prepare(root, {"classes": ["neutral", "joy", "anger"], "splits": ["train"], "outside_classes": "drop"})
     assert len(corpus.utterances) == 3 and corpus.stats["dropped_unlabelled"] == 2
 
 
@@ -123,7 +123,7 @@ def _broken(root: Path, tmp_path: Path, split: str, old: bytes, new: bytes) -> P
 
 @pytest.mark.parametrize("split, old, new, line, field", [
     ("train", b"Sr No.,Utterance", b"Sr No,Utterance", 1, "Sr No."),
-    ("train", b'"0:16:21,940"', b'"0:16:21.94"', 3, "StartTime"),
+    ("train", b'"0:16:21,940"', b'"0:16:21.9400"', 3, "StartTime"),
     ("dev", b",disgust,", b",disgusted,", 4, "Emotion"),
     ("dev", b",negative,110,", b",negative,11O,", 4, "Dialogue_ID"),
     ("test", b"Ross,", b",", 2, "Speaker"),

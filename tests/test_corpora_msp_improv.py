@@ -82,7 +82,7 @@ def test_both_packagings_at_once_is_an_error(tmp_path: Path) -> None:
 def test_condition_session_and_label_options(root: Path) -> None:
     corpus = prepare(root, {"conditions": ["S", "T"], "sessions": [2]})
     assert sorted(by_id(corpus)) == ["MSP-IMPROV-S05S-F02-S-FM01", "MSP-IMPROV-S05S-M02-T-MF01"]
-    corpus = prepare(root, {"keep_unlabelled": False})
+    corpus = prepare(root, {"outside_classes": "drop"})
     assert corpus.stats["unlabelled"] == 0 and corpus.stats["dropped_unlabelled"] == 2
     corpus = prepare(root, {"classes": ["ang", "hap", "neu", "sad", "oth"],
                             "label_map": {"A": "ang", "H": "hap", "N": "neu", "S": "sad", "O": "oth"}})

@@ -37,7 +37,7 @@ def test_performances_join_their_audio_and_video_files(root: Path) -> None:
     assert utt.video.path == "Video_Speech_Actor_01/Actor_01/01-01-01-01-01-01-01.mp4"
     assert (utt.speaker, utt.session, utt.label, utt.text) == ("Actor_01", "Actor_01", "neutral",
                                                                "Kids are talking by the door")
-    assert utt.extra == {"vocal_channel": "speech", "intensity": "normal", "repetition": 1, "sex": "male"}
+    assert utt.extra == {"code": "01", "vocal_channel": "speech", "intensity": "normal", "repetition": 1, "sex": "male"}
     other = utts["01-03-01-02-02-02"]
     assert (other.label, other.text, other.extra["sex"]) == ("happy", "Dogs are sitting by the door", "female")
     assert utts["01-05-02-02-01-01"].video is None  # no full-AV mp4 for that performance
@@ -51,7 +51,7 @@ def test_song_channel_and_video_only_source(root: Path) -> None:
     assert [(u.utt_id, u.label) for u in corpus.utterances] == [("02-02-01-01-01-01", "calm")]
     utts = by_id(prepare(root, {"video_source": "video_only"}))
     assert utts["01-01-01-01-01-01"].video.path == "Video_Speech_Actor_01/Actor_01/02-01-01-01-01-01-01.mp4"
-    corpus = prepare(root, {"classes": ["neutral", "happy"], "keep_unlabelled": False})
+    corpus = prepare(root, {"classes": ["neutral", "happy"], "outside_classes": "drop"})
     assert sorted(by_id(corpus)) == ["01-01-01-01-01-01", "01-03-01-02-02-02"]
 
 

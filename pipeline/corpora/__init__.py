@@ -7,6 +7,13 @@ An adapter is a module with one function::
 that reads a corpus exactly as it ships and returns its utterances (DESIGN.md's manifest records, media paths
 relative to `root`) and its class list in published order. Adding a corpus = one module + one line below + one
 entry under `corpora:` in params.yaml.
+
+An adapter also declares its corpus's standard evaluation protocols in a module-level `PROTOCOLS` dict (name ->
+settings of one `pipeline.splits` builder), so a corpus entry needs no `splits` block: the split stage builds
+these, with `corpora.<name>.splits` replacing or adding entries by name (`null` removes one). Models name a
+protocol (`models.<m>.protocol`): every adapter defines `speaker` (utterance-level models: MMIN, SSMM, utt_fusion)
+and `dialogue` (MMGCN: whole dialogues stay on one side). An adapter without `PROTOCOLS` gets
+`DEFAULT_PROTOCOLS`.
 """
 
 from __future__ import annotations
@@ -42,6 +49,25 @@ PrepareFn = Callable[[Path, dict[str, Any]], PreparedCorpus]
 
 class UnknownAdapterError(KeyError):
     pass
+
+
+# For an adapter that declares none: leave-one-speaker-out, validation on the next speaker, for both names.
+DEFAULT_PROTOCOLS: dict[str, dict[str, Any]] = {
+    "speaker": {"protocol": "speaker_folds", "val": "next"},
+    "dialogue": {"protocol": "speaker_folds", "val": "next"},
+}
+
+
+def protocols(module: ModuleType, overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The adapter's `PROTOCOLS` (or `DEFAULT_PROTOCOLS`) with `overrides` (params `corpora.<c>.splits`) applied:
+    an entry replaces the protocol of the same name whole, a new name adds one, `None` removes one."""
+    merged = {name: dict(cfg) for name, cfg in getattr(module, "PROTOCOLS", DEFAULT_PROTOCOLS).items()}
+    for name, cfg in (overrides or {}).items():
+        if cfg is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = dict(cfg)
+    return merged
 
 
 def register(name: str, module: str) -> None:

@@ -13,7 +13,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +95,23 @@ def option_encoding(corpus: str, options: Mapping[str, Any], name: str = "encodi
     return value
 
 
+OUTSIDE_CLASSES = ("unlabelled", "drop")
+
+
 @dataclass(frozen=True)
 class LabelScheme:
-    """Raw corpus label codes -> the class list of one protocol; codes outside it form the unlabelled pool."""
+    """Raw corpus label codes -> the class list of one protocol; what happens to codes outside it is `outside`.
+
+    `outside` is the option `outside_classes`: `unlabelled` (the default: the utterance stays, label null, in the
+    unlabelled pool SSMM trains on) or `drop` (the utterance is left out of the manifest). `assign` counts every
+    raw code it sees (`codes`) and the utterances it drops, for stats.json.
+    """
 
     classes: tuple[str, ...]
     label_map: dict[str, str]
-    keep_unlabelled: bool
+    outside: str = "unlabelled"
+    codes: Counter = field(default_factory=Counter, compare=False)
+    dropped: Counter = field(default_factory=Counter, compare=False)
 
     def label(self, raw: str | None) -> str | None:
         """The class a raw code maps to, or None (unlabelled) when it falls outside the class list."""
@@ -111,12 +121,27 @@ class LabelScheme:
         return mapped if mapped in self.classes else None
 
     def keeps(self, label: str | None) -> bool:
-        return label is not None or self.keep_unlabelled
+        return label is not None or self.outside == "unlabelled"
+
+    def assign(self, raw: str | None) -> tuple[str | None, bool]:
+        """(label, keep) for one utterance's raw code, counting the code (None counts as `none`)."""
+        code = "none" if raw is None else str(raw)
+        self.codes[code] += 1
+        label = self.label(raw)
+        keep = self.keeps(label)
+        if not keep:
+            self.dropped[code] += 1
+        return label, keep
+
+    def stats(self) -> dict[str, Any]:
+        """`codes`: every raw code seen with its count; `dropped_outside_classes`: those left out (`drop`)."""
+        return {"codes": dict(sorted(self.codes.items())), "outside_classes": self.outside,
+                "dropped_outside_classes": dict(sorted(self.dropped.items()))}
 
 
 def label_scheme(corpus: str, options: Mapping[str, Any], presets: Mapping[str, Mapping[str, Any]],
                  raw_codes: Iterable[str]) -> LabelScheme:
-    """Resolve the options `label_set` (a preset name), `classes`, `label_map` and `keep_unlabelled`.
+    """Resolve the options `label_set` (a preset name), `classes`, `label_map` and `outside_classes`.
 
     A preset gives the published class list and code map; `classes` / `label_map`, when set, replace the
     preset's (so `classes` alone narrows a preset: codes mapped outside it become unlabelled). Map keys must be
@@ -154,7 +179,8 @@ def label_scheme(corpus: str, options: Mapping[str, Any], presets: Mapping[str, 
     if unreachable:
         raise CorpusOptionError(f"{corpus}: classes {unreachable} match no label code of the corpus "
                                 f"({sorted(codes)}); add them to label_map")
-    return LabelScheme(tuple(classes), dict(label_map), option_bool(corpus, options, "keep_unlabelled"))
+    return LabelScheme(tuple(classes), dict(label_map),
+                       option_choice(corpus, options, "outside_classes", OUTSIDE_CLASSES))
 
 
 def require_root(root: str | Path, corpus: str, must_contain: Sequence[str] = (), hint: str = "") -> Path:
@@ -188,6 +214,22 @@ def list_files(directory: Path, suffix: str | None = None) -> list[Path]:
     return [directory / name for name in list_names(directory, suffix)]
 
 
+def stem_index(directory: Path, suffix: str, corpus: str) -> dict[str, str]:
+    """stem -> file name of the real files of one directory whose suffix matches in any case (`.wav`, `.WAV`).
+
+    Two files that differ only in the case of the extension (`x.wav` and `x.WAV`) are an error naming both: which
+    one is the utterance is not something to guess.
+    """
+    index: dict[str, str] = {}
+    for name in list_names(directory, suffix):
+        stem = name[: -len(suffix)]
+        if stem in index:
+            raise CorpusLayoutError(f"{corpus}: {directory / index[stem]} and {directory / name} differ only in the "
+                                    "case of the extension; keep one of them")
+        index[stem] = name
+    return index
+
+
 def walk_files(root: Path, suffixes: Sequence[str]) -> Iterator[Path]:
     """Every real file under `root` with one of the suffixes (lower-case), in a deterministic order."""
     for dirpath, dirnames, filenames in os.walk(root):
@@ -207,9 +249,21 @@ def decode_text(data: bytes, source: str | Path, encoding: str = "auto") -> tupl
 
     Some mirrors of MELD re-encoded the CSVs as cp1252, and hand-edited copies mix the two: a UTF-8 decode of
     those fails on the first cp1252 curly quote. Decoding line by line keeps the UTF-8 lines intact and reads the
-    others as cp1252; the encoding reported is `utf-8`, `cp1252` or `utf-8+cp1252`.
+    others as cp1252; the encoding reported is `utf-8`, `cp1252` or `utf-8+cp1252`. A file saved as UTF-16 (what
+    Windows editors call "Unicode") is decoded when it starts with its byte-order mark (reported `utf-16`); without
+    one (NUL bytes between the characters) it is an error naming UTF-16 and the option that reads it.
     """
     if encoding == "auto":
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            try:
+                return data.decode("utf-16"), "utf-16"
+            except UnicodeDecodeError as err:
+                raise ManifestError(f"starts with a UTF-16 byte-order mark but is not valid UTF-16 ({err.reason})",
+                                    source=source) from None
+        if b"\x00" in data[:4096]:
+            guess = "utf-16-le" if data[1:2] == b"\x00" else "utf-16-be"
+            raise ManifestError(f"holds NUL bytes: UTF-16 text without a byte-order mark? Re-save it as UTF-8 or set "
+                                f"the corpus option encoding: {guess}", source=source, line=1)
         try:
             return data.decode("utf-8-sig"), "utf-8"
         except UnicodeDecodeError:

@@ -9,6 +9,16 @@ multimodal; a vote without a single winner leaves the clip unlabelled.
 A clone or zip download made without git-lfs holds ~130-byte pointer files instead of media. They are detected by
 their first bytes; by default that is an error before anything else happens (`lfs_pointers: missing` instead
 treats those clips' media as missing). Blank (0-byte) media files are treated as missing and counted.
+
+Audio is read from `audio_dir`, whose files have the extension `audio_format` says: `auto` (the default) takes it
+from the release's folder name (`AudioWAV` -> .wav, `AudioMP3` -> .mp3; any other folder needs the option). File
+names are matched whatever the case of the extension (`.WAV`); two files differing only in that case are an error
+naming both. With `audio_from_video: true` a clip without an audio file (or a checkout without `AudioWAV/`) takes
+its audio from the sound track of its FLV.
+
+Protocols (`PROTOCOLS`, for `models.<m>.protocol`): `speaker` = 5 speaker-disjoint folds over the 91 actors (in id
+order, about 18 actors each; validation = the next fold's actors); `dialogue` = the same folds (the clips are
+isolated utterances, so whole "dialogues" are single clips).
 """
 
 from __future__ import annotations
@@ -17,7 +27,6 @@ import csv
 import io
 import logging
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +38,7 @@ from pipeline.corpora.common import (
     CorpusOptionError,
     is_lfs_pointer,
     label_scheme,
-    list_files,
+    option_bool,
     option_choice,
     option_encoding,
     option_mapping,
@@ -37,6 +46,7 @@ from pipeline.corpora.common import (
     relative,
     require_root,
     resolve_options,
+    stem_index,
     summarise,
 )
 from pipeline.manifest import ManifestError, Segment, Utterance, VideoSegment
@@ -63,9 +73,11 @@ DEFAULTS: dict[str, Any] = {
     "label_set": "6class",
     "classes": None,
     "label_map": None,
-    "keep_unlabelled": True,
+    "outside_classes": "unlabelled",  # or drop: codes outside the class list leave the manifest
     "label_source": "intended",
     "audio_dir": "AudioWAV",
+    "audio_format": "auto",
+    "audio_from_video": False,
     "video_dir": "VideoFlash",
     "votes_file": "processedResults/summaryTable.csv",
     "sentences": dict(SENTENCES),
@@ -73,6 +85,24 @@ DEFAULTS: dict[str, Any] = {
     "lfs_pointers": "error",
     "encoding": "auto",
 }
+AUDIO_FOLDERS = {"audiowav": "wav", "audiomp3": "mp3"}
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "speaker": {"protocol": "speaker_folds", "folds": 5, "val": "next"},
+    "dialogue": {"protocol": "speaker_folds", "folds": 5, "val": "next"},
+}
+
+
+def audio_suffix(options: dict[str, Any]) -> str:
+    """The audio files' extension: `audio_format`, or under `auto` the one the release's folder name implies."""
+    fmt = option_choice(CORPUS, options, "audio_format", ["auto", "wav", "mp3"])
+    if fmt == "auto":
+        folder = Path(str(options["audio_dir"])).name.lower()
+        if folder not in AUDIO_FOLDERS:
+            raise CorpusOptionError(f"{CORPUS}: option 'audio_format' is auto, but audio_dir "
+                                    f"{options['audio_dir']!r} is neither AudioWAV nor AudioMP3; set audio_format: "
+                                    "wav or mp3")
+        fmt = AUDIO_FOLDERS[folder]
+    return f".{fmt}"
 
 
 def check_name(stem: str, sentences: dict[str, str]) -> str | None:
@@ -96,7 +126,7 @@ def read_votes(path: Path, column: str, encoding: str) -> tuple[dict[str, str | 
     """clip -> emotion code of the majority vote in `column` (None when tied or blank), and the tie count."""
     text, _ = read_text(path, encoding)
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, [])
+    header = [name.strip() for name in next(reader, [])]
     for needed in ("FileName", column):
         if needed not in header:
             raise ManifestError(f"no column {needed!r} in header {header}", source=path, line=1, field=needed)
@@ -104,7 +134,7 @@ def read_votes(path: Path, column: str, encoding: str) -> tuple[dict[str, str | 
     votes: dict[str, str | None] = {}
     ties = 0
     for fields in reader:
-        if not fields or fields == [""]:
+        if not any(f.strip() for f in fields):  # blank or whitespace-only lines
             continue
         if len(fields) != len(header):
             raise ManifestError(f"expected {len(header)} fields, got {len(fields)}", source=path,
@@ -119,7 +149,6 @@ def read_votes(path: Path, column: str, encoding: str) -> tuple[dict[str, str | 
 
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read a CREMA-D checkout at `root` into manifest records (see the module docstring)."""
-    started = time.perf_counter()
     opts = resolve_options(CORPUS, DEFAULTS, options)
     scheme = label_scheme(CORPUS, opts, LABEL_SETS, EMOTIONS)
     source = option_choice(CORPUS, opts, "label_source", ["intended", *VOTE_COLUMNS])
@@ -129,22 +158,26 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     sentences = option_mapping(CORPUS, opts, "sentences")
     if not sentences or not all(isinstance(v, str) for v in sentences.values()):
         raise CorpusOptionError(f"{CORPUS}: option 'sentences' must map sentence codes to their text")
-    root = require_root(root, CORPUS, [opts["audio_dir"]],
-                        hint="point it at the CREMA-D checkout (the folder holding AudioWAV/ and VideoFlash/)")
+    suffix = audio_suffix(opts)
+    from_video = option_bool(CORPUS, opts, "audio_from_video")
+    root = require_root(root, CORPUS, [opts["video_dir"] if from_video else opts["audio_dir"]],
+                        hint="point it at the CREMA-D checkout (the folder holding AudioWAV/ and VideoFlash/)"
+                        + ("" if from_video else ", or set audio_from_video: true to read audio from the FLVs"))
 
     media: dict[str, dict[str, Path]] = {}
     stats: dict[str, Any] = {"bad_names": [], "lfs_pointers": 0, "empty_media": 0, "missing_audio": 0,
-                             "missing_video": 0, "dropped_unlabelled": 0}
-    for modality, folder, suffix in (("audio", opts["audio_dir"], ".wav"), ("video", opts["video_dir"], ".flv")):
-        for path in list_files(root / folder, suffix):
-            problem = check_name(path.stem, sentences)
+                             "missing_video": 0, "dropped_unlabelled": 0, "audio_from_video": 0}
+    for modality, folder, ext in (("audio", opts["audio_dir"], suffix), ("video", opts["video_dir"], ".flv")):
+        for stem, name in stem_index(root / folder, ext, CORPUS).items():
+            path = root / folder / name
+            problem = check_name(stem, sentences)
             if problem is not None:
                 if bad_names == "error":
                     raise ManifestError(f"clip name {path.name!r} {problem}; rename it (CREMA-D issue #6) or set "
                                         "bad_names: skip", source=path, field="file name")
                 stats["bad_names"].append(relative(path, root))
                 continue
-            media.setdefault(path.stem, {})[modality] = path
+            media.setdefault(stem, {})[modality] = path
     if not media:
         raise CorpusLayoutError(f"{CORPUS}: no clips in {root / opts['audio_dir']} or {root / opts['video_dir']}")
 
@@ -172,22 +205,24 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
         segments: dict[str, Segment | None] = {}
         for modality, kind in (("audio", Segment), ("video", VideoSegment)):
             path = media[stem].get(modality)
+            borrowed = modality == "audio" and path is None and from_video
+            if borrowed:
+                path = media[stem].get("video")
             if path is not None and path not in bad and path.stat().st_size == 0:
                 stats["empty_media"] += 1
                 path = None
             segments[modality] = kind(relative(path, root)) if path is not None and path not in bad else None
+            stats["audio_from_video"] += borrowed and segments[modality] is not None
             stats[f"missing_{modality}"] += segments[modality] is None
         code = parts["emotion"] if source == "intended" else votes.get(stem)
-        label = scheme.label(code)
-        if not scheme.keeps(label):
+        label, keep = scheme.assign(code)
+        if not keep:
             stats["dropped_unlabelled"] += 1
             continue
         utterances.append(Utterance(
             utt_id=stem, corpus=CORPUS, speaker=parts["actor"], session=parts["actor"], audio=segments["audio"],
             video=segments["video"], text=sentences[parts["sentence"]], label=label,
-            extra={"sentence": parts["sentence"], "level": parts["level"], "intended": parts["emotion"]}))
+            extra={"code": code, "sentence": parts["sentence"], "level": parts["level"], "intended": parts["emotion"]}))
+    stats.update(scheme.stats())
     stats.update(summarise(utterances, scheme.classes))
-    log.info("crema_d: %d clips of %d actors in %.1fs; %d LFS pointers, %d empty media, %d bad names skipped",
-             stats["utterances"], stats["speakers"], time.perf_counter() - started, stats["lfs_pointers"],
-             stats["empty_media"], len(stats["bad_names"]))
     return PreparedCorpus(utterances, list(scheme.classes), stats)

@@ -58,6 +58,13 @@ FER2013_CODE = {"anger": 0, "disgust": 1, "fear": 2, "happiness": 3, "sadness": 
                 "contempt": 6}
 PIXEL_TEXT = np.array([str(v) for v in range(256)], dtype=object)
 CORPUS_TO_FER = {"ang": "anger", "hap": "happiness", "neu": "neutral", "sad": "sadness"}
+# The demo's protocols (params `corpora.demo.splits` may restate or change them): `speaker` = leave one speaker out,
+# validation on the session partner (as MMIN on IEMOCAP); `dialogue` = leave one session out with 15% of the
+# training dialogues for validation (MMGCN: whole dialogues).
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "speaker": {"protocol": "speaker_folds", "val": "partner"},
+    "dialogue": {"protocol": "session_folds", "val": 0.15},
+}
 
 # Displacements (in unit-square units at full intensity) of landmarks per facial expression.
 EXPRESSIONS: dict[str, dict[str, tuple[float, float]]] = {

@@ -8,13 +8,21 @@ Traps handled (docs/corpora.md): `a`/`b` dialogue suffixes; transcript ids with 
 twins; the speaker of a turn is session + the letter starting the utterance id's last field (the letter after
 `SesNN` only says who wore the motion-capture markers); EmoEvaluation lists one actor's turns before the
 other's, so turns are numbered by start time; which half of the video shows which actor is an option.
+
+Labels: `4class` (MMIN, SSMM: ang, hap = hap + exc, neu, sad; 5,531 utterances of the release) or `6class`
+(MMGCN, DialogueRNN: hap, sad, neu, ang, exc, fru). The release's consensus code is always kept in `extra.code`,
+so a frustrated utterance (`fru`) stays distinguishable from one without agreement (`xxx`) after both became
+unlabelled; `outside_classes: drop` leaves such utterances out instead; stats.json counts every code (`codes`).
+
+Protocols (`PROTOCOLS`, for `models.<m>.protocol`): `speaker` = MMIN's 10 leave-one-speaker-out folds, validation
+on the test speaker's session partner; `dialogue` = MMGCN's holdout, sessions 1-4 train (10% of their dialogues
+for validation) vs Session 5 test; `session` = 5 leave-one-session-out folds, validation on the next session.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +35,6 @@ from pipeline.corpora.common import (
     CorpusOptionError,
     label_scheme,
     list_files,
-    list_names,
     number_turns,
     option_bool,
     option_choice,
@@ -38,6 +45,7 @@ from pipeline.corpora.common import (
     relative,
     require_root,
     resolve_options,
+    stem_index,
     summarise,
 )
 from pipeline.manifest import FACE_REGIONS, ManifestError, Segment, Utterance, VideoSegment
@@ -53,11 +61,16 @@ LABEL_SETS: dict[str, dict[str, Any]] = {
     # MMGCN / DialogueRNN ERC setting: 7,433 utterances.
     "6class": {"classes": ["hap", "sad", "neu", "ang", "exc", "fru"], "label_map": {}},
 }
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "speaker": {"protocol": "speaker_folds", "val": "partner"},
+    "dialogue": {"protocol": "holdout", "test_sessions": ["Ses05"], "val": 0.1},
+    "session": {"protocol": "session_folds", "val": "next"},
+}
 DEFAULTS: dict[str, Any] = {
     "label_set": "4class",
     "classes": None,
     "label_map": None,
-    "keep_unlabelled": True,
+    "outside_classes": "unlabelled",  # or drop: codes outside the class list leave the manifest
     "sessions": [1, 2, 3, 4, 5],
     "audio": "sentences",
     "video": True,
@@ -189,7 +202,6 @@ def speaker_id(session: str, letter: str) -> str:
 
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read IEMOCAP_full_release at `root` into manifest records (see the module docstring)."""
-    started = time.perf_counter()
     opts = resolve_options(CORPUS, DEFAULTS, options)
     scheme = label_scheme(CORPUS, opts, LABEL_SETS, CODES)
     sessions = option_list(CORPUS, opts, "sessions", allowed=[1, 2, 3, 4, 5])
@@ -201,7 +213,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
                         hint="point it at IEMOCAP_full_release/ (the folder holding Session1..Session5)")
 
     stats: dict[str, Any] = {"missing_audio": 0, "missing_video": 0, "missing_text": 0, "dropped_unlabelled": 0,
-                             "transcript_ids_without_utterance": 0, "transcript_lines_skipped": 0, "codes": {}}
+                             "transcript_ids_without_utterance": 0, "transcript_lines_skipped": 0}
     utterances: list[Utterance] = []
     starts: dict[str, float] = {}
     eval_files = [(n, f) for n in sorted(sessions)
@@ -218,18 +230,24 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
         session = f"Ses{match['session']}"
         mocap_letter = match["mocap"]
         session_dir = root / f"Session{number}"
-        transcript_path = session_dir / "dialog" / "transcriptions" / f"{dialogue}.txt"
+        transcript_dir = session_dir / "dialog" / "transcriptions"
+        transcript_name = stem_index(transcript_dir, ".txt", CORPUS).get(dialogue)
         texts: dict[str, str] = {}
-        if transcript_path.is_file():
+        if transcript_name is not None:
+            transcript_path = transcript_dir / transcript_name
             texts, skipped = parse_transcription(transcript_path, encoding)
             stats["transcript_lines_skipped"] += skipped
-        dialog_wav = session_dir / "dialog" / "wav" / f"{dialogue}.wav"
-        dialog_wav_path = relative(dialog_wav, root) if audio_source == "dialog" and dialog_wav.is_file() else None
-        avi = session_dir / "dialog" / "avi" / "DivX" / f"{dialogue}.avi"
-        avi_path = relative(avi, root) if with_video and avi.is_file() else None
+        dialog_wav_path = None
+        if audio_source == "dialog":
+            dialog_wavs = stem_index(session_dir / "dialog" / "wav", ".wav", CORPUS)
+            if dialogue in dialog_wavs:
+                dialog_wav_path = relative(session_dir / "dialog" / "wav" / dialog_wavs[dialogue], root)
+        avi_dir = session_dir / "dialog" / "avi" / "DivX"
+        avis = stem_index(avi_dir, ".avi", CORPUS) if with_video else {}
+        avi_path = relative(avi_dir / avis[dialogue], root) if dialogue in avis else None
         wav_dir = session_dir / "sentences" / "wav" / dialogue
         wav_dir_path = relative(wav_dir, root)
-        wavs = {name[:-4] for name in list_names(wav_dir, ".wav")}
+        wavs = stem_index(wav_dir, ".wav", CORPUS)  # utt_id -> file name (.wav or .WAV)
         blocks = parse_emo_evaluation(eval_path, dialogue, encoding)
         block_ids = {b.utt_id for b in blocks}
         stats["transcript_ids_without_utterance"] += sum(1 for t in texts if t not in block_ids)
@@ -238,15 +256,14 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
                 raise ManifestError(f"duplicate utterance {block.utt_id!r} (also in {seen[block.utt_id]})",
                                     source=eval_path, line=block.line, field="utt_id")
             seen[block.utt_id] = f"{eval_path}:{block.line}"
-            stats["codes"][block.code] = stats["codes"].get(block.code, 0) + 1
-            label = scheme.label(block.code)
-            if not scheme.keeps(label):
+            label, keep = scheme.assign(block.code)
+            if not keep:
                 stats["dropped_unlabelled"] += 1
                 continue
             speaker_letter = UTT_PATTERN.match(block.utt_id)["speaker"]
             audio = None
             if audio_source == "sentences" and block.utt_id in wavs:
-                audio = Segment(f"{wav_dir_path}/{block.utt_id}.wav")
+                audio = Segment(f"{wav_dir_path}/{wavs[block.utt_id]}")
             elif audio_source == "dialog" and dialog_wav_path is not None:
                 audio = Segment(dialog_wav_path, block.start, block.end)
             if audio is None and audio_source != "none":
@@ -262,12 +279,10 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
                 stats["missing_text"] += 1
             utterances.append(Utterance(
                 utt_id=block.utt_id, corpus=CORPUS, speaker=speaker_id(session, speaker_letter), session=session,
-                dialogue_id=dialogue, audio=audio, video=video, text=text, label=label, vad=block.vad))
+                dialogue_id=dialogue, audio=audio, video=video, text=text, label=label, vad=block.vad,
+                extra={"code": block.code}))
             starts[block.utt_id] = block.start
     utterances = number_turns(utterances, lambda u: starts[u.utt_id])
-    stats["codes"] = dict(sorted(stats["codes"].items()))
+    stats.update(scheme.stats())
     stats.update(summarise(utterances, scheme.classes))
-    log.info("iemocap: %d utterances (%d labelled, %d unlabelled) from %d dialogues in %.1fs; missing audio %d, "
-             "video %d, text %d", stats["utterances"], stats["labelled"], stats["unlabelled"], stats["dialogues"],
-             time.perf_counter() - started, stats["missing_audio"], stats["missing_video"], stats["missing_text"])
     return PreparedCorpus(utterances, list(scheme.classes), stats)

@@ -7,7 +7,11 @@ One utterance per CSV row; its clip `dia{Dialogue_ID}_utt{Utterance_ID}.mp4` giv
 Traps handled (docs/corpora.md): CRLF line ends, curly quotes, quoted fields holding commas (the times always
 do), `0:` and `00:` hours, UTF-8 or cp1252 text, dialogue and utterance id gaps (turns are renumbered 0..n-1),
 a clip that is missing (the utterance keeps its text, has no audio/video, and is listed in stats), clips without
-a CSV row (ignored, listed in stats), the corrupt train clip dia125_utt3 (kept; extraction marks it missing).
+a CSV row (ignored, listed in stats), the corrupt train clip dia125_utt3 (kept; extraction marks it missing);
+times with one to three digits after the comma (`00:06:47,28` is 407.28 s), read as a decimal fraction.
+
+Protocols (`PROTOCOLS`, for `models.<m>.protocol`): `speaker`, `dialogue` and `official` all mean the official
+train/dev/test split (MELD's speakers recur across its splits, so no speaker-independent protocol is standard).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import csv
 import io
 import logging
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,6 @@ from pipeline.corpora.common import (
     CorpusLayoutError,
     CorpusOptionError,
     label_scheme,
-    list_names,
     number_turns,
     option_choice,
     option_encoding,
@@ -37,6 +39,7 @@ from pipeline.corpora.common import (
     relative,
     require_root,
     resolve_options,
+    stem_index,
     summarise,
 )
 from pipeline.manifest import ManifestError, Segment, Utterance, VideoSegment
@@ -53,26 +56,32 @@ LABEL_SETS: dict[str, dict[str, Any]] = {
     "sentiment": {"column": "Sentiment", "classes": list(SENTIMENTS), "label_map": {}},
 }
 SPLITS = ("train", "dev", "test")
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    name: {"protocol": "holdout", "val": "official"} for name in ("speaker", "dialogue", "official")
+}
 DEFAULTS: dict[str, Any] = {
     "label_set": "emotion",
     "classes": None,
     "label_map": None,
-    "keep_unlabelled": True,
+    "outside_classes": "unlabelled",  # or drop: codes outside the class list leave the manifest
     "splits": list(SPLITS),
     "csv": {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"},
     "clips": {"train": "train_splits", "dev": "dev_splits_complete", "test": "output_repeated_splits_test"},
     "encoding": "auto",
 }
-TIME_PATTERN = re.compile(r"^(?P<h>\d{1,2}):(?P<m>\d{2}):(?P<s>\d{2})[,.](?P<ms>\d{3})$")
-CLIP_PATTERN = re.compile(r"^dia(?P<dialogue>\d+)_utt(?P<utt>\d+)\.mp4$")
+# hh:mm:ss,fff with one to three fractional digits, read as a decimal fraction: the release has `00:06:47,28`
+# (train and test), which is 407.28 s, not 407.028 s.
+TIME_PATTERN = re.compile(r"^(?P<h>\d{1,2}):(?P<m>\d{2}):(?P<s>\d{2})[,.](?P<frac>\d{1,3})$")
 
 
 def parse_time(value: str, source: Path, line: int, field: str) -> float:
-    """`00:16:16,059` or `0:16:16,059` -> seconds into the episode."""
+    """`00:16:16,059`, `0:16:16,059` or `00:06:47,28` (= 407.28) -> seconds into the episode."""
     match = TIME_PATTERN.match(value.strip())
     if not match:
-        raise ManifestError(f"expected a time hh:mm:ss,mmm, got {value!r}", source=source, line=line, field=field)
-    return int(match["h"]) * 3600 + int(match["m"]) * 60 + int(match["s"]) + int(match["ms"]) / 1000
+        raise ManifestError(f"expected a time hh:mm:ss,fff (1 to 3 digits after the comma), got {value!r}",
+                            source=source, line=line, field=field)
+    fraction = int(match["frac"]) / 10 ** len(match["frac"])
+    return round(int(match["h"]) * 3600 + int(match["m"]) * 60 + int(match["s"]) + fraction, 3)
 
 
 def _integer(value: str, source: Path, line: int, field: str) -> int:
@@ -94,6 +103,7 @@ def read_rows(path: Path, encoding: str = "auto") -> tuple[list[tuple[int, dict[
         header = next(reader)
     except StopIteration:
         raise ManifestError("empty file, expected the MELD header", source=path, line=1) from None
+    header = [name.strip() for name in header]  # a trailing space or tab after EndTime in edited copies
     if header != HEADER:
         wrong = next((i for i, (a, b) in enumerate(zip(header, HEADER, strict=False)) if a != b),
                      min(len(header), len(HEADER)))
@@ -105,7 +115,7 @@ def read_rows(path: Path, encoding: str = "auto") -> tuple[list[tuple[int, dict[
     seen: dict[tuple[int, int], int] = {}
     for fields in reader:
         line = reader.line_num
-        if not fields or fields == [""]:
+        if not any(f.strip() for f in fields):  # blank or whitespace-only lines (a trailing CRLF, edited copies)
             continue
         if len(fields) != len(HEADER):
             raise ManifestError(f"expected {len(HEADER)} comma-separated fields, got {len(fields)} (an unquoted "
@@ -134,7 +144,6 @@ def read_rows(path: Path, encoding: str = "auto") -> tuple[list[tuple[int, dict[
 
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read an extracted MELD.Raw folder at `root` into manifest records (see the module docstring)."""
-    started = time.perf_counter()
     opts = resolve_options(CORPUS, DEFAULTS, options)
     column = LABEL_SETS[option_choice(CORPUS, opts, "label_set", sorted(LABEL_SETS))]["column"]
     scheme = label_scheme(CORPUS, opts, LABEL_SETS, EMOTIONS if column == "Emotion" else SENTIMENTS)
@@ -158,35 +167,33 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
         if not clip_dir.is_dir():
             raise CorpusLayoutError(f"{CORPUS}: clip folder {clip_dir} for split {split!r} is missing; extract "
                                     f"{split}.tar.gz from MELD.Raw.tar.gz into {root}")
-        clips = set(list_names(clip_dir, ".mp4"))
+        clips = stem_index(clip_dir, ".mp4", CORPUS)  # dia0_utt0 -> dia0_utt0.mp4 (or .MP4)
         clip_dir_path = relative(clip_dir, root)
         rows, stats["encodings"][split] = read_rows(csv_path, encoding)
         annotated = set()
         for _, row in tqdm(rows, desc=f"meld {split}", unit="utt", disable=None):
-            clip_name = f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}.mp4"
-            annotated.add(clip_name)
-            label = scheme.label(row[column])
-            if not scheme.keeps(label):
+            clip_stem = f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}"
+            annotated.add(clip_stem)
+            label, keep = scheme.assign(row[column])
+            if not keep:
                 stats["dropped_unlabelled"] += 1
                 continue
             audio = video = None
-            if clip_name in clips:
-                clip = clip_name if clip_dir_path == "." else f"{clip_dir_path}/{clip_name}"
+            if clip_stem in clips:
+                clip = clips[clip_stem] if clip_dir_path == "." else f"{clip_dir_path}/{clips[clip_stem]}"
                 audio, video = Segment(clip), VideoSegment(clip)
             else:
-                stats["missing_clips"].append(f"{clip_dirs[split]}/{clip_name}")
+                stats["missing_clips"].append(f"{clip_dirs[split]}/{clip_stem}.mp4")
             utt_id = f"{split}_dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}"
             utterances.append(Utterance(
                 utt_id=utt_id, corpus=CORPUS, speaker=row["speaker"],
                 session=f"S{row['Season']:02d}E{row['Episode']:02d}", dialogue_id=f"{split}_dia{row['Dialogue_ID']}",
                 audio=audio, video=video, text=row["text"], label=label, split=split,
-                extra={"emotion": row["Emotion"], "sentiment": row["Sentiment"],
+                extra={"code": row[column], "emotion": row["Emotion"], "sentiment": row["Sentiment"],
                        "episode_start": row["start"], "episode_end": row["end"]}))
             turn_keys[utt_id] = row["Utterance_ID"]
-        stats["unannotated_clips"] += [f"{clip_dirs[split]}/{name}" for name in sorted(clips - annotated)]
+        stats["unannotated_clips"] += [f"{clip_dirs[split]}/{clips[stem]}" for stem in sorted(set(clips) - annotated)]
     utterances = number_turns(utterances, lambda u: turn_keys[u.utt_id])
+    stats.update(scheme.stats())
     stats.update(summarise(utterances, scheme.classes))
-    log.info("meld: %d utterances in %d dialogues (%s) in %.1fs; %d missing clips, %d clips without a row",
-             stats["utterances"], stats["dialogues"], stats["splits"], time.perf_counter() - started,
-             len(stats["missing_clips"]), len(stats["unannotated_clips"]))
     return PreparedCorpus(utterances, list(scheme.classes), stats)

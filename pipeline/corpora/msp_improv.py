@@ -9,6 +9,10 @@ gender + session digit), the condition letter (P/R/S/T) and a turn code. The spe
 MMIN's 12 folds); the session is the digit. Consensus letters A/H/S/N are classes, O (other) and X (no agreement)
 are the unlabelled pool. The consensus line names the avi with a `UTD-` prefix; its spacing is irregular
 (`D:3.000000 ; N:...`), older copies lack the N (naturalness) field and some values read `NaN`.
+
+Protocols (`PROTOCOLS`, for `models.<m>.protocol`): `speaker` = MMIN's 12 leave-one-speaker-out folds, validation
+on the test actor's session partner; `session` = 6 leave-one-session-out folds, validation on the next session;
+`dialogue` = the session folds (a session's improvisations stay on one side).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from pipeline.corpora.common import (
     CorpusLayoutError,
     label_scheme,
     list_files,
+    list_names,
     option_encoding,
     option_list,
     read_text,
@@ -48,11 +52,16 @@ LABEL_SETS: dict[str, dict[str, Any]] = {
 }
 CONDITIONS = ("P", "R", "S", "T")
 EVALUATION_NAMES = ("Evaluation.txt", "Evalution.txt")
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "speaker": {"protocol": "speaker_folds", "val": "partner"},
+    "session": {"protocol": "session_folds", "val": "next"},
+    "dialogue": {"protocol": "session_folds", "val": "next"},
+}
 DEFAULTS: dict[str, Any] = {
     "label_set": "4class",
     "classes": None,
     "label_map": None,
-    "keep_unlabelled": True,
+    "outside_classes": "unlabelled",  # or drop: codes outside the class list leave the manifest
     "sessions": [1, 2, 3, 4, 5, 6],
     "conditions": list(CONDITIONS),
     "evaluation_file": None,
@@ -136,10 +145,15 @@ def parse_evaluation(path: Path, encoding: str = "auto") -> list[Rating]:
 
 
 def find_evaluation(root: Path, name: str | None) -> Path:
+    """The labels file: `evaluation_file` if set, else Evaluation.txt or Evalution.txt in any case of letters."""
     candidates = [name] if name else list(EVALUATION_NAMES)
     for candidate in candidates:
         if (root / candidate).is_file():
             return root / candidate
+    if not name:
+        found = [n for n in list_names(root, ".txt") if n.lower() in {c.lower() for c in candidates}]
+        if found:
+            return root / found[0]
     raise CorpusLayoutError(f"{CORPUS}: no {' or '.join(candidates)} in {root}; set the option evaluation_file "
                             "to the labels file's path relative to the root")
 
@@ -169,7 +183,6 @@ def read_transcript(path: Path, encoding: str) -> str:
 
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read an MSP-IMPROV release at `root` into manifest records (see the module docstring)."""
-    started = time.perf_counter()
     opts = resolve_options(CORPUS, DEFAULTS, options)
     scheme = label_scheme(CORPUS, opts, LABEL_SETS, CODES)
     sessions = set(option_list(CORPUS, opts, "sessions", allowed=[1, 2, 3, 4, 5, 6]))
@@ -183,19 +196,18 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
 
     stats: dict[str, Any] = {"evaluation_file": relative(evaluation, root), "missing_audio": 0, "missing_video": 0,
                              "missing_text": 0, "dropped_unlabelled": 0, "dropped_by_options": 0,
-                             "unrecognised_media": unrecognised, "codes": {}, "conditions": {}}
+                             "unrecognised_media": unrecognised, "conditions": {}}
     rated = {r.utt_id for r in ratings}
     stats["unannotated_media"] = len((set(wavs) | set(avis)) - rated)
     utterances: list[Utterance] = []
     for rating in tqdm(ratings, desc="msp_improv", unit="utt", disable=None):
         parts = ID_PATTERN.match(rating.utt_id)
         session = int(parts["session"])
-        stats["codes"][rating.code] = stats["codes"].get(rating.code, 0) + 1
         if session not in sessions or parts["condition"] not in conditions:
             stats["dropped_by_options"] += 1
             continue
-        label = scheme.label(rating.code)
-        if not scheme.keeps(label):
+        label, keep = scheme.assign(rating.code)
+        if not keep:
             stats["dropped_unlabelled"] += 1
             continue
         audio = Segment(relative(wavs[rating.utt_id], root)) if rating.utt_id in wavs else None
@@ -206,7 +218,8 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
         stats["missing_video"] += video is None
         stats["missing_text"] += text is None
         vad = {VAD_NAMES[k]: v for k, v in rating.values.items() if k in VAD_NAMES and math.isfinite(v)}
-        extra: dict[str, Any] = {"condition": parts["condition"], "scenario": parts["sentence"] + parts["scenario"],
+        extra: dict[str, Any] = {"code": rating.code, "condition": parts["condition"],
+                                 "scenario": parts["sentence"] + parts["scenario"],
                                  "raters": rating.raters}
         if math.isfinite(rating.values.get("N", math.nan)):
             extra["naturalness"] = rating.values["N"]
@@ -216,11 +229,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
             session=f"session{session}", audio=audio, video=video, text=text, label=label, vad=vad or None,
             extra=extra))
     utterances.sort(key=lambda u: u.utt_id)
-    stats["codes"] = dict(sorted(stats["codes"].items()))
     stats["conditions"] = dict(sorted(stats["conditions"].items()))
+    stats.update(scheme.stats())
     stats.update(summarise(utterances, scheme.classes))
-    log.info("msp_improv: %d utterances (%d labelled) from %s in %.1fs; missing audio %d, video %d, text %d; "
-             "%d media files without a rating", stats["utterances"], stats["labelled"], evaluation.name,
-             time.perf_counter() - started, stats["missing_audio"], stats["missing_video"], stats["missing_text"],
-             stats["unannotated_media"])
     return PreparedCorpus(utterances, list(scheme.classes), stats)

@@ -6,13 +6,16 @@ statement (01/02), repetition (01/02) and actor (01..24; odd male, even female).
 to three times (one file per modality), so an utterance is a performance: its id is the name without the
 modality field (`01-06-01-02-01-12`), its audio the audio-only wav and its video the full-AV (or video-only) mp4.
 The zips may be extracted into one folder or into one folder each; files are found by name anywhere under root.
+
+Protocols (`PROTOCOLS`, for `models.<m>.protocol`): `speaker` = 6 speaker-disjoint folds of 4 actors each (in id
+order, so two male and two female actors; validation = the next fold's actors); `dialogue` = the same folds (the
+performances are isolated utterances).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +45,15 @@ LABEL_SETS: dict[str, dict[str, Any]] = {
 MODALITIES = {"01": "full_av", "02": "video_only", "03": "audio_only"}
 CHANNELS = {"01": "speech", "02": "song"}
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "speaker": {"protocol": "speaker_folds", "folds": 6, "val": "next"},
+    "dialogue": {"protocol": "speaker_folds", "folds": 6, "val": "next"},
+}
 DEFAULTS: dict[str, Any] = {
     "label_set": "8class",
     "classes": None,
     "label_map": None,
-    "keep_unlabelled": True,
+    "outside_classes": "unlabelled",  # or drop: codes outside the class list leave the manifest
     "vocal_channels": ["speech"],
     "audio_source": "audio_only",
     "video_source": "full_av",
@@ -65,7 +72,6 @@ def parse_name(stem: str) -> dict[str, str] | None:
 
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read extracted RAVDESS zips at `root` into manifest records (see the module docstring)."""
-    started = time.perf_counter()
     opts = resolve_options(CORPUS, DEFAULTS, options)
     scheme = label_scheme(CORPUS, opts, LABEL_SETS, EMOTION_CODES)
     channels = set(option_list(CORPUS, opts, "vocal_channels", allowed=list(CHANNELS.values())))
@@ -100,8 +106,8 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     utterances = []
     for utt_id in sorted(performances):
         fields, files = performances[utt_id]["fields"], performances[utt_id]["files"]
-        label = scheme.label(fields["emotion"])
-        if not scheme.keeps(label):
+        label, keep = scheme.assign(fields["emotion"])
+        if not keep:
             stats["dropped_unlabelled"] += 1
             continue
         audio_path = files.get(audio_source)
@@ -114,11 +120,9 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
             audio=Segment(relative(audio_path, root)) if audio_path else None,
             video=VideoSegment(relative(video_path, root)) if video_path else None,
             text=STATEMENTS[fields["statement"]], label=label,
-            extra={"vocal_channel": CHANNELS[fields["channel"]],
+            extra={"code": fields["emotion"], "vocal_channel": CHANNELS[fields["channel"]],
                    "intensity": "normal" if fields["intensity"] == "01" else "strong",
                    "repetition": int(fields["repetition"]), "sex": "male" if actor % 2 else "female"}))
+    stats.update(scheme.stats())
     stats.update(summarise(utterances, scheme.classes))
-    log.info("ravdess: %d performances of %d actors in %.1fs; missing audio %d, video %d; %d bad names skipped",
-             stats["utterances"], stats["speakers"], time.perf_counter() - started, stats["missing_audio"],
-             stats["missing_video"], len(stats["bad_names"]))
     return PreparedCorpus(utterances, list(scheme.classes), stats)
