@@ -132,3 +132,31 @@ def test_audio_alone_trains_every_family_but_mmin_and_reports(project: Path) -> 
     row = next(line for line in ssmm_full.splitlines() if line.startswith("| ssmm |"))
     assert "—" not in row and "±" in row  # the full condition is the model's own, azz
     assert "test condition {a}" in markdown  # confusion matrices at azz
+
+
+def readme_block(section: str, language: str) -> str:
+    """The first fenced `language` block of the README section headed `## <section>`."""
+    text = (ROOT / "README.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return body.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_training_settings_block_overrides_one_corpus_only() -> None:
+    from pipeline.modalities import corpus_modalities
+    from pipeline.params import merged
+    from pipeline.train import model_config
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    block = yaml.safe_load(readme_block("Training settings", "yaml"))
+    params = merged(params, block)
+    defaults = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]
+    for model in ("utt_fusion", "utt_fusion_aug"):
+        cfg = model_config(params, model, "emodb")
+        assert (cfg["batch_size"], cfg["lr"]) == (32, 1.0e-3)
+        assert (defaults[model]["batch_size"], defaults[model]["lr"]) == (128, 2.0e-4)  # the papers' stay
+        assert cfg["epochs_constant"] == defaults[model]["epochs_constant"] and cfg["seeds"] == [0, 1, 2]
+    assert model_config(params, "ssmm", "emodb")["batch_size"] == 32
+    assert model_config(params, "mmin", "emodb")["batch_size"] == 128
+    assert corpus_modalities(params, "emodb") == ("audio",)
+    assert model_extractors(params, "utt_fusion", "emodb") == {"audio": "compare"}
+    assert not model_fits_corpus(params, "mmin", "emodb")
