@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from models.condition_names import (
@@ -18,6 +19,7 @@ from models.condition_names import (
     selection_condition,
     training_conditions,
 )
+from models.data import Sequences, UtteranceSet
 from pipeline.cli import main
 from pipeline.modalities import model_extractors, model_fits_corpus, model_modalities
 from pipeline.params import ConfigError
@@ -44,6 +46,18 @@ def test_conditions_over_a_subset_of_modalities() -> None:
         selection_condition("zvz", ["audio", "text"])
     with pytest.raises(ValueError, match="unknown condition"):
         training_conditions(["abc"], ["audio"])
+
+
+def test_an_utterance_set_holds_the_modalities_its_corpus_has() -> None:
+    audio = Sequences(torch.ones(3, 2, 4), torch.tensor([2, 0, 1]))  # utterance 1 lacks audio: length 0
+    data = UtteranceSet(["u0", "u1", "u2"], audio, None, None, torch.tensor([0, 1, -1]))
+    assert data.modalities == ("audio",) and data.dims == {"audio": 4}
+    part = data.subset([2, 0])
+    assert part.modalities == ("audio",) and part.visual is None and part.audio.lengths.tolist() == [1, 2]
+    with pytest.raises(ValueError, match="no text modality \\(they have audio\\)"):
+        data.modality("text")
+    with pytest.raises(ValueError, match="at least one modality"):
+        UtteranceSet(["u0"], None, None, None, torch.tensor([0]))
 
 
 def params_with(modalities: list[str] | None = None, **models: dict) -> dict:
