@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FoldTensors:
-    """One split on the device: modality -> values [N, T, D] and lengths [N]; labels [N] in [0, n_classes)."""
+    """One split on the device: modality -> values [N, T, D] and lengths [N] for the modalities the corpus has
+    (in the order audio, visual, text); labels [N] in [0, n_classes)."""
 
     values: dict[str, Tensor]
     lengths: dict[str, Tensor]
@@ -37,12 +38,16 @@ class FoldTensors:
     def dims(self) -> dict[str, int]:
         return {name: int(v.shape[2]) for name, v in self.values.items()}
 
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.values)
+
     def inputs(self, idx: Tensor, presence: Tensor | None = None,
                trim: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
         """The utterances `idx`, masked by `presence` [B, 3] when given. `trim` cuts the time axis to the batch's
         longest sequence: exact when the encoders ignore padding, and faster."""
         batch = {}
-        for name in MODALITIES:
+        for name in self.values:
             values, lengths = self.values[name][idx], self.lengths[name][idx]
             if trim:
                 values = values[:, : max(int(lengths.max()), 1)] if len(lengths) else values
@@ -80,7 +85,8 @@ def prepare_fold(splits: Mapping[str, UtteranceSet], n_classes: int, frames: Map
     """FoldTensors for each split (`train` must be among them, its statistics normalise all of them).
 
     frames: modality -> fixed frame count, or None for the longest sequence over the given splits.
-    normalise: modalities to z-normalise with the training split's statistics (MMIN: audio)."""
+    normalise: modalities to z-normalise with the training split's statistics (MMIN: audio).
+    Only the modalities the sets hold are prepared; `frames` and `normalise` may name others (ignored)."""
     if "train" not in splits:
         raise ValueError(f"prepare_fold needs a 'train' split, got {sorted(splits)}")
     unknown = sorted(set(normalise) - set(MODALITIES)) + sorted(set(frames) - set(MODALITIES))
@@ -106,7 +112,7 @@ def prepare_fold(splits: Mapping[str, UtteranceSet], n_classes: int, frames: Map
             raise ValueError(f"{split} feature widths {data.dims} differ from train's {dims}")
 
     prepared: dict[str, dict[str, Sequences]] = {split: {} for split in labelled}
-    for name in MODALITIES:
+    for name in labelled["train"].modalities:
         wanted = frames.get(name)
         count = int(wanted) if wanted is not None else max(d.modality(name).values.shape[1] for d in labelled.values())
         count = max(count, 1)

@@ -13,20 +13,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.data import MISSING_CONDITIONS, MODALITIES
+from models.condition_names import AVERAGE, MISSING_CONDITIONS, MODALITIES
 from models.encoders import ModalityInputs
 from models.metrics import classification_metrics
 
-AVERAGE = "average"
 REPORTED_CONDITIONS = (*MISSING_CONDITIONS, "avl")
 
 
 def mask_inputs(inputs: ModalityInputs, presence: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
-    """Multiply each modality's sequences by its presence column ([B, 3] in audio, visual, text order)."""
+    """Multiply each modality's sequences by its presence column ([B, 3] in audio, visual, text order); the
+    columns of modalities `inputs` does not hold are ignored."""
     if presence.ndim != 2 or presence.shape[1] != len(MODALITIES):
         raise ValueError(f"presence must be [B, {len(MODALITIES)}], got {tuple(presence.shape)}")
     masked = {}
     for column, name in enumerate(MODALITIES):
+        if name not in inputs:
+            continue
         values, lengths = inputs[name]
         scale = presence[:, column].to(values.dtype).reshape(-1, 1, 1)
         masked[name] = (values * scale, lengths)
@@ -62,10 +64,11 @@ def epoch_items(n_utterances: int, n_conditions: int, sampling: str,
 
 def condition_metrics(labels: np.ndarray, predictions: Mapping[str, np.ndarray], n_classes: int,
                       pooled: Sequence[str] = MISSING_CONDITIONS) -> dict[str, dict[str, float]]:
-    """Metrics per condition and, when all `pooled` conditions are present, "average" = the metrics of the pooled
-    set (as MMIN reports it; not the mean of the rows)."""
+    """Metrics per condition and, when all `pooled` conditions (at least one) are present, "average" = the metrics
+    of the pooled set (as MMIN reports it; not the mean of the rows). Over fewer modalities pass their missing
+    conditions (`models.condition_names.missing_conditions`); over one modality there are none and no average."""
     metrics = {name: classification_metrics(labels, pred, n_classes) for name, pred in predictions.items()}
-    if all(name in predictions for name in pooled):
+    if pooled and all(name in predictions for name in pooled):
         metrics[AVERAGE] = classification_metrics(np.tile(labels, len(pooled)),
                                                   np.concatenate([predictions[n] for n in pooled]), n_classes)
     return metrics

@@ -2,6 +2,8 @@
 
 `pipeline/` builds an `UtteranceSet` from the feature stores and the split; the models never see a file.
 Modality order in condition names is MMIN's a, v, l (audio, visual, lexical); fusion order is A, L, V.
+A set holds the modalities its corpus has: a modality the corpus lacks is None (`modalities` lists the others),
+while a modality missing for one utterance of a modality the corpus has is a sequence of length 0.
 """
 
 from __future__ import annotations
@@ -12,14 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-MODALITIES = ("audio", "visual", "text")
-# condition name -> (audio, visual, text) presence, as MMIN writes them
-CONDITIONS: dict[str, tuple[int, int, int]] = {
-    "azz": (1, 0, 0), "zvz": (0, 1, 0), "zzl": (0, 0, 1),
-    "avz": (1, 1, 0), "azl": (1, 0, 1), "zvl": (0, 1, 1),
-    "avl": (1, 1, 1),
-}
-MISSING_CONDITIONS = ("azz", "zvz", "zzl", "avz", "azl", "zvl")
+from models.condition_names import CONDITIONS, MISSING_CONDITIONS, MODALITIES
+
+__all__ = ["CONDITIONS", "MISSING_CONDITIONS", "MODALITIES", "UNLABELLED", "Sequences", "UtteranceSet",
+           "condition_mask"]
+
 UNLABELLED = -1
 
 
@@ -61,12 +60,13 @@ class Sequences:
 
 @dataclass
 class UtteranceSet:
-    """A set of utterances with the three modalities, labels (-1 = none) and dialogue structure."""
+    """A set of utterances with their corpus's modalities (None: the corpus has no such modality; at least one is
+    given), labels (-1 = none) and dialogue structure."""
 
     utt_ids: list[str]
-    audio: Sequences
-    visual: Sequences
-    text: Sequences
+    audio: Sequences | None
+    visual: Sequences | None
+    text: Sequences | None
     labels: Tensor
     speakers: list[str] = field(default_factory=list)
     dialogue_ids: list[str | None] = field(default_factory=list)
@@ -74,7 +74,9 @@ class UtteranceSet:
 
     def __post_init__(self) -> None:
         n = len(self.utt_ids)
-        for name in MODALITIES:
+        if not self.modalities:
+            raise ValueError("an UtteranceSet needs at least one modality (audio, visual or text)")
+        for name in self.modalities:
             if self.modality(name).values.shape[0] != n:
                 raise ValueError(f"{name} has {self.modality(name).values.shape[0]} rows for {n} utterances")
         if self.labels.shape != (n,):
@@ -89,18 +91,30 @@ class UtteranceSet:
     def __len__(self) -> int:
         return len(self.utt_ids)
 
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities this set holds, in the order audio, visual, text."""
+        return tuple(m for m in MODALITIES if getattr(self, m) is not None)
+
     def modality(self, name: str) -> Sequences:
-        return {"audio": self.audio, "visual": self.visual, "text": self.text}[name]
+        if name not in MODALITIES:
+            raise ValueError(f"unknown modality {name!r}; known: {list(MODALITIES)}")
+        seqs = getattr(self, name)
+        if seqs is None:
+            raise ValueError(f"these utterances have no {name} modality (they have {', '.join(self.modalities)})")
+        return seqs
 
     @property
     def dims(self) -> dict[str, int]:
-        return {m: self.modality(m).dim for m in MODALITIES}
+        """Feature width per modality this set holds."""
+        return {m: self.modality(m).dim for m in self.modalities}
 
     def subset(self, idx: Tensor | Sequence[int]) -> UtteranceSet:
         idx_list = [int(i) for i in torch.as_tensor(idx, dtype=torch.long).tolist()]
+        parts = {m: (getattr(self, m).index(idx_list) if getattr(self, m) is not None else None) for m in MODALITIES}
         return UtteranceSet(
-            [self.utt_ids[i] for i in idx_list], self.audio.index(idx_list), self.visual.index(idx_list),
-            self.text.index(idx_list), self.labels[idx_list], [self.speakers[i] for i in idx_list],
+            [self.utt_ids[i] for i in idx_list], parts["audio"], parts["visual"], parts["text"],
+            self.labels[idx_list], [self.speakers[i] for i in idx_list],
             [self.dialogue_ids[i] for i in idx_list], [self.turns[i] for i in idx_list])
 
     def labelled(self) -> Tensor:

@@ -80,21 +80,31 @@ class TextCNN(nn.Module):
 
 
 class UtteranceEncoders(nn.Module):
-    """The three encoders; `forward` gives the fused vector in MMIN's A, L, V order."""
+    """One encoder per modality of `dims` (any non-empty subset of audio, visual, text: the modalities the corpus
+    has); `forward` gives the fused vector in MMIN's A, L, V order over those modalities."""
 
     def __init__(self, dims: Mapping[str, int], cfg: Mapping) -> None:
         super().__init__()
+        unknown = sorted(set(dims) - set(FUSION_ORDER))
+        if unknown or not dims:
+            raise ValueError(f"encoders need feature widths for a non-empty subset of {list(FUSION_ORDER)}, "
+                             f"got {dict(dims)}")
         pool = bool(cfg["pool_over_padding"])
-        self.audio = LSTMEncoder(dims["audio"], int(cfg["audio_hidden"]), pool)
-        self.visual = LSTMEncoder(dims["visual"], int(cfg["visual_hidden"]), pool)
-        self.text = TextCNN(dims["text"], int(cfg["text_filters"]), cfg["text_kernel_heights"],
-                            float(cfg["text_dropout"]), int(cfg["text_embedding"]), pool)
-        self.output_dim = self.audio.output_dim + self.text.output_dim + self.visual.output_dim
+        self.modalities = tuple(m for m in FUSION_ORDER if m in dims)  # fusion order
+        self.audio = LSTMEncoder(dims["audio"], int(cfg["audio_hidden"]), pool) if "audio" in dims else None
+        self.visual = LSTMEncoder(dims["visual"], int(cfg["visual_hidden"]), pool) if "visual" in dims else None
+        self.text = (TextCNN(dims["text"], int(cfg["text_filters"]), cfg["text_kernel_heights"],
+                             float(cfg["text_dropout"]), int(cfg["text_embedding"]), pool) if "text" in dims else None)
+        self.output_dim = sum(encoder.output_dim for encoder in self.parts())
+
+    def parts(self) -> list[nn.Module]:
+        """The encoders, in fusion order (the separately clipped networks)."""
+        return [getattr(self, name) for name in self.modalities]
 
     def embed(self, inputs: ModalityInputs) -> dict[str, Tensor]:
-        """modality -> [B, embedding] for each modality."""
-        return {name: getattr(self, name)(*inputs[name]) for name in FUSION_ORDER}
+        """modality -> [B, embedding] for each modality of the encoders."""
+        return {name: getattr(self, name)(*inputs[name]) for name in self.modalities}
 
     def forward(self, inputs: ModalityInputs) -> Tensor:
         embedded = self.embed(inputs)
-        return torch.cat([embedded[name] for name in FUSION_ORDER], dim=-1)
+        return torch.cat([embedded[name] for name in self.modalities], dim=-1)

@@ -15,7 +15,9 @@ dialogues batched with it.
 Switches (all in the config dict): the speaker embedding goes to the text nodes, to every modality, or nowhere;
 `graph: false` is the same network without the GCN (projections + classifier); `fusion: early` concatenates the
 modalities' vectors before one projection (one node per utterance); `modalities` picks a subset (absent
-modalities have no nodes); `layers` sets the depth for the layer sweep.
+modalities have no nodes: a corpus without video trains with `at`, an audio-only one with `a`, and the metrics are
+written under the full condition over those modalities, "azl" or "azz", instead of "avl"); `layers` sets the depth
+for the layer sweep.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from tqdm import tqdm
 
+from models.condition_names import full_condition
 from models.data import MODALITIES, UNLABELLED, UtteranceSet
 from models.metrics import classification_metrics
 from models.trainer import FoldOutcome, fit, seed_everything
@@ -482,13 +485,18 @@ def build_model(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg:
 def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: dict, *, seed: int,
                        device: torch.device, init_state: dict | None = None) -> FoldOutcome:
     """Train MMGCN (or the configured variant) on `train`, select the epoch by validation weighted F1, and
-    evaluate it on `test` with full inputs (condition "avl").
+    evaluate it on `test` with full inputs (the condition over its `modalities`: "avl" for avt, "azz" for a).
 
     `extras` also holds the authors' protocol figure, the best weighted F1 over test epochs (labelled
     test-selected: optimistic, for comparison with the published numbers only).
     """
     validate_config(cfg)
+    wanted = selected_modalities(cfg)
     for name, uset in (("train", train), ("val", val), ("test", test)):
+        absent = [m for m in wanted if m not in uset.modalities]
+        if absent:
+            raise ValueError(f"MMGCN: modalities {cfg['modalities']!r} name {absent}, which the {name} set does not "
+                             f"hold (it has {list(uset.modalities)})")
         if len(uset.labelled()) == 0:
             raise ValueError(f"MMGCN: the {name} set has no labelled utterance")
     seed_everything(seed)
@@ -532,11 +540,12 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
              "%.4f), test weighted F1 %.4f; test-selected %.4f at epoch %d", cfg["epochs"], seconds,
              seconds / cfg["epochs"], len(train_data), len(val_data), len(test_data), result.best_epoch,
              result.best_score, metrics["weighted_f1"], test_scores[best_test]["weighted_f1"], best_test)
+    full = full_condition(wanted)
     return FoldOutcome(
-        metrics={"avl": metrics},
+        metrics={full: metrics},
         state={k: v.detach().cpu().clone() for k, v in result.best_state.items()},
         history=result.history,
-        predictions={"avl": (y_true, y_pred)},
+        predictions={full: (y_true, y_pred)},
         extras={"selected_epoch": result.best_epoch, "val_weighted_f1": result.best_score,
                 "test_selected_weighted_f1": test_scores[best_test]["weighted_f1"],
                 "test_selected_epoch": best_test,

@@ -7,6 +7,10 @@ concatenated, feed the classifier. Forward imagination: h' regresses onto the em
 fold's pretrained utt_fusion encoders gives to the complementary input (present modalities dropped, missing ones
 restored). Backward imagination: a second CRA maps h' back onto h (detached). Loss = ce x CE + forward x MSE +
 backward x MSE. Ablations: `imagination: ae` (one plain autoencoder in each direction) and `cycle: false`.
+
+The network is built for the modalities the data holds. Over two (a corpus without video, say) it trains on the two
+conditions that drop one of them and imagines the other; over one there is no missing modality to imagine, so it is
+refused with a clear error (utt_fusion is the model for one modality).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.batches import FoldTensors
+from models.condition_names import missing_conditions
 from models.conditions import complement, expand_items
-from models.data import MISSING_CONDITIONS, UtteranceSet, condition_mask
+from models.data import UtteranceSet, condition_mask
 from models.encoders import ModalityInputs, UtteranceEncoders
-from models.recipe import ItemBatch, prepare, require, start, train_and_test
+from models.recipe import ItemBatch, condition_plan, prepare, require, start, train_and_test
 from models.trainer import FoldOutcome, kaiming_init
 from models.utt_fusion import Classifier
 
@@ -32,6 +37,9 @@ MMIN_KEYS = ("imagination", "ae_layers", "n_blocks", "transition", "cycle", "los
 ENCODER_PREFIX = "encoders."
 IMAGINATIONS = ("cra", "ae")  # cascade residual autoencoder; one plain autoencoder (the MMIN-AE ablation)
 INITS = ("kaiming", "pytorch")  # the authors' Kaiming-normal init of every Linear/Conv; torch's own defaults
+MIN_MODALITIES = 2
+NEEDS_TWO_MODALITIES = ("mmin needs at least two modalities: it imagines the missing ones from those present, and "
+                        "over one modality ({modalities}) no condition misses anything; train utt_fusion instead")
 NEEDS_INIT_STATE = ("mmin needs init_state: the state of the utt_fusion model trained on the same fold "
                     "(FoldOutcome.state of models.utt_fusion.train_and_evaluate)")
 
@@ -133,8 +141,7 @@ class MMIN(nn.Module):
 
     def networks(self) -> list[nn.Module]:
         """The separately clipped parts, as the authors clip them."""
-        parts = [self.encoders.audio, self.encoders.text, self.encoders.visual, self.classifier,
-                 self.forward_imagination]
+        parts = [*self.encoders.parts(), self.classifier, self.forward_imagination]
         return parts + ([self.backward_imagination] if self.backward_imagination is not None else [])
 
 
@@ -189,18 +196,20 @@ def mmin_losses(model: MMIN, target: ForwardTarget, data: FoldTensors, batch: It
 @torch.no_grad()
 def imagined_embeddings(model: MMIN, target: ForwardTarget, data: FoldTensors, max_items: int,
                         generator: torch.Generator, trim: bool) -> dict[str, Any]:
-    """Imagined h' next to its forward target for up to `max_items` test items of the x6 set, for a t-SNE plot."""
-    utterances, conditions = expand_items(len(data), len(MISSING_CONDITIONS))
+    """Imagined h' next to its forward target for up to `max_items` test items of the expanded set (x6 over three
+    modalities, x2 over two), for a t-SNE plot."""
+    missing = missing_conditions(data.modalities)
+    utterances, conditions = expand_items(len(data), len(missing))
     chosen = torch.randperm(len(utterances), generator=generator)[:max_items].sort().values
     utterances, conditions = utterances[chosen], conditions[chosen]
-    presence = condition_mask(MISSING_CONDITIONS)[conditions].to(data.labels.device)
+    presence = condition_mask(missing)[conditions].to(data.labels.device)
     idx = utterances.to(data.labels.device)
     model.eval()
     imagined = model(data.inputs(idx, presence, trim=trim)).imagined
     forward_target = target(data.inputs(idx, complement(presence), trim=trim))
     return {"imagined": imagined.cpu().numpy(), "target": forward_target.cpu().numpy(),
             "labels": data.labels[idx].cpu().numpy(),
-            "conditions": [MISSING_CONDITIONS[int(c)] for c in conditions],
+            "conditions": [missing[int(c)] for c in conditions],
             "utt_ids": [data.utt_ids[int(u)] for u in utterances]}
 
 
@@ -215,12 +224,16 @@ def check_mmin_cfg(cfg: Mapping[str, Any]) -> None:
 
 def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: dict, *, seed: int,
                        device: torch.device, init_state: dict | None = None) -> FoldOutcome:
-    """Train one fold of MMIN (or an ablation, per `cfg`) from the fold's utt_fusion state `init_state`."""
+    """Train one fold of MMIN (or an ablation, per `cfg`) from the fold's utt_fusion state `init_state`, on the
+    modalities the sets hold (two or three: the missing conditions over them)."""
     check_mmin_cfg(cfg)
     if init_state is None:
         raise ValueError(NEEDS_INIT_STATE)
     generator = start(cfg, seed, "mmin")
+    if len(train.modalities) < MIN_MODALITIES:
+        raise ValueError(NEEDS_TWO_MODALITIES.format(modalities=", ".join(train.modalities)))
     folds = prepare(train, val, test, cfg, device)
+    plan = condition_plan(cfg, folds["train"].modalities, "mmin")
     model = MMIN(folds["train"].dims, int(cfg["n_classes"]), cfg)
     target = load_pretrained_encoders(model, init_state)
     model.to(device)
@@ -232,7 +245,7 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
         return mmin_losses(model, target, folds["train"], batch, weights, trim)
 
     outcome = train_and_test(model, model.encoders, model.head, folds, cfg, step=step, networks=model.networks(),
-                             generator=generator, device=device, describe="mmin")
+                             generator=generator, device=device, describe="mmin", plan=plan)
     outcome.extras["embeddings"] = imagined_embeddings(model, target, folds["test"], int(cfg["tsne_max_items"]),
                                                        generator, trim)
     return outcome

@@ -4,6 +4,11 @@ model selection on validation UA, and the evaluation on every missing-modality c
 
 A family supplies its network, the encoders, a `head` mapping fused vectors to logits, and a `step` computing its
 losses on a batch; this module does the rest and returns `models.trainer.FoldOutcome`.
+
+The configured conditions are written over the three modalities; `condition_plan` maps them onto the modalities
+the data holds (`models.condition_names`): over audio and text the model trains on the missing conditions `azz`
+and `zzl` that the six listed ones leave, is tested on `azz`, `zzl` and the full `azl`, and "average" pools `azz`
+and `zzl`; over audio alone there is only the full condition `azz` and no average.
 """
 
 from __future__ import annotations
@@ -19,9 +24,17 @@ import torch
 from torch import Tensor, nn
 
 from models.batches import FoldTensors, prepare_fold
-from models.conditions import AVERAGE, REPORTED_CONDITIONS, condition_metrics, epoch_items
-from models.data import CONDITIONS, MISSING_CONDITIONS, MODALITIES, UtteranceSet, condition_mask
-from models.encoders import FUSION_ORDER, UtteranceEncoders
+from models.condition_names import (
+    AVERAGE,
+    CONDITIONS,
+    full_condition,
+    missing_conditions,
+    selection_condition,
+    training_conditions,
+)
+from models.conditions import condition_metrics, epoch_items
+from models.data import MODALITIES, UtteranceSet, condition_mask
+from models.encoders import UtteranceEncoders
 from models.trainer import FoldOutcome, constant_then_linear_decay, fit, seed_everything
 
 log = logging.getLogger(__name__)
@@ -58,6 +71,42 @@ def check_recipe_cfg(cfg: Mapping[str, Any], where: str) -> None:
         raise ValueError(f"{where}: n_classes must be >= 2 and batch sizes >= 1")
 
 
+@dataclass(frozen=True)
+class ConditionPlan:
+    """The configured conditions over the modalities the data holds: what a model trains on, selects on (a
+    condition or "average") and is tested on (the missing conditions, then the full one)."""
+
+    modalities: tuple[str, ...]
+    train: tuple[str, ...]
+    select_on: str
+    missing: tuple[str, ...]
+    full: str
+
+    @property
+    def reported(self) -> tuple[str, ...]:
+        return (*self.missing, self.full)
+
+    def selection(self) -> tuple[str, ...]:
+        """The conditions whose predictions the selection score needs."""
+        return self.missing if self.select_on == AVERAGE else (self.select_on,)
+
+
+def condition_plan(cfg: Mapping[str, Any], modalities: Sequence[str], where: str) -> ConditionPlan:
+    """`train_conditions` and `select_on` over `modalities`. A missing-condition list with nothing left to drop
+    (one modality) trains on the full condition: the augmented baseline then equals the plain one."""
+    train = training_conditions(cfg["train_conditions"], modalities)
+    full = full_condition(modalities)
+    if not train:
+        log.info("%s: no condition of train_conditions %s is a missing-modality condition over %s; training on "
+                 "the full condition %s", where, list(cfg["train_conditions"]), list(modalities), full)
+        train = [full]
+    try:
+        select_on = selection_condition(cfg["select_on"], modalities)
+    except ValueError as err:
+        raise ValueError(f"{where}: select_on: {err}") from None
+    return ConditionPlan(tuple(modalities), tuple(train), select_on, missing_conditions(modalities), full)
+
+
 def start(cfg: Mapping[str, Any], seed: int, where: str) -> torch.Generator:
     """Check the configuration and seed everything; the returned generator drives shuffling and condition draws."""
     check_recipe_cfg(cfg, where)
@@ -79,9 +128,10 @@ class ItemBatch:
 
 
 def epoch_batches(n_utterances: int, cfg: Mapping[str, Any], generator: torch.Generator,
-                  device: torch.device) -> Callable[[int], Iterator[ItemBatch]]:
-    """Batches of one epoch, drawn anew each epoch from the seeded generator (on the CPU, so reproducible)."""
-    table = condition_mask(cfg["train_conditions"])
+                  device: torch.device, conditions: Sequence[str]) -> Callable[[int], Iterator[ItemBatch]]:
+    """Batches of one epoch over the training `conditions`, drawn anew each epoch from the seeded generator (on the
+    CPU, so reproducible)."""
+    table = condition_mask(conditions)
     batch_size = int(cfg["batch_size"])
 
     def batches(epoch: int) -> Iterator[ItemBatch]:
@@ -98,9 +148,12 @@ def epoch_batches(n_utterances: int, cfg: Mapping[str, Any], generator: torch.Ge
 def predict_conditions(encoders: UtteranceEncoders, head: Head, data: FoldTensors, conditions: Sequence[str],
                        batch_size: int, trim: bool) -> dict[str, Tensor]:
     """Logits [N, C] per condition. Each modality is encoded twice per batch, present and zeroed, and the
-    conditions are assembled from those: the same as encoding every masked copy, at 2/7 of the cost."""
+    conditions are assembled from those: the same as encoding every masked copy, at 2/7 of the cost. Only the
+    encoders' modalities are fed; a condition's flags for other modalities are ignored."""
     logits: dict[str, list[Tensor]] = {c: [] for c in conditions}
-    need_absent = any(0 in CONDITIONS[c] for c in conditions)
+    fused_order = encoders.modalities
+    need_absent = any(not dict(zip(MODALITIES, CONDITIONS[c], strict=True))[m] for c in conditions
+                      for m in fused_order)
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.labels.device)
         full = data.inputs(idx, trim=trim)
@@ -108,38 +161,37 @@ def predict_conditions(encoders: UtteranceEncoders, head: Head, data: FoldTensor
         absent = encoders.embed({m: (v * 0, n) for m, (v, n) in full.items()}) if need_absent else present
         for c in conditions:
             flags = dict(zip(MODALITIES, CONDITIONS[c], strict=True))
-            fused = torch.cat([present[m] if flags[m] else absent[m] for m in FUSION_ORDER], dim=-1)
+            fused = torch.cat([present[m] if flags[m] else absent[m] for m in fused_order], dim=-1)
             logits[c].append(head(fused))
     return {c: torch.cat(parts) for c, parts in logits.items()}
 
 
 def evaluate(encoders: UtteranceEncoders, head: Head, data: FoldTensors, conditions: Sequence[str],
              cfg: Mapping[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
-    """Metrics per condition (plus "average" when the six missing ones are asked for) and the predictions."""
+    """Metrics per condition (plus "average" when the missing conditions over the encoders' modalities are asked
+    for) and the predictions."""
     logits = predict_conditions(encoders, head, data, conditions, int(cfg["eval_batch_size"]),
                                 trim=not cfg["encoder"]["pool_over_padding"])
     predictions = {c: lg.argmax(dim=-1).cpu().numpy() for c, lg in logits.items()}
     labels = data.labels.cpu().numpy()
-    return condition_metrics(labels, predictions, int(cfg["n_classes"])), predictions
-
-
-def selection_conditions(select_on: str) -> tuple[str, ...]:
-    return MISSING_CONDITIONS if select_on == AVERAGE else (select_on,)
+    pooled = missing_conditions(encoders.modalities)
+    return condition_metrics(labels, predictions, int(cfg["n_classes"]), pooled), predictions
 
 
 def train_and_test(model: nn.Module, encoders: UtteranceEncoders, head: Head, folds: Mapping[str, FoldTensors],
                    cfg: Mapping[str, Any], *, step: Callable[[ItemBatch, int], dict[str, Tensor]],
                    networks: Sequence[nn.Module], generator: torch.Generator, device: torch.device,
-                   describe: str) -> FoldOutcome:
-    """Fit on train with selection on validation, then evaluate the selected weights on every test condition.
+                   describe: str, plan: ConditionPlan) -> FoldOutcome:
+    """Fit on train with selection on validation, then evaluate the selected weights on every test condition of
+    `plan` (the conditions over the data's modalities).
 
     networks: the parts whose gradients are clipped separately under `clip_scope: per_network`."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=float(cfg["lr"]), betas=tuple(float(b) for b in cfg["betas"]),
                                  weight_decay=float(cfg["weight_decay"]))
     scheduler = constant_then_linear_decay(optimizer, int(cfg["epochs_constant"]), int(cfg["epochs_decay"]))
-    select_on = cfg["select_on"]
-    chosen = selection_conditions(select_on)
+    select_on = plan.select_on
+    chosen = plan.selection()
 
     def validate() -> dict[str, float]:
         return evaluate(encoders, head, folds["val"], chosen, cfg)[0][select_on]
@@ -147,18 +199,19 @@ def train_and_test(model: nn.Module, encoders: UtteranceEncoders, head: Head, fo
     per_network = cfg["clip_scope"] == "per_network"
     started = time.perf_counter()
     result = fit(model, epochs=int(cfg["epochs_constant"]) + int(cfg["epochs_decay"]),
-                 batches=epoch_batches(len(folds["train"]), cfg, generator, device), step=step,
+                 batches=epoch_batches(len(folds["train"]), cfg, generator, device, plan.train), step=step,
                  optimizer=optimizer, evaluate=validate, select="ua", scheduler=scheduler,
                  clip_norm=float(cfg["clip_norm"]),
                  clip_groups=[list(n.parameters()) for n in networks] if per_network else None,
                  params_to_clip=None if per_network else params, describe=describe)
     model.load_state_dict(result.best_state)
     model.eval()
-    metrics, predictions = evaluate(encoders, head, folds["test"], REPORTED_CONDITIONS, cfg)
+    metrics, predictions = evaluate(encoders, head, folds["test"], plan.reported, cfg)
     labels = folds["test"].labels.cpu().numpy()
-    log.info("%s: %d epochs in %.1f s, best epoch %d (val %s UA %.4f), test avl UA %.4f, average UA %.4f",
+    log.info("%s: %d epochs in %.1f s, best epoch %d (val %s UA %.4f), test %s UA %.4f, average UA %s",
              describe, len(result.history), time.perf_counter() - started, result.best_epoch, select_on,
-             result.best_score, metrics["avl"]["ua"], metrics[AVERAGE]["ua"])
+             result.best_score, plan.full, metrics[plan.full]["ua"],
+             f"{metrics[AVERAGE]['ua']:.4f}" if AVERAGE in metrics else "n/a")
     return FoldOutcome(metrics=metrics, state={k: v.detach().cpu() for k, v in result.best_state.items()},
                        history=result.history, predictions={c: (labels, p) for c, p in predictions.items()},
                        extras={"best_epoch": result.best_epoch, "best_val_ua": result.best_score})

@@ -25,6 +25,11 @@ falls from 0.81 after the first epoch to 0.73 after the last with them and to 0.
 checkpoints tie (0.800 vs 0.801). Confident pseudo-labels carry the labelled boundary to the unlabelled
 utterances, which is what a handful of labels lacks (see README, "SSMM").
 
+The network is built for the modalities the data holds (any non-empty subset of audio, visual, text): one
+autoencoder per modality, MMD over each pair of them (none over one modality, where the loss keeps CE,
+reconstruction and the pseudo-label term), and the metrics are written under the full condition over them ("azz"
+for audio alone, "avl" for all three).
+
 Missing modalities (sequence length 0) pool to zero vectors. They are not evidence about the modality's
 distribution, so they are left out of that modality's reconstruction term and out of every MMD term that involves
 it; the classifier still reads them (as the normalised-mean input, i.e. zeros after normalisation).
@@ -48,13 +53,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.condition_names import full_condition
 from models.data import UNLABELLED, UtteranceSet
 from models.metrics import classification_metrics
 from models.trainer import FoldOutcome, fit, kaiming_init, seed_everything
 
 log = logging.getLogger(__name__)
 
-FUSION_ORDER = ("audio", "text", "visual")  # A, L, V as everywhere in the project
+FUSION_ORDER = ("audio", "text", "visual")  # A, L, V as everywhere in the project (over the modalities present)
 VARIANTS = ("ssmm", "supervised")
 EXP_FLOOR = 50.0  # Gaussian-kernel exponents are clamped at -EXP_FLOOR (see multi_kernel_mmd)
 REQUIRED_KEYS = (
@@ -148,14 +154,21 @@ class PooledInputs:
 
     @staticmethod
     def concat(parts: Sequence[PooledInputs]) -> PooledInputs:
-        return PooledInputs({m: torch.cat([p.vectors[m] for p in parts]) for m in FUSION_ORDER},
-                            {m: torch.cat([p.present[m] for p in parts]) for m in FUSION_ORDER})
+        names = list(parts[0].vectors)
+        return PooledInputs({m: torch.cat([p.vectors[m] for p in parts]) for m in names},
+                            {m: torch.cat([p.present[m] for p in parts]) for m in names})
+
+
+def fusion_order(modalities: Sequence[str]) -> tuple[str, ...]:
+    """`modalities` in the fusion order A, L, V."""
+    return tuple(m for m in FUSION_ORDER if m in modalities)
 
 
 def pool_utterances(data: UtteranceSet, how: str) -> PooledInputs:
-    """Pool every modality of `data` over time (zeros where the modality is missing)."""
-    return PooledInputs({m: data.modality(m).pooled(how).float() for m in FUSION_ORDER},
-                        {m: data.modality(m).lengths > 0 for m in FUSION_ORDER})
+    """Pool every modality `data` holds over time (zeros where the modality is missing), in fusion order."""
+    order = fusion_order(data.modalities)
+    return PooledInputs({m: data.modality(m).pooled(how).float() for m in order},
+                        {m: data.modality(m).lengths > 0 for m in order})
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -186,21 +199,25 @@ class ModalityAutoencoder(nn.Module):
 
 
 class SSMMNet(nn.Module):
-    """Per-modality autoencoders, input normalisation (buffers, saved with the weights) and a classifier on the
-    latents concatenated A, L, V."""
+    """Per-modality autoencoders (one for each modality of `dims`), input normalisation (buffers, saved with the
+    weights) and a classifier on the latents concatenated A, L, V."""
 
     def __init__(self, dims: Mapping[str, int], n_classes: int, hidden: Sequence[int], latent: int,
                  classifier_hidden: Sequence[int], dropout: float) -> None:
         super().__init__()
-        self.autoencoders = nn.ModuleDict({m: ModalityAutoencoder(dims[m], hidden, latent) for m in FUSION_ORDER})
-        self.classifier = _mlp([latent * len(FUSION_ORDER), *classifier_hidden, n_classes], dropout)
-        for m in FUSION_ORDER:
+        self.modalities = fusion_order(list(dims))
+        if not self.modalities or len(self.modalities) != len(dims):
+            raise ValueError(f"ssmm needs feature widths for a non-empty subset of {list(FUSION_ORDER)}, "
+                             f"got {dict(dims)}")
+        self.autoencoders = nn.ModuleDict({m: ModalityAutoencoder(dims[m], hidden, latent) for m in self.modalities})
+        self.classifier = _mlp([latent * len(self.modalities), *classifier_hidden, n_classes], dropout)
+        for m in self.modalities:
             self.register_buffer(f"{m}_mean", torch.zeros(dims[m]))
             self.register_buffer(f"{m}_std", torch.ones(dims[m]))
 
     def set_normalisation(self, inputs: PooledInputs) -> None:
         """Mean/std per feature over the present rows (std 0 -> 1); identity for a modality never present."""
-        for m in FUSION_ORDER:
+        for m in self.modalities:
             rows = inputs.vectors[m][inputs.present[m]]
             mean = rows.mean(0) if len(rows) else torch.zeros_like(getattr(self, f"{m}_mean"))
             std = rows.std(0, unbiased=False) if len(rows) else torch.ones_like(mean)
@@ -210,7 +227,7 @@ class SSMMNet(nn.Module):
     def normalised(self, inputs: PooledInputs) -> dict[str, Tensor]:
         """z-scored vectors; a missing modality is all zeros (the training mean)."""
         out = {}
-        for m in FUSION_ORDER:
+        for m in self.modalities:
             x = (inputs.vectors[m] - getattr(self, f"{m}_mean")) / getattr(self, f"{m}_std")
             out[m] = x * inputs.present[m].unsqueeze(1).to(x.dtype)
         return out
@@ -219,12 +236,12 @@ class SSMMNet(nn.Module):
         """(normalised inputs, latents, reconstructions) per modality."""
         x = self.normalised(inputs)
         latents, recons = {}, {}
-        for m in FUSION_ORDER:
+        for m in self.modalities:
             latents[m], recons[m] = self.autoencoders[m](x[m])
         return x, latents, recons
 
     def classify(self, latents: Mapping[str, Tensor]) -> Tensor:
-        return self.classifier(torch.cat([latents[m] for m in FUSION_ORDER], 1))
+        return self.classifier(torch.cat([latents[m] for m in self.modalities], 1))
 
     def forward(self, inputs: PooledInputs) -> Tensor:
         return self.classify(self.encode(inputs)[1])
@@ -237,16 +254,17 @@ def unsupervised_terms(x: Mapping[str, Tensor], latents: Mapping[str, Tensor], r
     """Reconstruction MSE summed over modalities and MMD summed over modality pairs for one batch, each computed on
     the rows where the modality (or both modalities of the pair) is present; a term with too few rows is 0."""
     device = next(iter(latents.values())).device
+    order = fusion_order(list(latents))
     recon = torch.zeros((), device=device)
-    for m in FUSION_ORDER:
+    for m in order:
         rows = present[m]
         if rows.any():
             recon = recon + F.mse_loss(recons[m][rows], x[m][rows])
     mmd = torch.zeros((), device=device)
     mismatch = torch.zeros((), device=device)
     scales = [float(s) for s in cfg["mmd_kernel_scales"]]
-    for i, p in enumerate(FUSION_ORDER):
-        for q in FUSION_ORDER[i + 1:]:
+    for i, p in enumerate(order):
+        for q in order[i + 1:]:
             if int(present[p].sum()) >= 2 and int(present[q].sum()) >= 2:
                 mmd = mmd + multi_kernel_mmd(latents[p][present[p]], latents[q][present[q]], scales)
             both = present[p] & present[q]
@@ -351,7 +369,8 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
                        device: torch.device, init_state: dict | None = None,
                        unlabelled: UtteranceSet | None = None) -> FoldOutcome:
     """Train SSMM (or its supervised-only variant, `cfg["variant"]`) on one fold; select the epoch with the best
-    validation UA; report WA, UA, macro and weighted F1 on the full-input test set ("avl").
+    validation UA; report WA, UA, macro and weighted F1 on the full-input test set (the full condition over the
+    modalities the sets hold: "avl" for all three).
 
     Streams: labelled = the training rows with a label >= 0; unlabelled = the training rows labelled -1 followed by
     every row of `unlabelled`. Both batches have `batch_size` rows, each stream cycling through fresh permutations
@@ -434,12 +453,13 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
                  select_from=int(cfg["warmup_epochs"]) if cfg["select_after_warmup"] else 0)
     model.load_state_dict(result.best_state)
     metrics, y_true, y_pred = _labelled_metrics(model, test_inputs, test.labels, n_classes, chunk)
+    full = full_condition(train.modalities)
     seconds = time.perf_counter() - start
     log.info("ssmm %s seed %d: best epoch %d (val UA %.4f), test UA %.4f WA %.4f, %.1f s", cfg["variant"], seed,
              result.best_epoch, result.best_score, metrics["ua"], metrics["wa"], seconds)
     state = {k: v.detach().cpu().clone() for k, v in result.best_state.items()}
     return FoldOutcome(
-        metrics={"avl": metrics}, state=state, history=result.history, predictions={"avl": (y_true, y_pred)},
+        metrics={full: metrics}, state=state, history=result.history, predictions={full: (y_true, y_pred)},
         extras={"best_epoch": result.best_epoch, "best_val_ua": result.best_score, "variant": cfg["variant"],
                 "n_labelled": n_lab, "n_unlabelled": n_unl, "batch_size": batch, "steps_per_epoch": steps,
                 "seconds": seconds})

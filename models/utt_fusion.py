@@ -1,6 +1,7 @@
 """The utterance-level fusion baseline of MMIN ("utt_fusion"), also MMIN's pretraining.
 
-Three encoders (LSTM audio, TextCNN text, LSTM visual), their embeddings concatenated A, L, V, then a classifier
+Three encoders (LSTM audio, TextCNN text, LSTM visual; those of the modalities the corpus has), their embeddings
+concatenated A, L, V, then a classifier
 (Linear -> ReLU -> Dropout per hidden size, then Linear -> n_classes); Kaiming init. Trained with cross-entropy.
 `train_conditions: [avl]` gives the full-modality baseline; the six missing conditions with
 `train_sampling: expand` give the augmented baseline ("utt_fusion_aug", the training set x6).
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from models.data import UtteranceSet
 from models.encoders import ModalityInputs, UtteranceEncoders
-from models.recipe import ItemBatch, prepare, start, train_and_test
+from models.recipe import ItemBatch, condition_plan, prepare, start, train_and_test
 from models.trainer import FoldOutcome, kaiming_init
 
 
@@ -54,11 +55,13 @@ class UttFusion(nn.Module):
 
 def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: dict, *, seed: int,
                        device: torch.device, init_state: dict | None = None) -> FoldOutcome:
-    """Train one fold of utt_fusion / utt_fusion_aug (per `cfg`) and evaluate it on every test condition.
+    """Train one fold of utt_fusion / utt_fusion_aug (per `cfg`) and evaluate it on every test condition over the
+    modalities the sets hold (any non-empty subset of audio, visual, text).
 
     `init_state`, when given, is a UttFusion state to start from (e.g. to fine-tune); normally None."""
     generator = start(cfg, seed, "utt_fusion")
     folds = prepare(train, val, test, cfg, device)
+    plan = condition_plan(cfg, folds["train"].modalities, "utt_fusion")
     model = UttFusion(folds["train"].dims, int(cfg["n_classes"]), cfg)
     if init_state is not None:
         model.load_state_dict(init_state)
@@ -73,5 +76,5 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
 
     enc = model.encoders
     return train_and_test(model, enc, model.classifier, folds, cfg, step=step,
-                          networks=[enc.audio, enc.text, enc.visual, model.classifier], generator=generator,
-                          device=device, describe="utt_fusion")
+                          networks=[*enc.parts(), model.classifier], generator=generator,
+                          device=device, describe="utt_fusion", plan=plan)

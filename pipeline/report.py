@@ -5,7 +5,9 @@ Which tables exist is configuration (`report.tables` in params.yaml): `condition
 (rows models, columns the test conditions {a} {v} {t} {a,v} {a,t} {v,t} Average {a,v,t}, one block of rows per
 metric), `full` tables (rows models, columns metrics at the full condition) and `sweep` tables (rows models,
 columns labelled fractions). Every cell is `mean ± std` over folds and seeds; the best mean of a column is bold.
-A model or corpus that was never trained is noted, not an error: a lab may not have run everything.
+A model or corpus that was never trained is noted, not an error: a lab may not have run everything. A corpus
+without every modality has fewer conditions: a conditions table shows the columns its models have, and the full
+condition (`report.full_condition`) stands for each model's own (`azz` for audio alone) when it lacks `avl`.
 
 Provenance comes from dvc.lock: the train stage that wrote a model's metrics names its feature stores (path +
 md5) and its code deps; the code version is one md5 over those deps' (path, md5) lines. Besides the md5s the report
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from models.condition_names import missing_conditions, modalities_of
 from models.metrics import confusion_matrix
 from pipeline.params import ConfigError, section
 from pipeline.report_figures import (
@@ -64,6 +67,7 @@ from pipeline.train import curves_path, metrics_path
 log = logging.getLogger(__name__)
 
 KINDS = ("conditions", "full", "sweep")
+COUNT_WORDS = {2: "two", 6: "six"}  # missing conditions over two and three modalities
 MARKDOWN = "results.md"
 PLOTS = "plots"
 MISSING_CELL = "—"
@@ -235,8 +239,8 @@ def metric_label(metric: str, cfg: Mapping[str, Any]) -> str:
 def conditions_table(spec: TableSpec, results: Mapping[str, ModelResults], cfg: Mapping[str, Any]) -> Table:
     """Rows models, columns the configured test conditions; one block of rows per metric (or per model, with
     `group_rows_by: model`, the seed talk's own order). Bold compares the models within one metric."""
-    columns = list(cfg["columns"])
     rows = [(label, model) for label, model in spec.rows if model in results]
+    columns = present_columns(cfg["columns"], [results[model] for _, model in rows])
     by_metric = {metric: [([metric_label(metric, cfg), label], [results[model].stat(c, metric) for c in columns])
                           for label, model in rows] for metric in spec.metrics}
     cells = {metric: _blocks(block, int(cfg["decimals"])) for metric, block in by_metric.items()}
@@ -249,9 +253,19 @@ def conditions_table(spec: TableSpec, results: Mapping[str, ModelResults], cfg: 
     return Table(header + [cfg["columns"][c] for c in columns], body, 2)
 
 
+def present_columns(columns: Mapping[str, str], found: Sequence[ModelResults]) -> list[str]:
+    """The configured condition columns some model has (all of them when none has any: a table of gaps)."""
+    have = {c for r in found for c in r.conditions()}
+    kept = [c for c in columns if c in have]
+    return kept or list(columns)
+
+
 def full_table(spec: TableSpec, results: Mapping[str, ModelResults], cfg: Mapping[str, Any]) -> Table:
-    """Rows models, columns metrics at the table's condition (the full one unless the table names another)."""
-    block = [([label], [results[model].stat(spec.condition, m) for m in spec.metrics])
+    """Rows models, columns metrics at the table's condition (the full one unless the table names another; a model
+    without every modality at its own full condition)."""
+    full = cfg["full_condition"]
+    block = [([label], [results[model].stat(results[model].resolve(spec.condition, full), m)
+                        for m in spec.metrics])
              for label, model in spec.rows if model in results]
     return Table(["Model", *(metric_label(m, cfg) for m in spec.metrics)], _blocks(block, int(cfg["decimals"])), 1)
 
@@ -264,7 +278,9 @@ def sweep_fractions(spec: TableSpec, results: Mapping[str, ModelResults]) -> lis
 def sweep_table(spec: TableSpec, results: Mapping[str, ModelResults], cfg: Mapping[str, Any]) -> Table:
     """Rows models, columns the labelled fractions of their sweeps (the union), the table's metric."""
     fractions = sweep_fractions(spec, results)
-    block = [([label], [results[model].sweep_stat(f, spec.condition, spec.metrics[0]) for f in fractions])
+    full = cfg["full_condition"]
+    block = [([label], [results[model].sweep_stat(f, results[model].resolve(spec.condition, full), spec.metrics[0])
+                        for f in fractions])
              for label, model in spec.rows if model in results]
     return Table(["Model", *fractions], _blocks(block, int(cfg["decimals"])), 1)
 
@@ -386,13 +402,15 @@ class _Renderer:
         labels = {model: label for label, model in spec.rows}
         if spec.kind == "conditions":
             metric = plots["bars"]["metric"]
-            stats = {labels[m]: {c: r.stat(c, metric) for c in self.cfg["columns"]} for m, r in found.items()}
+            columns = {c: self.cfg["columns"][c] for c in present_columns(self.cfg["columns"], list(found.values()))}
+            stats = {labels[m]: {c: r.stat(c, metric) for c in columns} for m, r in found.items()}
             title = f"{spec.title} ({corpus}): {metric_label(metric, self.cfg)} per test condition"
-            self.figure(corpus, f"{spec.slug}_bars", condition_bars_figure(stats, self.cfg["columns"], title,
+            self.figure(corpus, f"{spec.slug}_bars", condition_bars_figure(stats, columns, title,
                                                                            metric_label(metric, self.cfg)), title)
         if spec.kind == "sweep":
             metric = spec.metrics[0]
-            stats = {labels[m]: {float(f): r.sweep_stat(f, spec.condition, metric) for f in r.sweep()}
+            full = self.cfg["full_condition"]
+            stats = {labels[m]: {float(f): r.sweep_stat(f, r.resolve(spec.condition, full), metric) for f in r.sweep()}
                      for m, r in found.items() if r.sweep()}
             if stats:
                 title = f"{spec.title} ({corpus}): {metric_label(metric, self.cfg)}, {spec.condition}"
@@ -418,7 +436,8 @@ class _Renderer:
             results = self.results(model, corpus)
             if results is None or not results.classes():
                 continue
-            for condition in conf["conditions"]:
+            for configured in conf["conditions"]:
+                condition = results.resolve(configured, self.cfg["full_condition"])
                 pooled = results.pooled_predictions(condition)
                 if pooled is None:
                     continue
@@ -429,7 +448,8 @@ class _Renderer:
                 cm = confusion_matrix(pooled[0], pooled[1], len(classes))
                 label = self.cfg["columns"].get(condition, condition)
                 if condition == AVERAGE:
-                    label += " (the six missing-modality conditions pooled)"
+                    pooled_count = len(missing_conditions(modalities_of(results.conditions())))
+                    label += f" (the {COUNT_WORDS.get(pooled_count, pooled_count)} missing-modality conditions pooled)"
                 title = (f"{model} on {corpus}, test condition {label}: pooled over {len(results.full_runs())} "
                          f"runs")
                 self.figure(corpus, f"confusion_{model}_{condition}",

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 import yaml
 
-from models.data import MISSING_CONDITIONS
+from models.condition_names import AVERAGE, CONDITIONS, condition_modalities, missing_conditions, modalities_of
 from pipeline.train import checkpoint_dir, curves_path, metrics_path
 
-AVERAGE = "average"  # the pooled six missing conditions, as MMIN reports it
+__all__ = ["AVERAGE", "ModelResults", "Provenance", "ReportInputError", "Stat", "load_extras", "load_results",
+           "provenance", "read_lock"]
 
 
 class ReportInputError(ValueError):
@@ -79,6 +80,22 @@ class ModelResults:
             return Stat(float(arr.mean()), float(arr.std()))
         return MISSING_STAT
 
+    def conditions(self) -> list[str]:
+        """The test conditions the metrics hold (a corpus with fewer modalities has fewer)."""
+        return list(self.metrics.get("conditions", {}))
+
+    def own_full_condition(self) -> str | None:
+        """The condition with every modality the model was tested on: "avl" over three, "azz" for audio alone."""
+        named = [c for c in self.conditions() if c in CONDITIONS]
+        return max(named, key=lambda c: len(condition_modalities(c))) if named else None
+
+    def resolve(self, condition: str, full: str) -> str:
+        """`condition` as this model has it: the configured full condition `full` becomes the model's own full
+        condition when its metrics lack `full` (a corpus without every modality)."""
+        if condition == full and condition not in self.conditions():
+            return self.own_full_condition() or condition
+        return condition
+
     def sweep(self) -> dict[str, Any]:
         return self.metrics.get("sweep", {}).get("labelled_fraction", {})
 
@@ -100,17 +117,19 @@ class ModelResults:
         return [str(c) for c in (self.runs or {}).get("classes", [])]
 
     def pooled_predictions(self, condition: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(y_true, y_pred) pooled over the full-fraction runs; "average" pools the six missing conditions
-        (unless a run stored an "average" entry itself). None when no run has the condition."""
+        """(y_true, y_pred) pooled over the full-fraction runs; "average" pools the missing conditions over the
+        modalities the run was tested on (the six over three; unless a run stored an "average" entry itself).
+        None when no run has the condition."""
         wanted = [condition] if condition != AVERAGE else [AVERAGE]
         trues, preds = [], []
         for run in self.full_runs():
             predictions = run.get("predictions", {})
             names = wanted
             if condition == AVERAGE and AVERAGE not in predictions:
-                if not all(c in predictions for c in MISSING_CONDITIONS):
+                pooled = missing_conditions(modalities_of(predictions))
+                if not pooled or not all(c in predictions for c in pooled):
                     continue
-                names = list(MISSING_CONDITIONS)
+                names = list(pooled)
             for name in names:
                 if name in predictions:
                     trues.append(np.asarray(predictions[name]["y_true"], dtype=np.int64))

@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from models.data import CONDITIONS, MISSING_CONDITIONS
+from models.condition_names import (
+    CONDITIONS,
+    MODALITIES,
+    conditions_over,
+    full_condition,
+    missing_conditions,
+)
 from pipeline.manifest import Utterance
 from pipeline.params import ConfigError
 
@@ -298,15 +304,17 @@ def fitting_protocols(utts: Sequence[Utterance], protocols: dict[str, Any], opti
 
 
 def build_splits(corpus: str, utts: Sequence[Utterance], classes: Sequence[str], protocols: dict[str, Any],
-                 fractions: Sequence[float], seed: int) -> dict[str, Any]:
-    """The whole split file: every protocol of the corpus, the condition table, the pool, the seed."""
+                 fractions: Sequence[float], seed: int,
+                 modalities: Sequence[str] = MODALITIES) -> dict[str, Any]:
+    """The whole split file: every protocol of the corpus, the condition table over the corpus's modalities (all
+    seven conditions over three; over audio alone only the full condition "azz"), the pool, the seed."""
     if not protocols:
         raise ConfigError(f"corpora.{corpus}.splits: no protocol configured")
     return {
         "format": SPLIT_FORMAT, "corpus": corpus, "seed": seed, "classes": list(classes),
         "labelled_fractions": [float(f) for f in fractions],
-        "conditions": {name: list(mask) for name, mask in CONDITIONS.items()},
-        "missing_conditions": list(MISSING_CONDITIONS), "full_condition": "avl",
+        "conditions": {name: list(CONDITIONS[name]) for name in conditions_over(modalities)},
+        "missing_conditions": list(missing_conditions(modalities)), "full_condition": full_condition(modalities),
         "unlabelled": sorted(u.utt_id for u in utts if u.label is None),
         "protocols": {name: build_protocol(utts, dict(cfg), fractions, seed) for name, cfg in protocols.items()},
     }
@@ -333,6 +341,7 @@ def split_corpus(params: dict[str, Any], corpus: str) -> Path:
     """The split stage: `data/<corpus>/manifest.jsonl` -> `splits/<corpus>.json`."""
     from pipeline import corpora
     from pipeline.manifest import CorpusInfo, read_manifest
+    from pipeline.modalities import corpus_modalities
     from pipeline.params import lookup
     from pipeline.prepare import corpus_info_path, manifest_path
 
@@ -351,7 +360,7 @@ def split_corpus(params: dict[str, Any], corpus: str) -> Path:
     info = CorpusInfo.read(corpus_info_path(corpus))
     utts = read_manifest(manifest_path(corpus), info.classes)
     protocols, skipped = fitting_protocols(utts, protocols, set(protocols) - set(overrides or {}), fractions, seed)
-    splits = build_splits(corpus, utts, info.classes, protocols, fractions, seed)
+    splits = build_splits(corpus, utts, info.classes, protocols, fractions, seed, corpus_modalities(params, corpus))
     out = Path("splits") / f"{corpus}.json"
     if skipped:
         splits["skipped_protocols"] = skipped

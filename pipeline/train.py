@@ -2,9 +2,11 @@
 `metrics/<model>/<corpus>.json`, `checkpoints/<model>/<corpus>/`, `plots/curves/<model>/<corpus>.csv`.
 
 This module opens the files and hands tensors to `models/`; the models never see a path. A model entry in
-params.yaml names its family, the split protocol it trains on, the feature stores of its three modalities and its
-hyper-parameters (the papers' defaults); `corpora.<corpus>.train` may override what CPU time demands (folds,
-seeds, epochs) for one corpus, which is how the demo stays small while the defaults stay the paper's.
+params.yaml names its family, the split protocol it trains on and its hyper-parameters (the papers' defaults); the
+stores it reads are those of the modalities it trains on (`pipeline.modalities.model_modalities`: the corpus's
+modalities, intersected with the model's own `modalities` or `features`), and no other store is opened;
+`corpora.<corpus>.train` may override what CPU time demands (folds, seeds, epochs) for one corpus, which is how the
+demo stays small while the defaults stay the paper's.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.condition_names import full_condition
 from models.data import MODALITIES, UNLABELLED, Sequences, UtteranceSet
 from models.metrics import mean_std
 from models.trainer import FoldOutcome, pick_device
 from pipeline.manifest import CorpusInfo, Utterance, read_manifest
+from pipeline.modalities import MODALITY_LETTERS, model_features, model_modalities
 from pipeline.params import ConfigError, lookup, merged
 from pipeline.prepare import corpus_info_path, manifest_path
 from pipeline.splits import load_splits
@@ -68,6 +72,7 @@ def model_config(params: dict[str, Any], model: str, corpus: str) -> dict[str, A
     overrides = dict(corpus_train.pop("models", {}) or {})
     run = merged(dict(lookup(params, "train", {}) or {}), corpus_train)
     cfg = merged(merged(run, base), overrides.get(model, {}))
+    cfg["features"] = model_features(params, model, corpus)  # a model's own features replace train.features
     if cfg["family"] not in FAMILIES:
         raise ConfigError(f"models.{model}.family must be one of {sorted(FAMILIES)}, got {cfg['family']!r}")
     for key in ("protocol", "features"):
@@ -86,15 +91,16 @@ def _pad(arrays: Sequence[np.ndarray], dim: int, cap: int | None) -> Sequences:
 
 def load_utterances(utts: Sequence[Utterance], classes: Sequence[str], stores: dict[str, FeatureStore],
                     caps: dict[str, int | None] | None = None) -> UtteranceSet:
-    """An UtteranceSet of `utts` from the stores; a modality missing for an utterance has length 0.
+    """An UtteranceSet of `utts` from the stores, one per modality the set holds (at least one; a modality
+    without a store is absent from the set); a modality missing for an utterance has length 0.
 
     Frames an extractor marked invalid (no face in that frame) are dropped; `caps` truncates long sequences at
     load time (a model never reads past its frame count, and padding to the longest utterance wastes memory).
     """
     caps = caps or {}
     index = {c: i for i, c in enumerate(classes)}
-    seqs = {}
-    for modality in MODALITIES:
+    seqs: dict[str, Sequences | None] = dict.fromkeys(MODALITIES)
+    for modality in [m for m in MODALITIES if m in stores]:
         store = stores[modality]
         missing = [u.utt_id for u in utts if u.utt_id not in store]
         if missing:
@@ -106,6 +112,11 @@ def load_utterances(utts: Sequence[Utterance], classes: Sequence[str], stores: d
     labels = torch.tensor([index[u.label] if u.label is not None else UNLABELLED for u in utts], dtype=torch.long)
     return UtteranceSet([u.utt_id for u in utts], seqs["audio"], seqs["visual"], seqs["text"], labels,
                         [u.speaker for u in utts], [u.dialogue_id for u in utts], [u.turn for u in utts])
+
+
+def _letters(modalities: Sequence[str]) -> str:
+    """MMGCN's letters for a set of modalities: (audio, text) -> "at"."""
+    return "".join(letter for letter, m in MODALITY_LETTERS.items() if m in modalities)
 
 
 def select_folds(folds: list[dict[str, Any]], wanted: Any) -> list[dict[str, Any]]:
@@ -234,6 +245,10 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
     """Run every selected fold and seed (and labelled fraction, for a sweep) of one model on one corpus."""
     cfg = model_config(params, model, corpus)
     _family(cfg["family"])  # fail early when the family has no train_and_evaluate
+    modalities = model_modalities(params, model, corpus)  # fails early when the model cannot train on the corpus
+    cfg["features"] = {m: cfg["features"][m] for m in modalities}
+    if "modalities" in cfg:  # recorded as it took effect
+        cfg["modalities"] = _letters(modalities) if isinstance(cfg["modalities"], str) else list(modalities)
     info = CorpusInfo.read(corpus_info_path(corpus))
     utts = {u.utt_id: u for u in read_manifest(manifest_path(corpus), info.classes)}
     splits = load_splits(Path("splits") / f"{corpus}.json")
@@ -252,9 +267,12 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     features = cfg["features"]
-    stores = {m: FeatureStore(store_path(corpus, features[m])) for m in MODALITIES}
+    stores = {m: FeatureStore(store_path(corpus, features[m])) for m in modalities}
     family_cfg = {**{k: v for k, v in cfg.items() if k not in PIPELINE_KEYS}, "n_classes": len(info.classes)}
-    caps = {m: (cfg.get("frames") or {}).get(m) for m in MODALITIES}
+    family_cfg.pop("modalities", None)
+    if cfg["family"] == "mmgcn":  # MMGCN's own setting, narrowed to the modalities it gets
+        family_cfg["modalities"] = _letters(modalities)
+    caps = {m: (cfg.get("frames") or {}).get(m) for m in modalities}
 
     needed = sorted({i for f in folds for part in ("train", "val", "test", "unlabelled") for i in f[part]})
     data = load_utterances([utts[i] for i in needed], info.classes, stores, caps)
@@ -282,9 +300,9 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
                                      for c, (t, p) in outcome.predictions.items()},
                      "extras": {k: _jsonable(v) for k, v in (outcome.extras or {}).items()
                                 if isinstance(v, (int, float, str)) and "seconds" not in k}})
-        avl = outcome.metrics.get("avl", {})
+        full = outcome.metrics.get(full_condition(modalities), {})
         log.info("%s %s seed %d fraction %g: %s (%.1f s)", model, fold_name, seed, fraction,
-                 {k: round(v, 4) for k, v in (outcome.metrics.get("average") or avl).items()},
+                 {k: round(v, 4) for k, v in (outcome.metrics.get("average") or full).items()},
                  outcome.extras.get("seconds", float("nan")) if outcome.extras else float("nan"))
 
     jobs = []

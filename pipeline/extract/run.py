@@ -16,6 +16,7 @@ from pipeline.extract import extractor_class
 from pipeline.extract.executor import ExtractionSummary
 from pipeline.extract.stage import extract_to_store
 from pipeline.manifest import CorpusInfo, read_manifest
+from pipeline.modalities import corpus_modalities, extractor_modality
 from pipeline.params import ConfigError, lookup, merged
 from pipeline.prepare import corpus_info_path, corpus_root, manifest_path
 
@@ -40,7 +41,18 @@ def store_path(corpus: str, name: str) -> Path:
     return Path("features") / corpus / f"{name}.h5"
 
 
+def check_corpus_has_modality(params: dict[str, Any], corpus: str, name: str) -> None:
+    """Refuse, before any work, an extractor whose modality the corpus does not declare."""
+    modality = extractor_modality(params, name)
+    have = corpus_modalities(params, corpus)
+    if modality not in have:
+        raise ConfigError(f"{params.get('_path', 'params.yaml')}: extractor {name!r} reads {modality}, which corpus "
+                          f"{corpus!r} does not have (corpora.{corpus}.modalities: {list(have)}); nothing to "
+                          f"extract - add {modality} to the corpus's modalities if it has it")
+
+
 def extract_corpus(params: dict[str, Any], corpus: str, name: str) -> ExtractionSummary:
+    check_corpus_has_modality(params, corpus, name)
     settings = extractor_settings(params, corpus, name)
     info = CorpusInfo.read(corpus_info_path(corpus))
     root = corpus_root(params, corpus)
