@@ -15,14 +15,40 @@ from typing import Any
 import torch
 
 from models.denseface import Denseface, DensefaceConfig
+from pipeline.errors import AffectflowError
+from pipeline.missing import is_lfs_pointer
 
 CHECKPOINT_FORMAT = "affectflow.denseface"
 CHECKPOINT_VERSION = 1
 _REQUIRED = ("format", "format_version", "state_dict", "network", "classes", "normalisation")
 
 
-class CheckpointError(ValueError):
+RESTORE = "re-run the stage that writes it (dvc repro) or restore it with `dvc checkout`"
+
+
+class CheckpointError(AffectflowError, ValueError):
     """A checkpoint that cannot be used as configured; the message names the file and what differs."""
+
+
+def read_torch_file(path: str | Path, kind: str) -> Any:
+    """`torch.load(weights_only=True)` of a checkpoint, failing in one line naming the file when it is empty, a
+    Git LFS pointer, truncated or not a torch file at all."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{kind} not found", str(path), RESTORE)
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{kind} is empty (0 bytes)", str(path), RESTORE)
+    if is_lfs_pointer(path):
+        raise CheckpointError(f"{kind} is a Git LFS pointer, not weights", str(path), "run `git lfs pull`, or "
+                              + RESTORE)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a foreign, truncated or corrupt file
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"{kind} cannot be loaded ({size} bytes; truncated or not a torch file: "
+                              f"{type(err).__name__}{': ' + detail[:160] if detail else ''})", str(path),
+                              RESTORE) from None
 
 
 @dataclass(frozen=True)
@@ -88,10 +114,7 @@ def load_checkpoint(path: str | Path, expected_network: dict[str, Any] | None = 
     if not path.is_file():
         raise CheckpointError(f"{path}: Denseface checkpoint not found (train one with `affectflow "
                               f"train-denseface` or convert existing weights with save_checkpoint)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a foreign or corrupt file
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(err).__name__}: {err})") from None
+    payload = read_torch_file(path, "Denseface checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         keys = sorted(payload)[:6] if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: not an affectflow Denseface checkpoint (format "
