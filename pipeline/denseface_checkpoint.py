@@ -8,6 +8,7 @@ writes them with `save_checkpoint` once and the extractor takes them like its ow
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ CHECKPOINT_VERSION = 1
 _REQUIRED = ("format", "format_version", "state_dict", "network", "classes", "normalisation")
 
 
+log = logging.getLogger(__name__)
 RESTORE = "re-run the stage that writes it (dvc repro) or restore it with `dvc checkout`"
 
 
@@ -45,9 +47,8 @@ def read_torch_file(path: str | Path, kind: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a foreign, truncated or corrupt file
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckpointError(f"{kind} cannot be loaded ({size} bytes; truncated or not a torch file: "
-                              f"{type(err).__name__}{': ' + detail[:160] if detail else ''})", str(path),
+        log.debug("%s: torch.load failed: %s: %s", path, type(err).__name__, err)
+        raise CheckpointError(f"{kind} cannot be loaded ({size} bytes; truncated or not a torch file)", str(path),
                               RESTORE) from None
 
 

@@ -143,6 +143,15 @@ class StagedOutputs:
         self._started = True
         return self.staging
 
+    def declared(self, path: str | Path | None) -> Path:
+        """The declared output a temporary stands for (the directory output when unknown)."""
+        if path is not None:
+            path = Path(path)
+            for output in self.files:
+                if path in (output, self.partial(output)):
+                    return output
+        return self.directory
+
     def write_bytes(self, path: Path, data: bytes) -> None:
         """Write `data` to the temporary of the file output `path`, or to `path` inside the staging folder."""
         target = self.partial(path) if path in self.files else path

@@ -417,7 +417,7 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
             _stop_pool(pool_)
             outputs.discard()
             raise OutputError(f"cannot write the outputs of train {model} on {corpus}: {os_reason(err)}",
-                              str(err.filename or checkpoint_dir(model, corpus)),
+                              str(outputs.declared(err.filename)),
                               "free space or make the folder writable and run again (earlier outputs are "
                               "unchanged)") from None
         except BaseException:
