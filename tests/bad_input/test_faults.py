@@ -347,12 +347,14 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
-def _interrupt_midway(root: Path, signum: int, workers: int) -> None:
+def _interrupt_midway(root: Path, signum: int, workers: int, group: bool) -> None:
+    """Stop `train` once a run has finished; `group` sends the signal to the whole process group, as Ctrl-C in a
+    terminal does (the workers get it too), otherwise to the stage process alone (as `kill` or DVC do)."""
     params = fp.params(workers=workers, seeds=[0, 1, 2, 3], folds=[0, 1, 2, 3])
     params["models"]["utt_fusion"].update(epochs_constant=15, epochs_decay=15)
     fp.write_params(root, params)
     proc = subprocess.Popen(fp.command("train", "utt_fusion", "tiny"), cwd=root, env=fp.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
     staging = root / "checkpoints/utt_fusion/.tiny.partial"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None and not list(staging.glob("*.pt")):
@@ -362,7 +364,10 @@ def _interrupt_midway(root: Path, signum: int, workers: int) -> None:
     children = psutil.Process(proc.pid).children(recursive=True)
     assert len(children) >= (workers if workers > 1 else 0)
     sent = time.monotonic()
-    proc.send_signal(signum)
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     try:
         _, stderr = proc.communicate(timeout=5)
     except subprocess.TimeoutExpired:
@@ -378,9 +383,13 @@ def _interrupt_midway(root: Path, signum: int, workers: int) -> None:
     assert_untouched(root)
 
 
-def test_sigint_with_two_workers_stops_within_5s_and_leaves_nothing(project: Path) -> None:
-    _interrupt_midway(project, signal.SIGINT, workers=2)
+def test_ctrl_c_with_two_workers_stops_within_5s_and_leaves_nothing(project: Path) -> None:
+    _interrupt_midway(project, signal.SIGINT, workers=2, group=True)
+
+
+def test_sigint_to_the_stage_alone_with_two_workers_stops_within_5s(project: Path) -> None:
+    _interrupt_midway(project, signal.SIGINT, workers=2, group=False)
 
 
 def test_sigterm_with_one_worker_stops_within_5s_and_leaves_nothing(project: Path) -> None:
-    _interrupt_midway(project, signal.SIGTERM, workers=1)
+    _interrupt_midway(project, signal.SIGTERM, workers=1, group=False)
