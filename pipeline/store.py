@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import multiprocessing as mp
 import os
@@ -135,12 +136,16 @@ class StoreWriter:
 
     def _prepare_parts_dir(self) -> None:
         stamp = self.parts_dir / "fingerprint"
-        if self.parts_dir.exists():
-            if stamp.exists() and stamp.read_text().strip() == self.fingerprint:
-                return
-            shutil.rmtree(self.parts_dir)
-        self.parts_dir.mkdir(parents=True)
-        stamp.write_text(self.fingerprint + "\n")
+        try:
+            if self.parts_dir.exists():
+                if stamp.exists() and stamp.read_text().strip() == self.fingerprint:
+                    return
+                shutil.rmtree(self.parts_dir)
+            self.parts_dir.mkdir(parents=True)
+            stamp.write_text(self.fingerprint + "\n")
+        except OSError as err:  # before any work: an unwritable or full features/ folder
+            raise StoreError(f"cannot write the store's shards: {_disk_message(err)}", str(self.parts_dir),
+                             "free space or fix the folder's permissions and run again") from None
 
     def shard_path(self, shard: Shard | int) -> Path:
         index = shard.index if isinstance(shard, Shard) else shard
@@ -173,8 +178,8 @@ class StoreWriter:
             lengths.append(len(arr))
             present.append(bool(res.present))
             failures.append(res.failure or "")
-        tmp = self.shard_path(shard).with_suffix(".tmp")
-        with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
+        image = io.BytesIO()  # built in memory, written with plain file I/O: a full disk is an OSError, not a crash
+        with h5py.File(image, "w", libver=("earliest", "v110"), track_order=False) as f:
             f.create_dataset("lengths", data=np.asarray(lengths, np.int64), track_times=False)
             f.create_dataset("features", data=np.concatenate(feats) if feats else np.zeros((0, self.dim), np.float32),
                              track_times=False)
@@ -183,7 +188,15 @@ class StoreWriter:
             if self.has_frame_valid:
                 f.create_dataset("frame_valid", data=np.concatenate(valid) if valid else np.zeros(0, bool),
                                  track_times=False)
-        os.replace(tmp, self.shard_path(shard))
+        tmp = self.shard_path(shard).with_suffix(".tmp")
+        try:
+            tmp.write_bytes(image.getvalue())
+            os.replace(tmp, self.shard_path(shard))
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write shard {shard.index}: {_disk_message(err)}", str(self.parts_dir),
+                             "free space or fix the folder's permissions and run again; the finished shards are "
+                             "kept") from None
 
     def missing_utterances(self) -> list[tuple[str, str]]:
         """(utt_id, reason) of every utterance marked missing in a finished shard (reused ones included), in id

@@ -337,6 +337,27 @@ def test_full_disk_during_the_merge_is_one_line_rc2_and_no_tmp(tmp_path: Path) -
         assert fp.leftovers(tmp_path) == []
 
 
+def test_read_only_features_folder_fails_before_extracting(tmp_path: Path) -> None:
+    toy_project(tmp_path)
+    with mounted_tmpfs(tmp_path / "features", "ro,size=64k"):
+        proc = fp.affectflow(tmp_path, "extract", "toy", "toy", prelude=TOY)
+    fp.assert_error(proc, "cannot write the store's shards: the folder is not writable (features/toy/toy.h5.parts) - "
+                          "free space or fix the folder's permissions and run again")
+    assert "shards written" not in proc.stderr
+
+
+def test_full_disk_while_writing_shards_is_one_line(tmp_path: Path) -> None:
+    toy_project(tmp_path)
+    with mounted_tmpfs(tmp_path / "features", "size=256k"):
+        proc = fp.affectflow(tmp_path, "extract", "toy", "toy", prelude=TOY)
+        line = fp.error_line(proc)
+        assert re.fullmatch(r".*error: cannot write shard \d+: the disk is full \(features/toy/toy\.h5\.parts\) - free "
+                            r"space or fix the folder's permissions and run again; the finished shards are kept",
+                            line), line
+        assert not (tmp_path / "features/toy/toy.h5").exists()
+        assert fp.leftovers(tmp_path) == []
+
+
 # --- signals -----------------------------------------------------------------------------------------------------
 
 def _running(process: psutil.Process) -> bool:
