@@ -8,7 +8,7 @@ unwritable folder is one line, not a traceback.
 
 `SignalGuard` turns SIGINT and SIGTERM into `Stopped` (a BaseException, so no `except Exception` swallows it),
 except inside `critical()` sections (starting a worker pool, renaming the outputs), where the signal is held
-until the section ends.
+until the section ends, and `shielded()` ones (the cleanup after a stop), where a second signal is dropped.
 """
 
 from __future__ import annotations
@@ -95,6 +95,18 @@ class SignalGuard:
             if not self._depth and self._held is not None:
                 held, self._held = self._held, None
                 raise Stopped(held)
+
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """For cleanup after a stop: a second Ctrl-C is dropped, so the cleanup always finishes."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth:
+                self._held = None
 
 
 def ignore_interrupts_in_worker() -> None:

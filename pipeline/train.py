@@ -407,22 +407,25 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
             with guard.critical():
                 outputs.commit()
         except (Stopped, KeyboardInterrupt) as stop:
-            _stop_pool(pool_)
-            outputs.discard()
+            with guard.shielded():  # a second Ctrl-C does not cut the cleanup short
+                _stop_pool(pool_)
+                outputs.discard()
             name = stop.name if isinstance(stop, Stopped) else "SIGINT"
             raise Interrupted(f"train {model} on {corpus} stopped by {name}; nothing was written",
                               str(checkpoint_dir(model, corpus)), "run it again (earlier outputs are unchanged)"
                               ) from None
         except OSError as err:
-            _stop_pool(pool_)
-            outputs.discard()
+            with guard.shielded():
+                _stop_pool(pool_)
+                outputs.discard()
             raise OutputError(f"cannot write the outputs of train {model} on {corpus}: {os_reason(err)}",
                               str(outputs.declared(err.filename)),
                               "free space or make the folder writable and run again (earlier outputs are "
                               "unchanged)") from None
         except BaseException:
-            _stop_pool(pool_)
-            outputs.discard()
+            with guard.shielded():
+                _stop_pool(pool_)
+                outputs.discard()
             raise
     log.info("trained %s on %s: %d runs in %.1f s on %s", model, corpus, len(runs), time.perf_counter() - start,
              device)

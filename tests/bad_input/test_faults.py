@@ -368,9 +368,11 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
-def _interrupt_midway(root: Path, signum: int, workers: int, group: bool) -> None:
+def _interrupt_midway(root: Path, signum: int, workers: int, group: bool,
+                      before: dict[str, bytes] | None = None) -> None:
     """Stop `train` once a run has finished; `group` sends the signal to the whole process group, as Ctrl-C in a
-    terminal does (the workers get it too), otherwise to the stage process alone (as `kill` or DVC do)."""
+    terminal does (the workers get it too), otherwise to the stage process alone (as `kill` or DVC do). `before`:
+    the outputs of an earlier run, which must come through unchanged (otherwise there must be none)."""
     params = fp.params(workers=workers, seeds=[0, 1, 2, 3], folds=[0, 1, 2, 3])
     params["models"]["utt_fusion"].update(epochs_constant=15, epochs_decay=15)
     fp.write_params(root, params)
@@ -401,7 +403,11 @@ def _interrupt_midway(root: Path, signum: int, workers: int, group: bool) -> Non
     fp.assert_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr),
                     f"train utt_fusion on tiny stopped by {name}; nothing was written (checkpoints/utt_fusion/tiny) "
                     "- run it again (earlier outputs are unchanged)")
-    assert_untouched(root)
+    if before is None:
+        assert_untouched(root)
+    else:
+        assert fp.snapshot(root, "checkpoints", "metrics", "plots") == before
+        assert fp.leftovers(root) == []
 
 
 def test_ctrl_c_with_two_workers_stops_within_5s_and_leaves_nothing(project: Path) -> None:
@@ -412,5 +418,9 @@ def test_sigint_to_the_stage_alone_with_two_workers_stops_within_5s(project: Pat
     _interrupt_midway(project, signal.SIGINT, workers=2, group=False)
 
 
-def test_sigterm_with_one_worker_stops_within_5s_and_leaves_nothing(project: Path) -> None:
-    _interrupt_midway(project, signal.SIGTERM, workers=1, group=False)
+def test_sigterm_with_one_worker_stops_within_5s_and_keeps_earlier_outputs(trained: Path, tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    shutil.copytree(trained, root)
+    before = fp.snapshot(root, "checkpoints", "metrics", "plots")
+    assert "metrics/utt_fusion/tiny.json" in before
+    _interrupt_midway(root, signal.SIGTERM, workers=1, group=False, before=before)
