@@ -58,7 +58,7 @@ def write_store(path: Path, utts: list[Utterance], dim: int, present: bool = Tru
 
 def params(workers: int = 1, seeds: list[int] | None = None, folds: list[int] | None = None) -> dict[str, Any]:
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data["train"].update(seeds=seeds or [0], folds=folds or [0], threads=1, workers=workers)
+    data["train"].update(seeds=seeds or [0], folds=folds or [0], threads=1, workers=workers, device="cpu")
     for cfg in data["models"].values():
         if cfg["family"] in ("utt_fusion", "mmin"):
             cfg.update(copy.deepcopy(FAST))
