@@ -8,7 +8,6 @@ writes them with `save_checkpoint` once and the extractor takes them like its ow
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,40 +15,13 @@ from typing import Any
 import torch
 
 from models.denseface import Denseface, DensefaceConfig
-from pipeline.errors import AffectflowError
-from pipeline.missing import is_lfs_pointer
+from pipeline.torch_files import CheckpointError, read_torch_file
+
+__all__ = ["CheckpointError", "DensefaceCheckpoint", "Normalisation", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = "affectflow.denseface"
 CHECKPOINT_VERSION = 1
 _REQUIRED = ("format", "format_version", "state_dict", "network", "classes", "normalisation")
-
-
-log = logging.getLogger(__name__)
-RESTORE = "re-run the stage that writes it (dvc repro) or restore it with `dvc checkout`"
-
-
-class CheckpointError(AffectflowError, ValueError):
-    """A checkpoint that cannot be used as configured; the message names the file and what differs."""
-
-
-def read_torch_file(path: str | Path, kind: str) -> Any:
-    """`torch.load(weights_only=True)` of a checkpoint, failing in one line naming the file when it is empty, a
-    Git LFS pointer, truncated or not a torch file at all."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{kind} not found", str(path), RESTORE)
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"{kind} is empty (0 bytes)", str(path), RESTORE)
-    if is_lfs_pointer(path):
-        raise CheckpointError(f"{kind} is a Git LFS pointer, not weights", str(path), "run `git lfs pull`, or "
-                              + RESTORE)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a foreign, truncated or corrupt file
-        log.debug("%s: torch.load failed: %s: %s", path, type(err).__name__, err)
-        raise CheckpointError(f"{kind} cannot be loaded ({size} bytes; truncated or not a torch file)", str(path),
-                              RESTORE) from None
 
 
 @dataclass(frozen=True)

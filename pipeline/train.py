@@ -29,7 +29,6 @@ from tqdm import tqdm
 from models.data import MODALITIES, UNLABELLED, Sequences, UtteranceSet
 from models.metrics import mean_std
 from models.trainer import FoldOutcome, pick_device
-from pipeline.denseface_checkpoint import CheckpointError
 from pipeline.errors import AffectflowError
 from pipeline.manifest import CorpusInfo, Utterance, read_manifest
 from pipeline.params import ConfigError, lookup, merged
@@ -46,6 +45,7 @@ from pipeline.stage_outputs import (
     torch_bytes,
 )
 from pipeline.store import FeatureStore
+from pipeline.torch_files import RESTORE, CheckpointError, read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -278,12 +278,9 @@ def _stop_pool(pool: Any) -> None:
 
 def load_state_file(path: Path) -> dict[str, Any]:
     """A checkpoint written by the train stage, checked (present, not empty, not an LFS pointer, loadable)."""
-    from pipeline.denseface_checkpoint import read_torch_file
-
     state = read_torch_file(path, "checkpoint")
     if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint holds a {type(state).__name__}, not a state dict", str(path),
-                              "re-run the stage that wrote it (dvc repro) or restore it with `dvc checkout`")
+        raise CheckpointError(f"checkpoint holds a {type(state).__name__}, not a state dict", str(path), RESTORE)
     return state
 
 
