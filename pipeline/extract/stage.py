@@ -97,6 +97,10 @@ def extract_to_store(extractor: Extractor, utterances: Sequence[Utterance], out_
             f"{max_failure_rate:.1%}; {reasons}): {first}{more}", str(listing),
             f"fix the inputs and run again (the finished shards in {writer.parts_dir} are kept), raise "
             f"max_failure_rate, or list expected reasons in expected_missing.{lfs}")
+    if utts and len(missing) == len(utts):
+        log.warning("%s: the modality is missing for every one of the %d utterances (%s); train refuses such a store "
+                    "unless the model's allow_absent_modalities lists it", extractor.name, len(utts),
+                    ", ".join(f"{r}: {c}" for r, c in failures.most_common(3)))
     writer.finalize()
     write_failures(listing, missing, expected)
     return summary
