@@ -32,14 +32,15 @@ def failures_path(store: str | Path) -> Path:
     return store.with_name(store.name.removesuffix(".h5") + ".failures.jsonl")
 
 
-def write_failures(path: Path, missing: Sequence[tuple[str, str]], expected: set[str]) -> None:
-    """One JSON line per utterance whose modality is missing, in id order (temporary file, then rename)."""
+def write_failures(path: Path, missing: Sequence[tuple[str, str]]) -> None:
+    """One JSON line per utterance whose modality is missing, `{"reason", "utt_id"}` in id order (temporary file,
+    then rename). Like the store, it depends only on the inputs and the extractor's config: whether a reason is
+    expected (`expected_missing`) is a stage setting, not part of the listing."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
             for utt_id, reason in missing:
-                fh.write(json.dumps({"utt_id": utt_id, "reason": reason, "expected": reason in expected},
-                                    sort_keys=True) + "\n")
+                fh.write(json.dumps({"reason": reason, "utt_id": utt_id}, sort_keys=True) + "\n")
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -86,7 +87,7 @@ def extract_to_store(extractor: Extractor, utterances: Sequence[Utterance], out_
     rate = len(failed) / max(len(utts), 1)
     listing = failures_path(out_path)
     if rate > max_failure_rate:
-        write_failures(listing, missing, expected)
+        write_failures(listing, missing)
         reasons = ", ".join(f"{r}: {c}" for r, c in Counter(r for _, r in failed).most_common())
         first = ", ".join(f"{u} ({r})" for u, r in failed[:LISTED_FAILURES])
         more = f" and {len(failed) - LISTED_FAILURES} more" if len(failed) > LISTED_FAILURES else ""
@@ -102,5 +103,5 @@ def extract_to_store(extractor: Extractor, utterances: Sequence[Utterance], out_
                     "unless the model's allow_absent_modalities lists it", extractor.name, len(utts),
                     ", ".join(f"{r}: {c}" for r, c in failures.most_common(3)))
     writer.finalize()
-    write_failures(listing, missing, expected)
+    write_failures(listing, missing)
     return summary
