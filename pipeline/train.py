@@ -285,7 +285,22 @@ def load_state_file(path: Path) -> dict[str, Any]:
 
 
 def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, Any]:
-    """Run every selected fold and seed (and labelled fraction, for a sweep) of one model on one corpus."""
+    """Run every selected fold and seed (and labelled fraction, for a sweep) of one model on one corpus.
+
+    SIGINT and SIGTERM stop it at any point (loading included) with `Interrupted`; nothing is left at its outputs.
+    """
+    guard = SignalGuard()
+    with guard.installed():
+        try:
+            return _train_model(params, model, corpus, guard)
+        except (Stopped, KeyboardInterrupt) as stop:
+            name = stop.name if isinstance(stop, Stopped) else "SIGINT"
+            raise Interrupted(f"train {model} on {corpus} stopped by {name}; nothing was written",
+                              str(checkpoint_dir(model, corpus)), "run it again (earlier outputs are unchanged)"
+                              ) from None
+
+
+def _train_model(params: dict[str, Any], model: str, corpus: str, guard: SignalGuard) -> dict[str, Any]:
     cfg = model_config(params, model, corpus)
     _family(cfg["family"])  # fail early when the family has no train_and_evaluate
     info = CorpusInfo.read(corpus_info_path(corpus))
@@ -367,63 +382,58 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
         workers = 1  # one process drives the GPU
     start = time.perf_counter()
     spec = (cfg["family"], family_cfg, str(device), int(cfg.get("threads") or 0))
-    guard = SignalGuard()
     pool_ = None
-    with guard.installed():
-        try:
-            outputs.begin()
-            if workers > 1:
-                with guard.critical():  # a signal while the pool starts is handled once it exists
-                    pool_ = mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_job_worker,
-                                                         initargs=(data, spec))
-                outcomes = pool_.imap(_run_job_in_worker, jobs)
-            else:
-                outcomes = (run_job(data, job, *spec) for job in jobs)
-            for job, outcome in tqdm(zip(jobs, outcomes, strict=True), total=len(jobs),
-                                     desc=f"train {model} on {corpus}", unit="run"):
-                finish(job, outcome)
-            if pool_ is not None:
-                pool_.close()
-                pool_.join()
-                pool_ = None
-            full = max(fractions)
-            metrics: dict[str, Any] = {"model": model, "family": cfg["family"], "corpus": corpus,
-                                       "protocol": cfg["protocol"], "folds": len(folds),
-                                       "fold_names": [f["name"] for f in folds], "seeds": seeds,
-                                       "conditions": _summary(by_fraction[full])}
-            if len(fractions) > 1:
-                metrics["sweep"] = {"labelled_fraction": {f"{f:g}": {"conditions": _summary(by_fraction[f])}
-                                                          for f in fractions}}
-            recorded = {k: v for k, v in cfg.items() if k not in RUN_SETTINGS}  # how it ran never changes results
-            outputs.write_text(metrics_path(model, corpus), json.dumps(metrics, indent=1, sort_keys=True) + "\n")
-            outputs.write_text(out_dir / "runs.json",
-                               json.dumps({"model": model, "corpus": corpus, "config": _jsonable(recorded),
-                                           "classes": info.classes, "runs": runs}, sort_keys=True) + "\n")
-            outputs.write_text(curves_path(model, corpus),
-                               _curves_csv([r["history"] for r in runs if r["labelled_fraction"] == full]))
-            with guard.critical():
-                outputs.commit()
-        except (Stopped, KeyboardInterrupt) as stop:
-            with guard.shielded():  # a second Ctrl-C does not cut the cleanup short
-                _stop_pool(pool_)
-                outputs.discard()
-            name = stop.name if isinstance(stop, Stopped) else "SIGINT"
-            raise Interrupted(f"train {model} on {corpus} stopped by {name}; nothing was written",
-                              str(checkpoint_dir(model, corpus)), "run it again (earlier outputs are unchanged)"
-                              ) from None
-        except OSError as err:
-            with guard.shielded():
-                _stop_pool(pool_)
-                outputs.discard()
-            raise OutputError(f"cannot write the outputs of train {model} on {corpus}: {os_reason(err)}",
-                              str(outputs.declared(err.filename)),
-                              "free space or make the folder writable and run again (earlier outputs are "
-                              "unchanged)") from None
-        except BaseException:
-            with guard.shielded():
-                _stop_pool(pool_)
-                outputs.discard()
-            raise
+    try:
+        outputs.begin()
+        if workers > 1:
+            with guard.critical():  # a signal while the pool starts is handled once it exists
+                pool_ = mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_job_worker,
+                                                     initargs=(data, spec))
+            outcomes = pool_.imap(_run_job_in_worker, jobs)
+        else:
+            outcomes = (run_job(data, job, *spec) for job in jobs)
+        for job, outcome in tqdm(zip(jobs, outcomes, strict=True), total=len(jobs),
+                                 desc=f"train {model} on {corpus}", unit="run"):
+            finish(job, outcome)
+        if pool_ is not None:
+            pool_.close()
+            pool_.join()
+            pool_ = None
+        full = max(fractions)
+        metrics: dict[str, Any] = {"model": model, "family": cfg["family"], "corpus": corpus,
+                                   "protocol": cfg["protocol"], "folds": len(folds),
+                                   "fold_names": [f["name"] for f in folds], "seeds": seeds,
+                                   "conditions": _summary(by_fraction[full])}
+        if len(fractions) > 1:
+            metrics["sweep"] = {"labelled_fraction": {f"{f:g}": {"conditions": _summary(by_fraction[f])}
+                                                      for f in fractions}}
+        recorded = {k: v for k, v in cfg.items() if k not in RUN_SETTINGS}  # how it ran never changes results
+        outputs.write_text(metrics_path(model, corpus), json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+        outputs.write_text(out_dir / "runs.json",
+                           json.dumps({"model": model, "corpus": corpus, "config": _jsonable(recorded),
+                                       "classes": info.classes, "runs": runs}, sort_keys=True) + "\n")
+        outputs.write_text(curves_path(model, corpus),
+                           _curves_csv([r["history"] for r in runs if r["labelled_fraction"] == full]))
+        with guard.critical():
+            outputs.commit()
+    except (Stopped, KeyboardInterrupt):
+        with guard.shielded():  # a second Ctrl-C does not cut the cleanup short
+            _stop_pool(pool_)
+            outputs.discard()
+        raise
+    except OSError as err:
+        with guard.shielded():
+            _stop_pool(pool_)
+            outputs.discard()
+        raise OutputError(f"cannot write the outputs of train {model} on {corpus}: {os_reason(err)}",
+                          str(outputs.declared(err.filename)),
+                          "free space or make the folder writable and run again (earlier outputs are "
+                          "unchanged)") from None
+    except BaseException:
+        with guard.shielded():
+            _stop_pool(pool_)
+            outputs.discard()
+        raise
     log.info("trained %s on %s: %d runs in %.1f s on %s", model, corpus, len(runs), time.perf_counter() - start,
              device)
     return metrics
