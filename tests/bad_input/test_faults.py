@@ -337,6 +337,20 @@ def test_full_disk_during_the_merge_is_one_line_rc2_and_no_tmp(tmp_path: Path) -
         assert fp.leftovers(tmp_path) == []
 
 
+def test_a_write_that_fails_during_the_merge_without_a_mount(tmp_path: Path) -> None:
+    """Where no tmpfs can be mounted, the same failing write comes from a file size limit (EFBIG instead of
+    ENOSPC): each shard fits under 2 MB, the merged store does not."""
+    toy_project(tmp_path)
+    limit = 2_000_000
+    prelude = TOY + (f"\nimport resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                     f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))")
+    proc = fp.affectflow(tmp_path, "extract", "toy", "toy", prelude=prelude)
+    fp.assert_error(proc, f"cannot write the store: File too large (features/toy/toy.h5) - {MERGE_FIX}")
+    assert not (tmp_path / "features/toy/toy.h5").exists()
+    assert fp.leftovers(tmp_path) == []
+    assert all(p.stat().st_size < limit for p in (tmp_path / "features/toy/toy.h5.parts").glob("shard-*.h5"))
+
+
 def test_read_only_features_folder_fails_before_extracting(tmp_path: Path) -> None:
     toy_project(tmp_path)
     with mounted_tmpfs(tmp_path / "features", "ro,size=64k"):
