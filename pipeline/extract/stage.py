@@ -102,6 +102,6 @@ def extract_to_store(extractor: Extractor, utterances: Sequence[Utterance], out_
         log.warning("%s: the modality is missing for every one of the %d utterances (%s); train refuses such a store "
                     "unless the model's allow_absent_modalities lists it", extractor.name, len(utts),
                     ", ".join(f"{r}: {c}" for r, c in failures.most_common(3)))
+    write_failures(listing, missing)  # first: a store never stands without its listing
     writer.finalize()
-    write_failures(listing, missing)
     return summary
