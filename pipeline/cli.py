@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import AffectflowError
 from pipeline.params import ConfigError, load_params
 
 log = logging.getLogger("affectflow")
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (AffectflowError, ConfigError, FileNotFoundError)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:

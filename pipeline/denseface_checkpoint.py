@@ -15,14 +15,13 @@ from typing import Any
 import torch
 
 from models.denseface import Denseface, DensefaceConfig
+from pipeline.torch_files import CheckpointError, read_torch_file
+
+__all__ = ["CheckpointError", "DensefaceCheckpoint", "Normalisation", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = "affectflow.denseface"
 CHECKPOINT_VERSION = 1
 _REQUIRED = ("format", "format_version", "state_dict", "network", "classes", "normalisation")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used as configured; the message names the file and what differs."""
 
 
 @dataclass(frozen=True)
@@ -88,10 +87,7 @@ def load_checkpoint(path: str | Path, expected_network: dict[str, Any] | None = 
     if not path.is_file():
         raise CheckpointError(f"{path}: Denseface checkpoint not found (train one with `affectflow "
                               f"train-denseface` or convert existing weights with save_checkpoint)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a foreign or corrupt file
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(err).__name__}: {err})") from None
+    payload = read_torch_file(path, "Denseface checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         keys = sorted(payload)[:6] if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: not an affectflow Denseface checkpoint (format "

@@ -14,9 +14,13 @@ same bytes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
+import multiprocessing as mp
 import os
+import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -27,13 +31,26 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline.errors import AffectflowError
+from pipeline.missing import NON_FINITE, is_lfs_pointer
+
 FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 20
 _STR = h5py.string_dtype(encoding="utf-8")
+REQUIRED = ("utt_ids", "offsets", "features", "present", "failure")
+RESTORE = "re-run the stage that writes it (dvc repro) or restore it with `dvc checkout`"
 
 
-class StoreError(RuntimeError):
-    pass
+class StoreError(AffectflowError, RuntimeError):
+    """A store that cannot be written or read as it is; the message names the file."""
+
+
+def _disk_message(err: OSError) -> str:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "the folder is not writable"
+    return err.strerror or str(err)
 
 
 @dataclass
@@ -119,12 +136,16 @@ class StoreWriter:
 
     def _prepare_parts_dir(self) -> None:
         stamp = self.parts_dir / "fingerprint"
-        if self.parts_dir.exists():
-            if stamp.exists() and stamp.read_text().strip() == self.fingerprint:
-                return
-            shutil.rmtree(self.parts_dir)
-        self.parts_dir.mkdir(parents=True)
-        stamp.write_text(self.fingerprint + "\n")
+        try:
+            if self.parts_dir.exists():
+                if stamp.exists() and stamp.read_text().strip() == self.fingerprint:
+                    return
+                shutil.rmtree(self.parts_dir)
+            self.parts_dir.mkdir(parents=True)
+            stamp.write_text(self.fingerprint + "\n")
+        except OSError as err:  # before any work: an unwritable or full features/ folder
+            raise StoreError(f"cannot write the store's shards: {_disk_message(err)}", str(self.parts_dir),
+                             "free space or fix the folder's permissions and run again") from None
 
     def shard_path(self, shard: Shard | int) -> Path:
         index = shard.index if isinstance(shard, Shard) else shard
@@ -145,8 +166,9 @@ class StoreWriter:
             arr = np.asarray(arr, dtype=np.float32)
             if arr.ndim != 2 or arr.shape[1] != self.dim:
                 raise StoreError(f"{utt_id}: features of shape {arr.shape}, expected (T, {self.dim})")
-            if not np.isfinite(arr).all():
-                raise StoreError(f"{utt_id}: features contain NaN or inf")
+            if not np.isfinite(arr).all():  # a failure of this utterance, never a store holding NaN or inf
+                res = UtteranceFeatures.missing(NON_FINITE, self.dim)
+                arr = res.features
             if self.has_frame_valid:
                 fv = np.ones(len(arr), bool) if res.frame_valid is None else np.asarray(res.frame_valid, bool)
                 if fv.shape != (len(arr),):
@@ -156,8 +178,8 @@ class StoreWriter:
             lengths.append(len(arr))
             present.append(bool(res.present))
             failures.append(res.failure or "")
-        tmp = self.shard_path(shard).with_suffix(".tmp")
-        with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
+        image = io.BytesIO()  # built in memory, written with plain file I/O: a full disk is an OSError, not a crash
+        with h5py.File(image, "w", libver=("earliest", "v110"), track_order=False) as f:
             f.create_dataset("lengths", data=np.asarray(lengths, np.int64), track_times=False)
             f.create_dataset("features", data=np.concatenate(feats) if feats else np.zeros((0, self.dim), np.float32),
                              track_times=False)
@@ -166,18 +188,42 @@ class StoreWriter:
             if self.has_frame_valid:
                 f.create_dataset("frame_valid", data=np.concatenate(valid) if valid else np.zeros(0, bool),
                                  track_times=False)
-        os.replace(tmp, self.shard_path(shard))
+        tmp = self.shard_path(shard).with_suffix(".tmp")
+        try:
+            tmp.write_bytes(image.getvalue())
+            os.replace(tmp, self.shard_path(shard))
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write shard {shard.index}: {_disk_message(err)}", str(self.parts_dir),
+                             "free space or fix the folder's permissions and run again; the finished shards are "
+                             "kept") from None
 
-    def failures(self) -> Counter:
-        """Why utterances are missing, over every finished shard (reused ones included)."""
-        counts: Counter = Counter()
+    def missing_utterances(self) -> list[tuple[str, str]]:
+        """(utt_id, reason) of every utterance marked missing in a finished shard (reused ones included), in id
+        order: the same list whatever the shard size or the number of workers."""
+        out: list[tuple[str, str]] = []
         for shard in self.shards:
             if self.is_done(shard):
                 with h5py.File(self.shard_path(shard), "r") as f:
-                    for present, reason in zip(f["present"][:], f["failure"][:], strict=True):
+                    for utt_id, present, reason in zip(shard.utt_ids, f["present"][:], f["failure"][:], strict=True):
                         if not present:
-                            counts[reason.decode() if isinstance(reason, bytes) else reason] += 1
-        return counts
+                            out.append((utt_id, reason.decode() if isinstance(reason, bytes) else reason))
+        return out
+
+    def failures(self) -> Counter:
+        """Why utterances are missing, over every finished shard (reused ones included)."""
+        return Counter(reason for _, reason in self.missing_utterances())
+
+    def _check_free_space(self, total: int) -> None:
+        """Refuse to merge when the store cannot fit on its disk (measured before writing a byte)."""
+        rows = total * (4 * self.dim + (1 if self.has_frame_valid else 0))
+        needed = rows + 64 * len(self.utt_ids) + (1 << 20)  # ids, offsets, present, failure, HDF5 metadata
+        free = shutil.disk_usage(self.path.parent).free
+        if needed > free:
+            raise StoreError(f"the disk is full: merging the store needs about {needed / 1e6:.1f} MB, "
+                             f"{free / 1e6:.1f} MB are free", str(self.path),
+                             f"free space on that disk and run again; the finished shards in {self.parts_dir} "
+                             "are kept")
 
     def finalize(self) -> Path:
         """Merge the shards into the store (temporary file, then rename) and remove the parts."""
@@ -194,7 +240,57 @@ class StoreWriter:
         np.cumsum(lengths_all, out=offsets[1:])
         total = int(offsets[-1])
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_free_space(total)
         tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            failure = self._merge_isolated(tmp, offsets, total)
+            if failure is None:
+                os.replace(tmp, self.path)
+        except OSError as err:
+            failure = _disk_message(err)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if failure is not None:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write the store: {failure}", str(self.path),
+                             f"free space or fix the folder's permissions and run again; the finished shards in "
+                             f"{self.parts_dir} are kept")
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        return self.path
+
+    def _merge_isolated(self, tmp: Path, offsets: np.ndarray, total: int) -> str | None:
+        """Merge in a forked child and return why it failed, or None. After a failed write (a full disk) HDF5
+        cannot close the file and the process crashes at exit (a segmentation fault, measured), so the writing
+        process is one that can be abandoned; without fork (not on Linux or macOS) the merge runs here."""
+        if "fork" not in mp.get_all_start_methods():
+            try:
+                self._merge(tmp, offsets, total)
+            except (OSError, RuntimeError) as err:
+                return _h5_message(err)
+            return None
+        context = mp.get_context("fork")
+        receive, send = context.Pipe(duplex=False)
+        child = context.Process(target=_merge_child, args=(self, tmp, offsets, total, send), daemon=True)
+        child.start()
+        send.close()
+        try:
+            message = receive.recv() if receive.poll(None) else None
+        except EOFError:
+            message = None
+        finally:
+            child.join(timeout=None if message is not None else 60)
+            if child.is_alive():
+                child.kill()
+                child.join()
+            receive.close()
+        if message == "" and child.exitcode == 0:
+            return None
+        return message or f"the merging process ended with status {child.exitcode}"
+
+    def _merge(self, tmp: Path, offsets: np.ndarray, total: int) -> None:
+        """Stream the shards into `tmp`. HDF5 cannot be trusted to close a file after a failed write (a full disk
+        ended in a segmentation fault), so the data goes through buffered OS writes that fail cleanly."""
         rows = chunk_rows_for(self.dim)
         with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as out:
             _dataset(out, "utt_ids", np.asarray(self.utt_ids, dtype=object), dtype=_STR)
@@ -220,9 +316,58 @@ class StoreWriter:
                     first += n
             _write_attrs(out, {**self.attrs, "dim": self.dim, "store_format": FORMAT_VERSION,
                                "n_utterances": len(self.utt_ids)})
-        os.replace(tmp, self.path)
-        shutil.rmtree(self.parts_dir, ignore_errors=True)
-        return self.path
+
+
+def _h5_message(err: BaseException) -> str:
+    """What an h5py write error means, from the errno HDF5 puts in its text."""
+    text = str(err)
+    if isinstance(err, OSError) and err.errno is not None:
+        return _disk_message(err)
+    match = re.search(r"errno = (\d+)", text)
+    if match:
+        code = int(match.group(1))
+        return _disk_message(OSError(code, os.strerror(code)))
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def check_store_file(path: Path) -> None:
+    """Fail in one line, naming the file, when it is absent, empty, a Git LFS pointer or not HDF5 at all."""
+    if not path.exists():
+        raise StoreError("feature store does not exist", str(path), "run its extract stage (dvc repro) or fetch it "
+                                                                     "with `dvc pull`")
+    if not path.is_file():
+        raise StoreError("feature store is not a file", str(path), RESTORE)
+    size = path.stat().st_size
+    if size == 0:
+        raise StoreError("feature store is empty (0 bytes)", str(path), RESTORE)
+    if is_lfs_pointer(path):
+        raise StoreError("feature store is a Git LFS pointer, not HDF5", str(path),
+                         "run `git lfs pull`, or " + RESTORE)
+    if not h5py.is_hdf5(str(path)):
+        raise StoreError(f"feature store is not an HDF5 file ({size} bytes; truncated or overwritten)", str(path),
+                         RESTORE)
+
+
+def _datasets(f: h5py.File) -> list[tuple[str, h5py.Dataset]]:
+    found: list[tuple[str, h5py.Dataset]] = []
+    f.visititems(lambda name, obj: found.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def _merge_child(writer: StoreWriter, tmp: Path, offsets: np.ndarray, total: int, send: Any) -> None:
+    """Body of the forked merge: report "" or the failure, then leave without HDF5's teardown."""
+    code = 0
+    try:
+        writer._merge(tmp, offsets, total)
+        send.send("")
+    except BaseException as err:  # noqa: BLE001 - every failure goes back to the parent as text
+        code = 1
+        try:
+            send.send(_h5_message(err))
+        except BaseException:  # noqa: BLE001 - the parent sees the exit status instead
+            pass
+    finally:
+        os._exit(code)
 
 
 class FeatureStore:
@@ -234,19 +379,70 @@ class FeatureStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise StoreError(f"feature store {self.path} does not exist")
         self._file: h5py.File | None = None
         self._pid: int | None = None
-        with h5py.File(self.path, "r") as f:
-            self.utt_ids: list[str] = [s.decode() if isinstance(s, bytes) else s for s in f["utt_ids"][:]]
-            self.offsets: np.ndarray = f["offsets"][:]
-            self.present: np.ndarray = f["present"][:].astype(bool)
-            self.failure: list[str] = [s.decode() if isinstance(s, bytes) else s for s in f["failure"][:]]
-            self.dim = int(f["features"].shape[1])
-            self.has_frame_valid = "frame_valid" in f
-            self.attrs: dict[str, Any] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        check_store_file(self.path)
+        try:
+            with h5py.File(self.path, "r") as f:
+                self._read_index(f)
+        except StoreError:
+            raise
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as err:
+            reason = "truncated" if "truncated" in str(err) else _h5_message(err)
+            raise self._invalid(f"it cannot be read ({reason})") from None
         self.index = {u: i for i, u in enumerate(self.utt_ids)}
+
+    def _invalid(self, what: str) -> StoreError:
+        return StoreError(f"invalid feature store: {what}", str(self.path), RESTORE)
+
+    def _read_index(self, f: h5py.File) -> None:
+        """Read ids, offsets, present and failure, checking the layout before anything trusts it."""
+        for name in REQUIRED:
+            link = f.get(name, getlink=True)
+            if link is None:
+                raise self._invalid(f"no /{name} dataset (truncated, or not written by affectflow)")
+            if not isinstance(link, h5py.HardLink):
+                raise self._invalid(f"/{name} is a {type(link).__name__}, not a dataset of this file")
+        for name, obj in _datasets(f):
+            if obj.external:
+                raise self._invalid(f"/{name} keeps its data in external files ({obj.external[0][0]!r}): a store "
+                                    "holds its own data")
+            if obj.is_virtual:
+                raise self._invalid(f"/{name} is a virtual dataset: a store holds its own data")
+        features = f["features"]
+        if features.ndim != 2 or features.dtype != np.float32:
+            raise self._invalid(f"/features is {features.dtype} of shape {features.shape}, not float32 (T, D)")
+        offsets_ds = f["offsets"]
+        if offsets_ds.ndim != 1 or offsets_ds.dtype.kind not in "iu":
+            raise self._invalid(f"/offsets is {offsets_ds.dtype} of shape {offsets_ds.shape}, not int64 (N+1,)")
+        ids_ds = f["utt_ids"]
+        if ids_ds.ndim != 1 or h5py.check_string_dtype(ids_ds.dtype) is None:
+            raise self._invalid(f"/utt_ids is {ids_ds.dtype} of shape {ids_ds.shape}, not strings (N,)")
+        self.utt_ids = [s.decode() if isinstance(s, bytes) else s for s in ids_ds[:]]
+        n = len(self.utt_ids)
+        self.offsets = offsets_ds[:].astype(np.int64)
+        total = int(features.shape[0])
+        if len(self.offsets) != n + 1:
+            raise self._invalid(f"/offsets has {len(self.offsets)} entries for {n} utterances (expected {n + 1})")
+        if (self.offsets[0] != 0 or (np.diff(self.offsets) < 0).any() or self.offsets[-1] != total):
+            raise self._invalid(f"/offsets are not 0, non-decreasing and ending at the {total} rows of /features")
+        if self.utt_ids != sorted(set(self.utt_ids)):
+            raise self._invalid("/utt_ids are not sorted and unique")
+        present = f["present"]
+        if present.shape != (n,) or present.dtype != np.bool_:
+            raise self._invalid(f"/present is {present.dtype} of shape {present.shape}, not bool ({n},)")
+        self.present = present[:].astype(bool)
+        failure = f["failure"]
+        if failure.shape != (n,) or h5py.check_string_dtype(failure.dtype) is None:
+            raise self._invalid(f"/failure is {failure.dtype} of shape {failure.shape}, not strings ({n},)")
+        self.failure = [s.decode() if isinstance(s, bytes) else s for s in failure[:]]
+        self.has_frame_valid = "frame_valid" in f
+        if self.has_frame_valid:
+            valid = f["frame_valid"]
+            if valid.shape != (total,) or valid.dtype != np.bool_:
+                raise self._invalid(f"/frame_valid is {valid.dtype} of shape {valid.shape}, not bool ({total},)")
+        self.dim = int(features.shape[1])
+        self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

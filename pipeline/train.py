@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import json
 import logging
 import multiprocessing as mp
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +32,24 @@ from models.condition_names import full_condition
 from models.data import MODALITIES, UNLABELLED, Sequences, UtteranceSet
 from models.metrics import mean_std
 from models.trainer import FoldOutcome, pick_device
+from pipeline.errors import AffectflowError
 from pipeline.manifest import CorpusInfo, Utterance, read_manifest
 from pipeline.modalities import MODALITY_LETTERS, model_features, model_modalities
 from pipeline.params import ConfigError, lookup, merged
 from pipeline.prepare import corpus_info_path, manifest_path
 from pipeline.splits import load_splits
+from pipeline.stage_outputs import (
+    Interrupted,
+    OutputError,
+    SignalGuard,
+    StagedOutputs,
+    Stopped,
+    ignore_interrupts_in_worker,
+    os_reason,
+    torch_bytes,
+)
 from pipeline.store import FeatureStore
+from pipeline.torch_files import RESTORE, CheckpointError, read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +57,7 @@ FAMILIES = {"utt_fusion": "models.utt_fusion", "mmin": "models.mmin", "mmgcn": "
             "ssmm": "models.ssmm"}
 # keys the stage reads itself; the family's train_and_evaluate gets the rest (plus n_classes)
 PIPELINE_KEYS = ("family", "protocol", "features", "folds", "seeds", "device", "threads", "workers", "init_from",
-                 "labelled_fractions", "use_unlabelled")
+                 "labelled_fractions", "use_unlabelled", "allow_absent_modalities")
 RUN_SETTINGS = ("device", "threads", "workers")  # where and how fast; the outputs are the same bytes either way
 
 
@@ -150,18 +164,42 @@ def _summary(outcomes: list[FoldOutcome]) -> dict[str, Any]:
     return out
 
 
-def _write_curves(path: Path, histories: list[list[dict[str, float]]]) -> None:
+def _curves_csv(histories: list[list[dict[str, float]]]) -> str:
     """Per-epoch means over runs (folds x seeds) of every logged number, for `dvc plots`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     epochs = max((len(h) for h in histories), default=0)
     keys = sorted({k for h in histories for row in h for k in row if k not in ("epoch", "seconds")})
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["epoch", *keys])
-        for e in range(epochs):
-            rows = [h[e] for h in histories if len(h) > e]
-            writer.writerow([e, *[f"{np.mean([r[k] for r in rows if k in r]):.6g}" if any(k in r for r in rows)
-                                  else "" for k in keys]])
+    fh = io.StringIO(newline="")
+    writer = csv.writer(fh, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for e in range(epochs):
+        rows = [h[e] for h in histories if len(h) > e]
+        writer.writerow([e, *[f"{np.mean([r[k] for r in rows if k in r]):.6g}" if any(k in r for r in rows)
+                              else "" for k in keys]])
+    return fh.getvalue()
+
+
+class AbsentModalityError(AffectflowError):
+    """A modality the model reads is missing for every training utterance."""
+
+
+def check_modalities_present(stores: dict[str, FeatureStore], train_ids: Sequence[str], allowed: Any, model: str,
+                             corpus: str) -> None:
+    """Refuse a store whose modality is present for no training utterance (no face ever found, every transcript
+    empty), unless `models.<model>.allow_absent_modalities` lists that modality."""
+    if not isinstance(allowed, list) or any(m not in MODALITIES for m in allowed):
+        raise ConfigError(f"models.{model}.allow_absent_modalities must be a list of {', '.join(MODALITIES)}, "
+                          f"got {allowed!r}")
+    for modality, store in stores.items():
+        rows = [store.index[u] for u in train_ids if u in store.index]
+        if not rows or store.present[rows].any() or modality in allowed:
+            continue
+        reasons = Counter(store.failure[i] or "unknown" for i in rows).most_common(3)
+        listing = Path(store.path).with_name(Path(store.path).name.removesuffix(".h5") + ".failures.jsonl")
+        raise AbsentModalityError(
+            f"the {modality} modality is missing for all {len(rows)} training utterances of {corpus} ("
+            + ", ".join(f"{r}: {c}" for r, c in reasons) + f"; see {listing})", str(store.path),
+            f"fix the inputs and re-run the extract stage, or set models.{model}.allow_absent_modalities: "
+            f"[{modality}] if the corpus has no {modality}")
 
 
 def _tensors(value: Any) -> Any:
@@ -216,7 +254,7 @@ def run_job(data: UtteranceSet, job: Job, family_name: str, family_cfg: dict[str
         parts["train"].labels = labels
     kwargs: dict[str, Any] = {"seed": job.seed, "device": torch.device(device)}
     if job.init_state is not None:
-        kwargs["init_state"] = torch.load(job.init_state, map_location="cpu", weights_only=True)
+        kwargs["init_state"] = load_state_file(job.init_state)
     if family_name == "ssmm":
         kwargs["unlabelled"] = data.subset(job.unlabelled) if job.unlabelled else None
     start = time.perf_counter()
@@ -232,6 +270,7 @@ _JOB_SPEC: tuple[Any, ...] = ()
 
 def _init_job_worker(data: UtteranceSet, spec: tuple[Any, ...]) -> None:
     global _JOB_DATA, _JOB_SPEC
+    ignore_interrupts_in_worker()
     logging.basicConfig(level=logging.WARNING)
     _JOB_DATA, _JOB_SPEC = data, spec
 
@@ -241,8 +280,38 @@ def _run_job_in_worker(job: Job) -> FoldOutcome:
     return run_job(_JOB_DATA, job, *_JOB_SPEC)
 
 
+def _stop_pool(pool: Any) -> None:
+    """Terminate a worker pool at once (SIGTERM to each worker) and reap it."""
+    if pool is not None:
+        pool.terminate()
+        pool.join()
+
+
+def load_state_file(path: Path) -> dict[str, Any]:
+    """A checkpoint written by the train stage, checked (present, not empty, not an LFS pointer, loadable)."""
+    state = read_torch_file(path, "checkpoint")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint holds a {type(state).__name__}, not a state dict", str(path), RESTORE)
+    return state
+
+
 def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, Any]:
-    """Run every selected fold and seed (and labelled fraction, for a sweep) of one model on one corpus."""
+    """Run every selected fold and seed (and labelled fraction, for a sweep) of one model on one corpus.
+
+    SIGINT and SIGTERM stop it at any point (loading included) with `Interrupted`; nothing is left at its outputs.
+    """
+    guard = SignalGuard()
+    with guard.installed():
+        try:
+            return _train_model(params, model, corpus, guard)
+        except (Stopped, KeyboardInterrupt) as stop:
+            name = stop.name if isinstance(stop, Stopped) else "SIGINT"
+            raise Interrupted(f"train {model} on {corpus} stopped by {name}; nothing was written",
+                              str(checkpoint_dir(model, corpus)), "run it again (earlier outputs are unchanged)"
+                              ) from None
+
+
+def _train_model(params: dict[str, Any], model: str, corpus: str, guard: SignalGuard) -> dict[str, Any]:
     cfg = model_config(params, model, corpus)
     _family(cfg["family"])  # fail early when the family has no train_and_evaluate
     modalities = model_modalities(params, model, corpus)  # fails early when the model cannot train on the corpus
@@ -268,6 +337,10 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
         torch.set_num_threads(int(cfg["threads"]))
     features = cfg["features"]
     stores = {m: FeatureStore(store_path(corpus, features[m])) for m in modalities}
+    check_modalities_present(stores, sorted({i for f in folds for i in f["train"]}),
+                             cfg.get("allow_absent_modalities", []), model, corpus)
+    outputs = StagedOutputs(checkpoint_dir(model, corpus), [metrics_path(model, corpus), curves_path(model, corpus)])
+    outputs.check_writable()  # a read-only or full metrics/ fails now, not after hours of training
     family_cfg = {**{k: v for k, v in cfg.items() if k not in PIPELINE_KEYS}, "n_classes": len(info.classes)}
     family_cfg.pop("modalities", None)
     if cfg["family"] == "mmgcn":  # MMGCN's own setting, narrowed to the modalities it gets
@@ -277,20 +350,17 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
     needed = sorted({i for f in folds for part in ("train", "val", "test", "unlabelled") for i in f[part]})
     data = load_utterances([utts[i] for i in needed], info.classes, stores, caps)
     position = {u: i for i, u in enumerate(data.utt_ids)}
-    out_dir = checkpoint_dir(model, corpus)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.pt"):
-        old.unlink()
+    out_dir = outputs.staging  # renamed onto checkpoint_dir(model, corpus) when every run is done
 
     def finish(job: Job, outcome: FoldOutcome) -> None:
         """Save one run's weights and record its metrics, predictions and curves (no timings: outputs are
         deterministic)."""
         fold_name, seed, fraction = job.fold, job.seed, job.fraction
         suffix = f"_frac{fraction:g}" if len(fractions) > 1 else ""
-        torch.save(outcome.state, out_dir / f"{fold_name}_seed{seed}{suffix}.pt")
+        outputs.write_bytes(out_dir / f"{fold_name}_seed{seed}{suffix}.pt", torch_bytes(outcome.state))
         arrays = {k: v for k, v in (outcome.extras or {}).items() if not isinstance(v, (int, float, str))}
         if fraction == max(fractions) and fold_name == folds[0]["name"] and seed == seeds[0] and arrays:
-            torch.save(_tensors(arrays), out_dir / "extras.pt")  # embeddings etc. of the first run, for figures
+            outputs.write_bytes(out_dir / "extras.pt", torch_bytes(_tensors(arrays)))  # first run's embeddings etc.
         by_fraction[fraction].append(outcome)
         history = [{k: v for k, v in row.items() if k != "seconds"} for row in outcome.history]
         runs.append({"fold": fold_name, "seed": seed, "labelled_fraction": fraction,
@@ -317,6 +387,7 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
                     if not state_file.exists():
                         raise ConfigError(f"models.{model}.init_from: {state_file} does not exist; run the train "
                                           f"stage of {init_from} on {corpus} with the same folds and seeds first")
+                    load_state_file(state_file)  # a truncated, empty or LFS-pointer checkpoint fails before training
                 pool = fold["unlabelled"] if cfg["family"] == "ssmm" and cfg.get("use_unlabelled", True) else []
                 jobs.append(Job(fold["name"], seed, fraction,
                                 {p: [position[i] for i in fold[p]] for p in ("train", "val", "test")},
@@ -329,35 +400,58 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
         workers = 1  # one process drives the GPU
     start = time.perf_counter()
     spec = (cfg["family"], family_cfg, str(device), int(cfg.get("threads") or 0))
-    if workers > 1:
-        context = mp.get_context("spawn")
-        pool_ = context.Pool(min(workers, len(jobs)), initializer=_init_job_worker, initargs=(data, spec))
-        outcomes = pool_.imap(_run_job_in_worker, jobs)
-    else:
-        pool_ = None
-        outcomes = (run_job(data, job, *spec) for job in jobs)
+    pool_ = None
     try:
+        outputs.begin()
+        if workers > 1:
+            with guard.critical():  # a signal while the pool starts is handled once it exists
+                pool_ = mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_job_worker,
+                                                     initargs=(data, spec))
+            outcomes = pool_.imap(_run_job_in_worker, jobs)
+        else:
+            outcomes = (run_job(data, job, *spec) for job in jobs)
         for job, outcome in tqdm(zip(jobs, outcomes, strict=True), total=len(jobs),
                                  desc=f"train {model} on {corpus}", unit="run"):
             finish(job, outcome)
-    finally:
         if pool_ is not None:
             pool_.close()
             pool_.join()
-    full = max(fractions)
-    metrics: dict[str, Any] = {"model": model, "family": cfg["family"], "corpus": corpus, "protocol": cfg["protocol"],
-                               "folds": len(folds), "fold_names": [f["name"] for f in folds], "seeds": seeds,
-                               "conditions": _summary(by_fraction[full])}
-    if len(fractions) > 1:
-        metrics["sweep"] = {"labelled_fraction": {f"{f:g}": {"conditions": _summary(by_fraction[f])}
-                                                  for f in fractions}}
-    recorded = {k: v for k, v in cfg.items() if k not in RUN_SETTINGS}  # how it ran never changes the results
-    path = metrics_path(model, corpus)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
-    (out_dir / "runs.json").write_text(json.dumps({"model": model, "corpus": corpus, "config": _jsonable(recorded),
-                                                   "classes": info.classes, "runs": runs}, sort_keys=True) + "\n")
-    _write_curves(curves_path(model, corpus), [r["history"] for r in runs if r["labelled_fraction"] == full])
+            pool_ = None
+        full = max(fractions)
+        metrics: dict[str, Any] = {"model": model, "family": cfg["family"], "corpus": corpus,
+                                   "protocol": cfg["protocol"], "folds": len(folds),
+                                   "fold_names": [f["name"] for f in folds], "seeds": seeds,
+                                   "conditions": _summary(by_fraction[full])}
+        if len(fractions) > 1:
+            metrics["sweep"] = {"labelled_fraction": {f"{f:g}": {"conditions": _summary(by_fraction[f])}
+                                                      for f in fractions}}
+        recorded = {k: v for k, v in cfg.items() if k not in RUN_SETTINGS}  # how it ran never changes results
+        outputs.write_text(metrics_path(model, corpus), json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+        outputs.write_text(out_dir / "runs.json",
+                           json.dumps({"model": model, "corpus": corpus, "config": _jsonable(recorded),
+                                       "classes": info.classes, "runs": runs}, sort_keys=True) + "\n")
+        outputs.write_text(curves_path(model, corpus),
+                           _curves_csv([r["history"] for r in runs if r["labelled_fraction"] == full]))
+        with guard.critical():
+            outputs.commit()
+    except (Stopped, KeyboardInterrupt):
+        with guard.shielded():  # a second Ctrl-C does not cut the cleanup short
+            _stop_pool(pool_)
+            outputs.discard()
+        raise
+    except OSError as err:
+        with guard.shielded():
+            _stop_pool(pool_)
+            outputs.discard()
+        raise OutputError(f"cannot write the outputs of train {model} on {corpus}: {os_reason(err)}",
+                          str(outputs.declared(err.filename)),
+                          "free space or make the folder writable and run again (earlier outputs are "
+                          "unchanged)") from None
+    except BaseException:
+        with guard.shielded():
+            _stop_pool(pool_)
+            outputs.discard()
+        raise
     log.info("trained %s on %s: %d runs in %.1f s on %s", model, corpus, len(runs), time.perf_counter() - start,
              device)
     return metrics

@@ -96,21 +96,21 @@ def test_zero_byte_file_is_empty(tmp_path: Path, suffix: str) -> None:
     path.write_bytes(b"")
     with pytest.raises(AudioLoadError) as err:
         load_audio(path, sample_rate=RATE)
-    assert err.value.reason == "empty"
+    assert err.value.reason == "empty_file"
 
 
 def test_wav_with_no_samples_is_empty(tmp_path: Path) -> None:
     path = write_audio(tmp_path / "none.wav", np.zeros(0, np.float32), RATE)
     with pytest.raises(AudioLoadError) as err:
         load_audio(path, sample_rate=RATE)
-    assert err.value.reason == "empty"
+    assert err.value.reason == "empty_file"
 
 
 @pytest.mark.parametrize("kind", ["wav", "mp4"])
 def test_segment_after_the_end_is_empty(media: dict[str, Path], kind: str) -> None:
     with pytest.raises(AudioLoadError) as err:
         load_audio(media[kind], 5.0, 6.0, sample_rate=RATE)
-    assert err.value.reason == "empty"
+    assert err.value.reason == "empty_segment"
 
 
 def test_video_without_audio_stream(media: dict[str, Path]) -> None:

@@ -120,8 +120,8 @@ def test_keep_special_tokens_and_mean_of_last_layers(tiny_bert: Path) -> None:
 def test_empty_transcripts_are_missing(minilm: BertExtractor) -> None:
     results = minilm.process(utterances(["", "   \t\n ", None, "\x00\u200b\ufeff", "Yes."]))
     assert [r.present for r in results] == [False, False, False, False, True]
-    assert [r.failure for r in results[:4]] == ["empty transcript", "empty transcript", "no transcript",
-                                                "empty transcript"]
+    assert [r.failure for r in results[:4]] == ["empty_transcript", "empty_transcript", "no_transcript",
+                                                "empty_transcript"]
     assert all(r.features.shape == (0, 384) for r in results[:4])
 
 
@@ -278,7 +278,7 @@ def test_store_in_id_order_equals_per_utterance_runs(tiny_bert: Path, tmp_path: 
             (res,) = alone.process([utt])
             assert store.is_present(utt.utt_id) == res.present
             np.testing.assert_allclose(store[utt.utt_id], res.features, atol=1e-5, rtol=0)
-        assert store.failure[5] == "empty transcript"
+        assert store.failure[5] == "empty_transcript"
         assert store.attr_json("config")["model"] == str(tiny_bert)
 
     # what a spawned worker gets: a pickled copy without model or tokenizer, loading its own; same bytes

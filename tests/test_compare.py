@@ -132,7 +132,7 @@ def test_raw_values_overflow_float16_and_are_kept_float32(frames: CompareExtract
 
 
 @pytest.mark.parametrize(("path", "reason"),
-                         [("corrupt.wav", "unreadable"), ("zero.wav", "empty"), ("silence.wav", "silent"),
+                         [("corrupt.wav", "unreadable"), ("zero.wav", "empty_file"), ("silence.wav", "silent"),
                           ("hiss.wav", "silent"), ("short.wav", "too_short"), ("absent.wav", "missing_file"),
                           (None, "no_audio")])
 def test_bad_utterances_are_missing_with_a_reason(frames: CompareExtractor, path: str | None, reason: str) -> None:
@@ -162,7 +162,7 @@ def test_store_bytes_do_not_depend_on_the_number_of_workers(corpus: Path, tmp_pa
     assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()
     with FeatureStore(paths[0]) as store:
         assert store.present.tolist() == [True, True, True, False, False, False, True]
-        assert store.failure[3:6] == ["unreadable", "empty", "too_short"]
+        assert store.failure[3:6] == ["unreadable", "empty_file", "too_short"]
         assert store.dim == 130 and store["a_tone"].shape == (15, 130)
         assert store.attr_json("feature_names")[0] == "F0final_sma"
         assert store.attrs["frame_hop_s"] == pytest.approx(0.1)

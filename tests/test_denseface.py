@@ -71,7 +71,7 @@ def test_checkpoint_round_trip_and_mismatch_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not an affectflow Denseface checkpoint"):
         load_checkpoint(tmp_path / "bare.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a zip")
-    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot be loaded"):
         load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "absent.pt")

@@ -191,7 +191,7 @@ def test_bert_store_is_byte_identical_to_local(cluster: Any, tmp_path: Path) -> 
     expected = in_process_store(BertExtractor(config), utts, tmp_path / "local.h5", shard_size=8)
     summary = extract_to_store(BertExtractor(config), utts, tmp_path / "ray.h5", shard_size=8, progress=False,
                                executor="ray", executor_options=RAY_ONE)
-    assert summary.failures == {"empty transcript": 1, "no transcript": 1}
+    assert summary.failures == {"empty_transcript": 1, "no_transcript": 1}
     assert (tmp_path / "ray.h5").read_bytes() == expected
     store = FeatureStore(tmp_path / "ray.h5")
     assert store.dim == 384 and len(store["t000"]) > 0

@@ -76,10 +76,18 @@ def test_writer_rejects_bad_input(tmp_path: Path) -> None:
     writer = StoreWriter(tmp_path / "x.h5", ["a"], 3, {})
     with pytest.raises(StoreError, match=r"a: features of shape \(2, 4\)"):
         writer.write_shard(writer.shards[0], [UtteranceFeatures(np.zeros((2, 4), np.float32), True)])
-    with pytest.raises(StoreError, match="NaN"):
-        writer.write_shard(writer.shards[0], [UtteranceFeatures(np.full((1, 3), np.nan, np.float32), True)])
     with pytest.raises(StoreError, match="not written yet"):
         writer.finalize()
+
+
+def test_non_finite_features_are_a_failure_reason(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path / "x.h5", ["a", "b"], 3, {})
+    writer.write_shard(writer.shards[0], [UtteranceFeatures(np.full((2, 3), np.nan, np.float32), True),
+                                          UtteranceFeatures(np.ones((1, 3), np.float32), True)])
+    assert writer.missing_utterances() == [("a", "non_finite")]
+    with FeatureStore(writer.finalize()) as store:
+        assert store.present.tolist() == [False, True] and store.failure == ["non_finite", ""]
+        assert store["a"].shape == (0, 3)
 
 
 def test_workers_give_the_same_bytes(tmp_path: Path) -> None:
@@ -149,8 +157,11 @@ def test_failure_threshold_keeps_shards(tmp_path: Path) -> None:
     with pytest.raises(ExtractionFailed, match=r"toy failure: 3") as info:
         extract_to_store(ToyExtractor(cfg, tmp_path), utts, tmp_path / "f.h5", shard_size=3, progress=False,
                          max_failure_rate=0.2)
-    assert "Finished shards are kept" in str(info.value)
+    assert "u0001 (toy failure), u0002 (toy failure), u0003 (toy failure)" in str(info.value)
+    assert f"the finished shards in {tmp_path / 'f.h5.parts'} are kept" in str(info.value)
     assert not (tmp_path / "f.h5").exists()
+    listed = [json.loads(line) for line in (tmp_path / "f.failures.jsonl").read_text().splitlines()]
+    assert listed == [{"utt_id": f"u000{i}", "reason": "toy failure"} for i in (1, 2, 3)]
     assert len(list((tmp_path / "f.h5.parts").glob("shard-*.h5"))) == 4
     summary = extract_to_store(ToyExtractor(cfg, tmp_path), utts, tmp_path / "f.h5", shard_size=3,
                                progress=False, max_failure_rate=0.5)

@@ -50,7 +50,7 @@ def tiny_corpus(root: Path) -> None:
         results = []
         for i, u in enumerate(utts):
             if name == "denseface" and i % 7 == 3:
-                results.append(UtteranceFeatures.missing("no face", dim))
+                results.append(UtteranceFeatures.missing("no_face", dim))
                 continue
             centre = np.zeros(dim, np.float32)
             centre[CLASSES.index(u.label or "neu") % dim] = 2.0

@@ -5,8 +5,8 @@ audio track of mp4/avi/flv/mkv videos) is decoded by the ffmpeg binary that imag
 input side so that only the segment is decoded, downmixed and resampled by ffmpeg itself. A file soundfile cannot
 open is handed to ffmpeg before it is called unreadable (WAV variants libsndfile lacks).
 
-Problems raise `AudioLoadError` whose `reason` is a short stable string an extractor can store as the failure of
-an utterance (`missing_file`, `unreadable`, `empty`, `no_audio_stream`); `detail` says what exactly went wrong.
+Problems raise `AudioLoadError` whose `reason` comes from the vocabulary of `pipeline.missing` (`missing_file`,
+`unreadable`, `empty_file`, `empty_segment`, `no_audio_stream`, `lfs_pointer`); `detail` says what went wrong.
 """
 
 from __future__ import annotations
@@ -21,16 +21,21 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-SOUNDFILE_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff"})
+from pipeline.missing import (
+    EMPTY_FILE,
+    EMPTY_SEGMENT,
+    LFS_POINTER,
+    MISSING_FILE,
+    NO_AUDIO_STREAM,
+    UNREADABLE,
+    is_lfs_pointer,
+)
 
-MISSING_FILE = "missing_file"
-UNREADABLE = "unreadable"
-EMPTY = "empty"
-NO_AUDIO_STREAM = "no_audio_stream"
+SOUNDFILE_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff"})
 
 
 class AudioLoadError(RuntimeError):
-    """An audio segment that cannot be loaded; `reason` is one of the stable strings above."""
+    """An audio segment that cannot be loaded; `reason` is one of the missing reasons imported above."""
 
     def __init__(self, reason: str, path: str | Path, detail: str = "") -> None:
         self.reason = reason
@@ -73,7 +78,9 @@ def load_audio(path: str | Path, start: float | None = None, end: float | None =
     if not path.is_file():
         raise AudioLoadError(UNREADABLE, path, "not a regular file")
     if size == 0:
-        raise AudioLoadError(EMPTY, path, "zero-byte file")
+        raise AudioLoadError(EMPTY_FILE, path, "zero-byte file")
+    if is_lfs_pointer(path):
+        raise AudioLoadError(LFS_POINTER, path, "a Git LFS pointer, not audio: run `git lfs pull` in the corpus root")
     if path.suffix.lower() in SOUNDFILE_SUFFIXES:
         try:
             return _load_soundfile(path, start, end, sample_rate)
@@ -94,14 +101,14 @@ def _load_soundfile(path: Path, start: float | None, end: float | None, sample_r
         first = 0 if start is None else int(round(start * native))
         last = total if end is None else min(total, int(round(end * native)))
         if total <= 0:
-            raise AudioLoadError(EMPTY, path, "no samples in the file")
+            raise AudioLoadError(EMPTY_FILE, path, "no samples in the file")
         if last <= first:
-            raise AudioLoadError(EMPTY, path, f"segment [{start}, {end}] s holds no samples "
+            raise AudioLoadError(EMPTY_SEGMENT, path, f"segment [{start}, {end}] s holds no samples "
                                               f"(file is {total / native:.3f} s)")
         snd.seek(first)
         data = snd.read(last - first, dtype="float32", always_2d=True)
     if len(data) == 0:
-        raise AudioLoadError(EMPTY, path, "no samples could be read for the segment")
+        raise AudioLoadError(EMPTY_SEGMENT, path, "no samples could be read for the segment")
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float64).astype(np.float32)
     return resample(mono, native, sample_rate)
 
@@ -137,5 +144,5 @@ def _load_ffmpeg(path: Path, start: float | None, end: float | None, sample_rate
         raise AudioLoadError(UNREADABLE, path, last_line)
     usable = len(proc.stdout) - len(proc.stdout) % 4
     if usable == 0:
-        raise AudioLoadError(EMPTY, path, f"segment [{start}, {end}] s decodes to no samples")
+        raise AudioLoadError(EMPTY_SEGMENT, path, f"segment [{start}, {end}] s decodes to no samples")
     return np.frombuffer(proc.stdout[:usable], dtype="<f4").astype(np.float32)

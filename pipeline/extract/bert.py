@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pipeline import missing
 from pipeline.extract import Extractor, ExtractorConfigError, library_versions
 from pipeline.extract.compute import compute_facts
 from pipeline.extract.model_files import ModelFiles, resolve_model
@@ -293,8 +294,12 @@ class BertExtractor(Extractor):
         results: list[UtteranceFeatures | None] = [None] * len(utts)
         for i, (utt, text) in enumerate(zip(utts, texts, strict=True)):
             if not text:
-                reason = "no transcript" if utt.text is None else "empty transcript"
+                reason = missing.NO_TRANSCRIPT if utt.text is None else missing.EMPTY_TRANSCRIPT
                 results[i] = UtteranceFeatures.missing(reason, self.dim)
+            elif missing.is_lfs_pointer_text(utt.text):
+                log.warning("%s: the transcript is a Git LFS pointer, not text: run `git lfs pull` in the corpus "
+                            "root and prepare again", utt.utt_id)
+                results[i] = UtteranceFeatures.missing(missing.LFS_POINTER, self.dim)
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
             enc = self._encode([texts[i] for i in todo])
@@ -313,7 +318,7 @@ class BertExtractor(Extractor):
             for b, i in enumerate(todo):
                 feats = np.ascontiguousarray(hidden[b][rows[b]], dtype=np.float32)
                 if len(feats) == 0:
-                    results[i] = UtteranceFeatures.missing("no word pieces in transcript", self.dim)
+                    results[i] = UtteranceFeatures.missing(missing.EMPTY_TRANSCRIPT, self.dim)
                 else:
                     results[i] = UtteranceFeatures(feats, True)
         return [r for r in results if r is not None]

@@ -16,7 +16,7 @@ Optionally the frame sequence is downsampled in time by an integer factor with p
 `compare_utterance` gives one vector per utterance: ComParE_2016 functionals (6373) or eGeMAPSv02 (88).
 
 A bad utterance never raises: missing or unreadable media, an empty segment, silence, an utterance too short
-for `min_frames` frames, or non-finite output are returned as missing with a short stable reason. Raw ComParE
+for `min_frames` frames, or non-finite output are returned as missing with a reason of `pipeline.missing`. Raw ComParE
 values exceed the float16 range (spectral variance reaches millions), so features stay float32.
 """
 
@@ -35,6 +35,7 @@ from scipy.signal import resample_poly
 from pipeline.extract import Extractor, ExtractorConfigError, library_versions, sha256_of_files
 from pipeline.extract.audio import AudioLoadError, ffmpeg_version, load_audio
 from pipeline.manifest import Utterance
+from pipeline.missing import EXTRACTION_ERROR, NO_AUDIO, NON_FINITE, SILENT, TOO_SHORT
 from pipeline.store import UtteranceFeatures
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,6 @@ LLD_HOP_S = 0.01  # the ComParE_2016 configuration's frame step; not a setting o
 FRAME_LEVELS = "lld;lld_de"
 UTTERANCE_FEATURE_SETS = ("ComParE_2016", "eGeMAPSv02")
 
-NO_AUDIO = "no_audio"
-SILENT = "silent"
-TOO_SHORT = "too_short"
-NON_FINITE = "non_finite"
-EXTRACTION_ERROR = "extraction_error"
 INT16_MAX = 32767 / 32768  # opensmile scales by 32768 and casts to int16: 1.0 would wrap to -32768
 
 

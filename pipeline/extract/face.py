@@ -6,9 +6,10 @@ IEMOCAP's split screen), and facenet-pytorch's MTCNN looks for faces in batches 
 kept (the largest or the most confident), cropped square with a margin, turned grayscale, resized to the
 checkpoint's input size and normalised, and the Denseface network embeds the crops in batches: one 342-d row per
 sampled frame (at depth 100 / growth 12). A frame without a face gets a zero row and `frame_valid` false; an
-utterance with no face in any frame is present=false ("no face"); a missing or undecodable video is missing with
-its reason. Frames of all the utterances of a work unit share the detector and network batches, so short
-utterances still fill them; the unit depends only on the shard, so the store's bytes do not depend on workers.
+utterance with no face in any frame is present=false (`no_face`); a missing, empty, undecodable or Git-LFS-pointer
+video is missing with its reason (`pipeline.missing`). Frames of all the utterances of a work unit share the
+detector and network batches, so short utterances still fill them; the unit depends only on the shard, so the
+store's bytes do not depend on workers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 
 from models.denseface import Denseface
 from models.trainer import pick_device
+from pipeline import missing
 from pipeline.denseface_checkpoint import CheckpointError, Normalisation, load_checkpoint
 from pipeline.extract import Extractor, ExtractorConfigError, library_versions, sha256_of_files
 from pipeline.extract.compute import compute_facts
@@ -41,12 +43,14 @@ CONFIG_KEYS = ("checkpoint", "network", "fps", "detector", "face_selection", "mi
 DETECTOR_KEYS = ("min_face_size", "thresholds", "factor")
 SELECTIONS = ("largest", "probability")
 
-# failure reasons, counted by the stage's summary
-NO_VIDEO = "no video"
-VIDEO_MISSING = "video missing"
-VIDEO_UNREADABLE = "video unreadable"
-NO_FRAMES = "no frames in segment"
-NO_FACE = "no face"
+# failure reasons (pipeline.missing's vocabulary), counted by the stage's summary
+NO_VIDEO = missing.NO_VIDEO
+VIDEO_MISSING = missing.MISSING_FILE
+VIDEO_UNREADABLE = missing.UNREADABLE
+VIDEO_EMPTY = missing.EMPTY_FILE
+VIDEO_LFS_POINTER = missing.LFS_POINTER
+NO_FRAMES = missing.EMPTY_SEGMENT
+NO_FACE = missing.NO_FACE
 
 
 class VideoError(RuntimeError):
@@ -66,6 +70,11 @@ def sample_segment(path: Path, start: float | None, end: float | None, fps: floa
     """
     if not path.is_file():
         raise VideoError(VIDEO_MISSING, str(path))
+    if path.stat().st_size == 0:
+        raise VideoError(VIDEO_EMPTY, f"{path}: zero-byte file")
+    if missing.is_lfs_pointer(path):
+        raise VideoError(VIDEO_LFS_POINTER, f"{path}: a Git LFS pointer, not video: run `git lfs pull` in the corpus "
+                                            "root")
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
