@@ -12,15 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-MODALITIES = ("audio", "visual", "text")
-# condition name -> (audio, visual, text) presence, as MMIN writes them
-CONDITIONS: dict[str, tuple[int, int, int]] = {
-    "azz": (1, 0, 0), "zvz": (0, 1, 0), "zzl": (0, 0, 1),
-    "avz": (1, 1, 0), "azl": (1, 0, 1), "zvl": (0, 1, 1),
-    "avl": (1, 1, 1),
-}
-MISSING_CONDITIONS = ("azz", "zvz", "zzl", "avz", "azl", "zvl")
-UNLABELLED = -1
+from models.names import CONDITIONS, MISSING_CONDITIONS, MODALITIES, UNLABELLED  # noqa: F401 - re-exported
 
 
 @dataclass

@@ -15,13 +15,14 @@ from typing import Any
 import torch
 
 from models.denseface import Denseface, DensefaceConfig
+from pipeline.errors import AffectflowError
 
 CHECKPOINT_FORMAT = "affectflow.denseface"
 CHECKPOINT_VERSION = 1
 _REQUIRED = ("format", "format_version", "state_dict", "network", "classes", "normalisation")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AffectflowError, ValueError):
     """A checkpoint that cannot be used as configured; the message names the file and what differs."""
 
 

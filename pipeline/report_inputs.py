@@ -22,12 +22,13 @@ import torch
 import yaml
 
 from models.data import MISSING_CONDITIONS
+from pipeline.errors import AffectflowError
 from pipeline.train import checkpoint_dir, curves_path, metrics_path
 
 AVERAGE = "average"  # the pooled six missing conditions, as MMIN reports it
 
 
-class ReportInputError(ValueError):
+class ReportInputError(AffectflowError, ValueError):
     """A metrics, runs, curves, extras or lock file that exists but cannot be read as the train stage writes it."""
 
 

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from models.data import CONDITIONS, MISSING_CONDITIONS
+from models.names import CONDITIONS, MISSING_CONDITIONS
+from pipeline.errors import AffectflowError
 from pipeline.manifest import Utterance
 from pipeline.params import ConfigError
 
@@ -38,7 +39,7 @@ SPLIT_FORMAT = 1
 KINDS = ("speaker_folds", "session_folds", "holdout", "random_speakers")
 
 
-class SplitError(ValueError):
+class SplitError(AffectflowError, ValueError):
     """A split that breaks one of its promises (overlap, speaker leak, unknown id, fraction off)."""
 
 

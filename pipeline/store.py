@@ -27,12 +27,14 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline.errors import AffectflowError
+
 FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 20
 _STR = h5py.string_dtype(encoding="utf-8")
 
 
-class StoreError(RuntimeError):
+class StoreError(AffectflowError, RuntimeError):
     pass
 
 

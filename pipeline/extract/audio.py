@@ -21,6 +21,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from pipeline.errors import AffectflowError
+
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff"})
 
 MISSING_FILE = "missing_file"
@@ -29,7 +31,7 @@ EMPTY = "empty"
 NO_AUDIO_STREAM = "no_audio_stream"
 
 
-class AudioLoadError(RuntimeError):
+class AudioLoadError(AffectflowError, RuntimeError):
     """An audio segment that cannot be loaded; `reason` is one of the stable strings above."""
 
     def __init__(self, reason: str, path: str | Path, detail: str = "") -> None:

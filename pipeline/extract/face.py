@@ -29,6 +29,7 @@ import torch
 from models.denseface import Denseface
 from models.trainer import pick_device
 from pipeline.denseface_checkpoint import CheckpointError, Normalisation, load_checkpoint
+from pipeline.errors import AffectflowError
 from pipeline.extract import Extractor, ExtractorConfigError, library_versions, sha256_of_files
 from pipeline.manifest import Utterance
 from pipeline.store import UtteranceFeatures
@@ -48,7 +49,7 @@ NO_FRAMES = "no frames in segment"
 NO_FACE = "no face"
 
 
-class VideoError(RuntimeError):
+class VideoError(AffectflowError, RuntimeError):
     """A video that cannot be used; `reason` is one of the failure reasons above."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import AffectflowError
 from pipeline.extract import Extractor, ExtractorConfigError
 from pipeline.extract.executor import ExtractionSummary, run_local
 from pipeline.manifest import Utterance
@@ -15,7 +16,7 @@ from pipeline.store import StoreWriter
 log = logging.getLogger(__name__)
 
 
-class ExtractionFailed(RuntimeError):
+class ExtractionFailed(AffectflowError, RuntimeError):
     """Too many utterances failed; the finished shards are kept for the next run."""
 
 
