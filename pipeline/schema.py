@@ -13,6 +13,7 @@ returns the typed objects for code that wants them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Literal
@@ -328,6 +329,8 @@ class ModelBase(RunSettings):
     family: Literal["utt_fusion", "mmin", "mmgcn", "ssmm"] = setting(example="utt_fusion")
     protocol: Name = setting(example="speaker")
     init_from: Name | None = setting(None)
+    labelled_fractions: list[float] | None = setting(None, gt=0, le=1, example=[0.05, 0.1, 0.3, 1.0])
+    use_unlabelled: bool = setting(True)
 
     @classmethod
     def variant(cls, value: dict[str, Any]) -> type:
@@ -344,6 +347,7 @@ class ModelBase(RunSettings):
 
     def check(self) -> None:
         RunSettings.check(self)
+        _non_empty(self.labelled_fractions, "labelled_fractions")
         if self.features is None:
             raise Invalid("features is not set (here or under train:)", "features",
                           "e.g. features: {audio: compare, visual: denseface, text: bert}")
@@ -446,7 +450,6 @@ class MmgcnModel(ModelBase):
     batch_dialogues: int = setting(example=16, ge=1)
     class_weights: Literal["inverse_frequency", "none"] = setting(example="inverse_frequency")
     clip_norm: float | None = setting(None, gt=0)
-    frames: Frames | None = setting(None)
 
     def check(self) -> None:
         ModelBase.check(self)
@@ -461,7 +464,6 @@ class MmgcnModel(ModelBase):
 class SsmmModel(ModelBase):
     """The ssmm family (models/ssmm.py)."""
 
-    labelled_fractions: list[float] = setting(example=[0.05, 0.1, 0.3, 1.0], gt=0, le=1)
     variant: Literal["ssmm", "supervised"] = setting(example="ssmm")
     pooling: Literal["mean", "max"] = setting(example="mean")
     normalise: bool = setting(example=True)
@@ -485,11 +487,9 @@ class SsmmModel(ModelBase):
     pseudo_label_weight: float = setting(example=1.0, ge=0)
     pseudo_label_threshold: float = setting(example=0.95, gt=0, le=1)
     kaiming_init: bool = setting(example=True)
-    use_unlabelled: bool = setting(True)
 
     def check(self) -> None:
         ModelBase.check(self)
-        _non_empty(self.labelled_fractions, "labelled_fractions")
         _non_empty(self.mmd_kernel_scales, "mmd_kernel_scales")
         if len(self.betas) != 2:
             raise Invalid(f"betas must hold two values, got {self.betas}", "betas", "e.g. betas: [0.9, 0.999]")
@@ -676,8 +676,8 @@ def check_params(params: dict[str, Any]) -> CheckedParams:
             family = FAMILIES.get(str(data["models"][name].get("family")), ModelBase)
             parse(family, override, f"corpora.{corpus}.train.models.{name}", source, partial=True)
         for name in data.get("models") or {}:
-            where = f"corpora.{corpus}.train.models.{name}" if name in overrides else f"models.{name}"
-            models[(corpus, name)] = parse(ModelBase, model_settings(data, name, corpus), where, source)
+            models[(corpus, name)] = parse(ModelBase, model_settings(data, name, corpus), f"models.{name}", source,
+                                           locate=_model_key_locator(data, name, corpus))
     _check_references(data, source)
 
     sets: dict[str, DensefaceTrain] = {}
@@ -689,6 +689,25 @@ def check_params(params: dict[str, Any]) -> CheckedParams:
             sets[name] = parse(DensefaceTrain, merged(denseface["train"], override), f"denseface.sets.{name}",
                                source)
     return CheckedParams(params=typed, extractor_configs=extractor_configs, models=models, denseface_sets=sets)
+
+
+def _model_key_locator(data: dict[str, Any], model: str, corpus: str | None) -> Callable[[str], str]:
+    """Where a key of a merged model setting was written: the corpus's model override, the model entry, the
+    corpus's `train` or `train` (the order the train stage merges them in, last wins)."""
+    corpus_train = ((data.get("corpora") or {}).get(corpus) or {}).get("train") or {} if corpus else {}
+    blocks = [(f"corpora.{corpus}.train.models.{model}", (corpus_train.get("models") or {}).get(model) or {}),
+              (f"models.{model}", (data.get("models") or {}).get(model) or {}),
+              (f"corpora.{corpus}.train", {k: v for k, v in corpus_train.items() if k != "models"}),
+              ("train", data.get("train") or {})]
+
+    def locate(path: str) -> str:
+        top = path.split(".", 1)[0].split("[", 1)[0]
+        for prefix, block in blocks:
+            if top in block:
+                return f"{prefix}.{path}"
+        return f"models.{model}.{path}" if path else f"models.{model}"
+
+    return locate
 
 
 def _check_references(data: dict[str, Any], source: str) -> None:

@@ -20,7 +20,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, NewType, Union, get_args, get_origin
 
 from pipeline.params import ConfigError
@@ -121,12 +121,16 @@ class _Mismatch(Exception):
         self.message, self.key, self.fix = message, key, fix
 
 
-def parse(tp: Any, value: Any, key: str, source: str = "params.yaml", *, partial: bool = False) -> Any:
-    """`value` (from YAML) checked against the annotation `tp`; a ConfigError names `source` and the key path."""
+def parse(tp: Any, value: Any, key: str, source: str = "params.yaml", *, partial: bool = False,
+          locate: Callable[[str], str] | None = None) -> Any:
+    """`value` (from YAML) checked against the annotation `tp`; a ConfigError names `source` and the key path.
+
+    `locate` maps the path of a bad key within `value` to its full key, for a value merged from several blocks
+    (it is then called with the path below `value`, and `key` is not used in messages)."""
     try:
-        return _parse(tp, value, key, partial)
+        return _parse(tp, value, "" if locate else key, partial)
     except _Mismatch as err:
-        raise ConfigError(err.message, f"{source}: {err.key}", err.fix) from None
+        raise ConfigError(err.message, f"{source}: {locate(err.key) if locate else err.key}", err.fix) from None
 
 
 def _type_error(tp: Any, value: Any, key: str, example: Any = _NO_DEFAULT) -> _Mismatch:

@@ -33,7 +33,7 @@ class CorpusLayoutError(AffectflowError, FileNotFoundError):
     """The corpus tree is not what the release ships: missing root, missing required file, unfetched media."""
 
 
-class CorpusOptionError(ValueError):
+class CorpusOptionError(AffectflowError, ValueError):
     """An adapter option that is unknown or has a bad value; raised before any file is read."""
 
 
