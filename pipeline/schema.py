@@ -39,6 +39,9 @@ def _non_empty(values: list[Any] | dict[str, Any] | None, key: str) -> None:
 
 # ----------------------------------------------------------------------------------------------------- corpora
 
+VAL_RULES = ("partner", "next", "official")  # speaker folds: partner, next; session folds: next; holdout: official
+
+
 @dataclass(kw_only=True)
 class Protocol:
     """`corpora.<c>.splits.<name>`: one protocol of the split file (pipeline/splits.py)."""
@@ -55,6 +58,9 @@ class Protocol:
     def check(self) -> None:
         if isinstance(self.val, float) and not 0 < self.val < 1:
             raise Invalid(f"val must be a share in (0, 1) or a rule name, got {self.val}", "val", "e.g. val: 0.1")
+        if isinstance(self.val, str) and self.val not in VAL_RULES:
+            raise Invalid(f"val must be one of {', '.join(VAL_RULES)} or a share in (0, 1), got {self.val!r}", "val",
+                          _closest(self.val, VAL_RULES))
 
 
 @dataclass(kw_only=True)
