@@ -267,11 +267,30 @@ EXTRACTOR_CONFIGS: dict[str, type] = {"compare": CompareConfig, "compare_utteran
 
 @dataclass(kw_only=True)
 class FerData:
-    fer2013: str | None = setting(None)
-    ferplus: str | None = setting(None)
-    targets: Literal["majority", "distribution"] = setting("majority")
-    drop_single_votes: bool = setting(True)
-    majority_share: float = setting(0.5, ge=0, lt=1)
+    fer2013: str | None = setting(example="data/fer2013/fer2013.csv")
+    ferplus: str | None = setting(example="data/FERPlus/fer2013new.csv")
+    targets: Literal["majority", "distribution"] = setting(example="majority")
+    drop_single_votes: bool = setting(example=True)
+    majority_share: float = setting(example=0.5, ge=0, lt=1)
+
+
+@dataclass(kw_only=True)
+class DensefaceTrainNetwork:
+    """The network Denseface training builds (models/denseface.py DensefaceConfig; the classes come from the data)."""
+
+    depth: int = setting(example=100, ge=1)
+    growth_rate: int = setting(example=12, ge=1)
+    n_blocks: int = setting(example=3, ge=1)
+    compression: float = setting(example=0.5, gt=0, le=1)
+    bottleneck: bool = setting(example=True)
+    dropout: float = setting(example=0.0, ge=0, lt=1)
+
+    def check(self) -> None:
+        per_layer = self.n_blocks * (2 if self.bottleneck else 1)
+        body = self.depth - self.n_blocks - 1
+        if body <= 0 or body % per_layer:
+            raise Invalid(f"depth {self.depth} does not fit {self.n_blocks} blocks: depth - {self.n_blocks + 1} must "
+                          f"be a positive multiple of {per_layer}", "depth", "e.g. depth: 100 (or 40, 250)")
 
 
 @dataclass(kw_only=True)
@@ -308,13 +327,14 @@ class DensefaceTrain:
     """`denseface.train` (pipeline/denseface_train.py); a set under `denseface.sets` overrides part of it."""
 
     data: FerData = setting(example={"fer2013": "data/fer2013.csv", "ferplus": "data/fer2013new.csv"})
-    network: DensefaceNetwork = setting(example={"depth": 100, "growth_rate": 12})
+    network: DensefaceTrainNetwork = setting(example={"depth": 100, "growth_rate": 12, "n_blocks": 3,
+                                                      "compression": 0.5, "bottleneck": True, "dropout": 0.0})
     input: DensefaceInput = setting(example={"size": 64, "mean": 131.0754, "std": 47.858177})
     augment: DensefaceAugment = setting(example={"enabled": False, "flip": True, "max_rotation_deg": 10.0,
                                                  "max_scale": 0.1, "max_shift": 0.1})
     optim: DensefaceOptim = setting(example={"epochs": 60})
-    seed: int = setting(0, ge=0)
-    device: str = setting("auto", pattern=DEVICE, means=DEVICE_MEANS)
+    seed: int = setting(example=0, ge=0)
+    device: str = setting(example="auto", pattern=DEVICE, means=DEVICE_MEANS)
 
 
 @dataclass(kw_only=True)
@@ -343,7 +363,7 @@ class ModelBase(RunSettings):
         family = value.get("family")
         if cls is not ModelBase or family is None:
             return cls
-        if family not in FAMILIES:
+        if not isinstance(family, str) or family not in FAMILIES:
             import difflib
 
             close = difflib.get_close_matches(str(family), FAMILY_NAMES, n=1)
@@ -455,7 +475,7 @@ class MmgcnModel(ModelBase):
     epochs: int = setting(example=20, ge=1)
     batch_dialogues: int = setting(example=16, ge=1)
     class_weights: Literal["inverse_frequency", "none"] = setting(example="inverse_frequency")
-    clip_norm: float | None = setting(None, gt=0)
+    clip_norm: float | None = setting(example=None, gt=0)
 
     def check(self) -> None:
         ModelBase.check(self)
@@ -484,7 +504,7 @@ class SsmmModel(ModelBase):
     lr: float = setting(example=1.0e-3, gt=0)
     betas: list[float] = setting(example=[0.9, 0.999], ge=0, lt=1)
     weight_decay: float = setting(example=0.0, ge=0)
-    clip_norm: float | None = setting(None, gt=0)
+    clip_norm: float | None = setting(example=None, gt=0)
     recon_weight: float = setting(example=0.2, ge=0)
     mmd_weight: float = setting(example=0.1, ge=0)
     mmd_kernel_scales: list[float] = setting(example=[0.25, 0.5, 1.0, 2.0, 4.0], gt=0)
