@@ -47,9 +47,12 @@ def load_params(path: str | Path = DEFAULT_PATH) -> dict[str, Any]:
         fix = ("keep one of the two" if "written twice" in problem else
                "fix the YAML syntax there (indentation, brackets, quotes, a colon after each key)")
         raise ConfigError(f"not valid YAML: {problem}", where, fix) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read the params file ({err})", str(path), "check the file and its permissions") \
-            from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})", str(path),
+                          "save the file as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read the params file ({err.strerror or err})", str(path),
+                          "check the file and its permissions") from None
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping of sections", str(path),
                           "start from the project's params.yaml")

@@ -43,11 +43,11 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def make_project(tmp_path: Path, params: dict[str, Any] | str) -> Path:
+def make_project(tmp_path: Path, params: dict[str, Any] | str | bytes) -> Path:
     project = tmp_path / "project"
     project.mkdir()
-    text = params if isinstance(params, str) else yaml.safe_dump(params, sort_keys=False)
-    (project / "params.yaml").write_text(text)
+    text = params if isinstance(params, (str, bytes)) else yaml.safe_dump(params, sort_keys=False)
+    (project / "params.yaml").write_bytes(text if isinstance(text, bytes) else text.encode())
     for rel, data in EARLIER.items():
         (project / rel).parent.mkdir(parents=True, exist_ok=True)
         (project / rel).write_bytes(data)
@@ -72,7 +72,7 @@ class Case:
     edit: Callable[[dict[str, Any]], None] | None
     argv: tuple[str, ...]
     line: str
-    text_edit: Callable[[str], str] | None = None
+    text_edit: Callable[[str], str | bytes] | None = None
 
 
 def _rename(block: dict[str, Any], old: str, new: str) -> None:
@@ -179,6 +179,23 @@ CASES = [
              f"(first on line {_line_of(REPO_PARAMS, 'train_models:')}) "
              f"(params.yaml line {len(REPO_PARAMS.splitlines()) + 1}) - keep one of the two",
          text_edit=lambda text: text + "train_models: [mmgcn]\n"),
+    Case("an empty params file", None, ("prepare", "demo"),
+         E + "the top level must be a mapping of sections (params.yaml) - start from the project's params.yaml",
+         text_edit=lambda text: ""),
+    Case("a params file that is not UTF-8", None, ("prepare", "demo"),
+         E + f"not UTF-8 text (byte 0xff at offset {len(REPO_PARAMS.encode()) + 7}) (params.yaml) - "
+             "save the file as UTF-8",
+         text_edit=lambda text: text.encode() + b"zzz: 'a\xff'\n"),
+    Case("adapter options that are not a mapping", _set("corpora.demo.options", ["seed", 1]), ("prepare", "demo"),
+         E + "options must be a mapping, got ['seed', 1] (params.yaml: corpora.demo.options) - e.g. options: {}"),
+    Case("a Denseface depth that does not fit its blocks", _set("denseface.train.network.depth", 99),
+         ("train-denseface", "demo"),
+         E + "depth 99 does not fit 3 blocks: depth - 4 must be a positive multiple of 6 "
+             "(params.yaml: denseface.train.network.depth) - e.g. depth: 100 (or 40, 250)"),
+    Case("a split protocol's validation rule misspelt", _set("corpora.demo.splits.speaker.val", "partnr"),
+         ("split", "demo"),
+         E + "val must be one of partner, next, official or a share in (0, 1), got 'partnr' "
+             "(params.yaml: corpora.demo.splits.speaker.val) - did you mean 'partner'?"),
 ]
 
 
