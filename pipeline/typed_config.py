@@ -79,7 +79,7 @@ def describe(tp: Any) -> str:
     if dataclasses.is_dataclass(tp) or origin in (dict, Mapping):
         return "a mapping"
     if origin is Literal:
-        return "one of " + ", ".join(_yaml(a) for a in args)
+        return _yaml(args[0]) if len(args) == 1 else "one of " + ", ".join(_yaml(a) for a in args)
     if origin in (list, tuple):
         return f"a list of {_plural(describe(args[0]))}" if args else "a list"
     if origin in (Union, types.UnionType):
@@ -88,11 +88,13 @@ def describe(tp: Any) -> str:
 
 
 def _plural(words: str) -> str:
-    for single, many in (("an integer", "integers"), ("a number", "numbers"), ("a string", "strings"),
-                         ("a mapping", "mappings"), ("true or false", "true/false values")):
-        if words == single:
-            return many
-    return words.removeprefix("one of ").join(("(", ")")) if words.startswith("one of ") else words
+    many = {"an integer": "integers", "a number": "numbers", "a string": "strings", "a mapping": "mappings",
+            "true or false": "true/false values", "null": "nulls"}
+    if words in many:
+        return many[words]
+    if words.startswith("one of "):
+        return f"({words.removeprefix('one of ')})"
+    return " or ".join(many.get(part, part) for part in words.split(" or "))
 
 
 def _yaml(value: Any) -> str:
@@ -147,7 +149,7 @@ def _parse(tp: Any, value: Any, key: str, partial: bool, example: Any = _NO_DEFA
         if isinstance(value, str) and re.fullmatch(NAME_PATTERN, value):
             return value
         raise _Mismatch(f"name {value!r} may hold only letters, digits, _ and - (it becomes part of output paths)",
-                        key, "rename it, e.g. my_corpus")
+                        key, "rename it with letters, digits, _ and - only")
     if dataclasses.is_dataclass(tp):
         return _parse_dataclass(tp, value, key, partial)
     if origin in (Union, types.UnionType):
@@ -203,7 +205,12 @@ def _parse(tp: Any, value: Any, key: str, partial: bool, example: Any = _NO_DEFA
         key_tp, value_tp = args if args else (str, Any)
         out = {}
         for k, v in value.items():
-            _parse(key_tp, k, f"{key}.{k}", partial)
+            try:
+                _parse(key_tp, k, f"{key}.{k}", partial)
+            except _Mismatch as err:
+                if key_tp is not Name:
+                    err.message = f"key {k!r} must be {describe(key_tp)}"
+                raise
             out[k] = _parse(value_tp, v, f"{key}.{k}", partial)
         return out
     raise TypeError(f"typed_config: unsupported annotation {tp!r} at {key}")
@@ -289,7 +296,10 @@ def _parse_dataclass(cls: type, value: Any, key: str, partial: bool) -> Any:
             bounds = _bounds(field)
             if err.key == sub and bounds and " must be " in err.message and ", got " in err.message:
                 head, _, rest = err.message.partition(", got ")
-                err.message = f"{head} {bounds}, got {rest}"
+                if head.endswith(" or null"):
+                    err.message = f"{head.removesuffix(' or null')} {bounds} or null, got {rest}"
+                else:
+                    err.message = f"{head} {bounds}, got {rest}"
             raise
         _limits(field, parsed, sub)
         kwargs[field.name] = parsed

@@ -224,7 +224,7 @@ def test_a_corpus_key_that_is_an_absolute_path_is_rejected_before_anything_is_wr
         assert result.returncode == 2 and "Traceback" not in result.stderr
     assert_one_line(run_affectflow(project, "prepare", "demo"),
                     E + f"name {str(outside)!r} may hold only letters, digits, _ and - (it becomes part of output "
-                        f"paths) (params.yaml: corpora.{outside}) - rename it, e.g. my_corpus")
+                        f"paths) (params.yaml: corpora.{outside}) - rename it with letters, digits, _ and - only")
     assert snapshot(tmp_path) == before and not outside.exists()
 
 
