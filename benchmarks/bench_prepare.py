@@ -11,7 +11,7 @@ and, in this process, the adapter call alone (module already imported). Peak RSS
 resident set (getrusage via wait4). Targets: cli <= 1.5 s and <= 300 MB (it was 4.5 s and 930 MB when every
 command imported torch). Timings on a shared machine move with its load, printed alongside; compare ratios.
 
-    python benchmarks/bench_prepare.py [--clips 12] [--repeat 5]
+    python benchmarks/bench_prepare.py [--clips 12] [--repeat 5] [--code OTHER_CHECKOUT]
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ def make_corpus(root: Path, clips: int) -> None:
             out.writeframes(samples.tobytes())
 
 
-def run_child(argv: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process, which must succeed."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_child(argv: list[str], cwd: Path, code: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process running the checkout `code`, which must succeed."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
     start = time.perf_counter()
     child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(child.pid, 0)
@@ -77,6 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=12)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--code", type=Path, default=ROOT,
+                        help="the checkout the children run (default: this one), to compare before and after")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +100,7 @@ def main() -> None:
         best: dict[str, tuple[float, float]] = {}
         for _ in range(args.repeat):
             for name, argv in commands.items():
-                wall, rss = run_child(argv, project)
+                wall, rss = run_child(argv, project, args.code.resolve())
                 old = best.get(name, (float("inf"), float("inf")))
                 best[name] = (min(old[0], wall), min(old[1], rss))
 

@@ -89,13 +89,22 @@ def version() -> str:
         return match.group(1) if match else "unknown"
 
 
+class _Version(argparse.Action):
+    """`--version`, looked up only when asked for (reading the package metadata costs every other command time)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"affectflow {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --debug is accepted before or after the subcommand (`affectflow --debug train ...` or `train ... --debug`)
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the traceback of an error")
     parser = argparse.ArgumentParser(prog="affectflow", description=__doc__, parents=[debug])
-    parser.add_argument("--version", action="version", version=f"affectflow {version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

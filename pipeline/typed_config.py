@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
@@ -255,6 +256,12 @@ def unknown_key(name: str, known: list[str], key: str) -> _Mismatch:
     return _Mismatch(f"unknown key '{name}'", f"{key}.{name}" if key else str(name), fix)
 
 
+@functools.cache
+def _schema_of(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """A dataclass's resolved annotations and its fields by params key (resolved once per class)."""
+    return typing.get_type_hints(cls), {key_of(f): f for f in dataclasses.fields(cls)}
+
+
 def _parse_dataclass(cls: type, value: Any, key: str, partial: bool) -> Any:
     if not isinstance(value, dict):
         raise _Mismatch(f"{_leaf(key)} must be a mapping, got {_yaml(value) if value is None else repr(value)}",
@@ -267,8 +274,7 @@ def _parse_dataclass(cls: type, value: Any, key: str, partial: bool) -> Any:
             raise _Mismatch(err.message, f"{key}.{err.key}", err.fix) from None
         if chosen is not cls:
             return _parse_dataclass(chosen, value, key, partial)
-    hints = typing.get_type_hints(cls)
-    fields = {key_of(f): f for f in dataclasses.fields(cls)}
+    hints, fields = _schema_of(cls)
     for name in value:
         if name not in fields:
             raise unknown_key(name, list(fields), key)
