@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,11 +13,15 @@ from typing import Any
 from pipeline import corpora
 from pipeline.manifest import CorpusInfo, write_manifest
 from pipeline.params import ConfigError, lookup, section
+from pipeline.typed_config import NAME_PATTERN
 
 log = logging.getLogger(__name__)
 
 
 def corpus_dir(name: str) -> Path:
+    if not re.fullmatch(NAME_PATTERN, name):  # an absolute or dotted name would put outputs outside the project
+        raise ConfigError(f"corpus name {name!r} may hold only letters, digits, _ and -", "corpora",
+                          "rename the corpus entry")
     return Path("data") / name
 
 
