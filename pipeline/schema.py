@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
 from pipeline.params import ConfigError, merged
@@ -660,7 +660,59 @@ def model_settings(params: dict[str, Any], model: str, corpus: str | None) -> di
 
 
 def check_params(params: dict[str, Any]) -> CheckedParams:
-    """Every section of a loaded params file, typed and checked; the first problem is a one-line ConfigError."""
+    """Every section of a loaded params file, typed and checked; the first problem is a one-line ConfigError
+    naming the file, the line and the key."""
+    try:
+        return _check_params(params)
+    except ConfigError as err:
+        source = str(params.get("_path", "params.yaml"))
+        if err.where and err.where.startswith(f"{source}: "):
+            key = err.where.removeprefix(f"{source}: ")
+            line = key_line(Path(source), key)
+            if line is not None:
+                err.where = f"{source} line {line}: {key}"
+        raise
+
+
+def key_line(path: Path, key: str) -> int | None:
+    """The line of a dotted key path (`models.mmgcn.hidden`, `extract[1]`) in a YAML file: where the key is written,
+    following `<<` merges to where an inherited value is written; for a missing key, its parent's line."""
+    import yaml
+
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    found: list[int] = []
+
+    def walk(node: Any, rest: str) -> bool:
+        if not rest:
+            return True
+        if isinstance(node, yaml.SequenceNode) and rest.startswith("["):
+            index, _, after = rest[1:].partition("]")
+            if index.isdigit() and int(index) < len(node.value):
+                item = node.value[int(index)]
+                found.append(item.start_mark.line + 1)
+                return walk(item, after.removeprefix("."))
+            return False
+        if not isinstance(node, yaml.MappingNode):
+            return False
+        merges = []
+        for key_node, value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                merges.extend(value.value if isinstance(value, yaml.SequenceNode) else [value])
+                continue
+            name = str(key_node.value)
+            if rest == name or rest.startswith(name + ".") or rest.startswith(name + "["):
+                found.append(key_node.start_mark.line + 1)
+                return walk(value, rest[len(name):].removeprefix("."))
+        return any(walk(merged, rest) for merged in merges)
+
+    walk(root, key)
+    return found[-1] if found else None
+
+
+def _check_params(params: dict[str, Any]) -> CheckedParams:
     source = str(params.get("_path", "params.yaml"))
     data = {k: v for k, v in params.items() if k != "_path"}
     typed: Params = parse(Params, data, "", source)

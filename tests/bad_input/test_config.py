@@ -73,6 +73,7 @@ class Case:
     argv: tuple[str, ...]
     line: str
     text_edit: Callable[[str], str | bytes] | None = None
+    at: str | None = None  # the params line the message names: its start (after indentation, or from `^`)
 
 
 def _rename(block: dict[str, Any], old: str, new: str) -> None:
@@ -94,74 +95,104 @@ def _line_of(text: str, start: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), start=1) if line.startswith(start))
 
 
+def _line_at(text: str, at: str) -> int:
+    """The one line of `text` that starts with `at` after its indentation (or, for `^...`, as written)."""
+    lines = [i for i, line in enumerate(text.splitlines(), start=1)
+             if (line.startswith(at[1:]) if at.startswith("^") else line.lstrip().startswith(at))]
+    assert len(lines) == 1, (at, lines)
+    return lines[0]
+
+
 E = "affectflow: error: "
 CASES = [
     Case("typo in a corpus's model override (epochs_constnat)",
          lambda p: _rename(p["corpora"]["demo"]["train"]["models"]["utt_fusion"], "epochs_constant", "epochs_constnat"),
          ("train", "utt_fusion", "demo"),
          E + "unknown key 'epochs_constnat' (params.yaml: corpora.demo.train.models.utt_fusion.epochs_constnat) - "
-             "did you mean 'epochs_constant'?"),
+             "did you mean 'epochs_constant'?",
+         at='epochs_constnat:'),
     Case("typo in a model's hyper-parameter (dropuot)",
          lambda p: _rename(p["models"]["utt_fusion"], "dropout", "dropuot"), ("train", "utt_fusion", "demo"),
-         E + "unknown key 'dropuot' (params.yaml: models.utt_fusion.dropuot) - did you mean 'dropout'?"),
+         E + "unknown key 'dropuot' (params.yaml: models.utt_fusion.dropuot) - did you mean 'dropout'?",
+         at='dropuot:'),
     Case("workers: two", _set("corpora.demo.train.workers", "two"), ("prepare", "demo"),
-         E + "workers must be an integer >= 1, got 'two' (params.yaml: corpora.demo.train.workers) - e.g. workers: 1"),
+         E + "workers must be an integer >= 1, got 'two' (params.yaml: corpora.demo.train.workers) - e.g. workers: 1",
+         at='workers: two'),
     Case("max_failure_rate: '5%'", _set("extractors.compare.max_failure_rate", "5%"), ("extract", "demo", "compare"),
          E + "max_failure_rate must be a number >= 0 and <= 1, got '5%' "
-             "(params.yaml: extractors.compare.max_failure_rate) - e.g. max_failure_rate: 0.05"),
+             "(params.yaml: extractors.compare.max_failure_rate) - e.g. max_failure_rate: 0.05",
+         at="max_failure_rate: 5%"),
     Case("max_failure_rate above 1", _set("extractors.bert.max_failure_rate", 5), ("extract", "demo", "bert"),
          E + "max_failure_rate must be >= 0 and <= 1, got 5.0 (params.yaml: extractors.bert.max_failure_rate) - "
-             "e.g. max_failure_rate: 0.05"),
+             "e.g. max_failure_rate: 0.05",
+         at='max_failure_rate: 5'),
     Case("seeds: 0", _set("train.seeds", 0), ("split", "demo"),
-         E + "seeds must be a list of integers >= 0, got 0 (params.yaml: train.seeds) - e.g. seeds: [0, 1, 2]"),
+         E + "seeds must be a list of integers >= 0, got 0 (params.yaml: train.seeds) - e.g. seeds: [0, 1, 2]",
+         at='seeds: 0'),
     Case("device: gpu", _set("train.device", "gpu"), ("train", "mmgcn", "demo"),
          E + "device must be auto, cpu, cuda, cuda:<n> or mps, got 'gpu' (params.yaml: train.device) - "
-             "e.g. device: auto"),
+             "e.g. device: auto",
+         at='device: gpu'),
     Case("root: null", _set("corpora.demo.root", None), ("prepare", "demo"),
          E + "root must be a string, got null (params.yaml: corpora.demo.root) - "
-             "e.g. root: /data/IEMOCAP_full_release"),
+             "e.g. root: /data/IEMOCAP_full_release",
+         at='root: null'),
     Case("a corpus without root", lambda p: p["corpora"]["demo"].pop("root"), ("prepare", "demo"),
-         E + "key 'root' is missing (params.yaml: corpora.demo.root) - add root: /data/IEMOCAP_full_release"),
+         E + "key 'root' is missing (params.yaml: corpora.demo.root) - add root: /data/IEMOCAP_full_release",
+         at='^  demo:'),
     Case("a bad model hyper-parameter fails before any store is read (odd MMGCN hidden size)",
          _set("models.mmgcn.hidden", 201), ("train", "mmgcn", "demo"),
          E + "hidden must be even (the BiLSTM halves it), got 201 (params.yaml: models.mmgcn.hidden) - "
-             "e.g. hidden: 200"),
+             "e.g. hidden: 200",
+         at='hidden: 201'),
     Case("a dropout outside [0, 1)", _set("models.mmin.dropout", 1.5), ("train", "mmin", "demo"),
-         E + "dropout must be >= 0 and < 1, got 1.5 (params.yaml: models.mmin.dropout) - e.g. dropout: 0.3"),
+         E + "dropout must be >= 0 and < 1, got 1.5 (params.yaml: models.mmin.dropout) - e.g. dropout: 0.3",
+         at='dropout: 1.5'),
     Case("unknown key in a section, with the closest valid key", lambda p: _rename(p["report"], "corpora", "corpra"),
-         ("report",), E + "unknown key 'corpra' (params.yaml: report.corpra) - did you mean 'corpora'?"),
+         ("report",), E + "unknown key 'corpra' (params.yaml: report.corpra) - did you mean 'corpora'?",
+         at='corpra:'),
     Case("unknown section", lambda p: _rename(p, "train", "trian"), ("prepare", "demo"),
-         E + "unknown key 'trian' (params.yaml: trian) - did you mean 'train'?"),
+         E + "unknown key 'trian' (params.yaml: trian) - did you mean 'train'?",
+         at='trian:'),
     Case("unknown model family", _set("models.mmgcn.family", "mmgnc"), ("train", "mmgcn", "demo"),
          E + "family must be one of utt_fusion, mmin, mmgcn, ssmm, got 'mmgnc' (params.yaml: models.mmgcn.family) - "
-             "did you mean mmgcn?"),
+             "did you mean mmgcn?",
+         at='family: mmgnc'),
     Case("a choice misspelt", _set("extractors.bert.executor", "rey"), ("extract", "demo", "bert"),
          E + "executor must be one of local, ray, got 'rey' (params.yaml: extractors.bert.executor) - "
-             "did you mean ray?"),
+             "did you mean ray?",
+         at='executor: rey'),
     Case("a corpus's extractor config misspelt", _set("corpora.demo.extractors.bert.config", {"modle": "x"}),
          ("extract", "demo", "bert"),
-         E + "unknown key 'modle' (params.yaml: corpora.demo.extractors.bert.config.modle) - did you mean 'model'?"),
+         E + "unknown key 'modle' (params.yaml: corpora.demo.extractors.bert.config.modle) - did you mean 'model'?",
+         at='modle:'),
     Case("a Denseface set's optimiser key misspelt",
          lambda p: _rename(p["denseface"]["sets"]["demo"]["optim"], "epochs", "epoch"), ("train-denseface", "demo"),
-         E + "unknown key 'epoch' (params.yaml: denseface.sets.demo.optim.epoch) - did you mean 'epochs'?"),
+         E + "unknown key 'epoch' (params.yaml: denseface.sets.demo.optim.epoch) - did you mean 'epochs'?",
+         at='epoch:'),
     Case("a labelled fraction of 0", _set("splits.labelled_fractions", [0, 0.5]), ("split", "demo"),
          E + "labelled_fractions must be > 0 and <= 1, got 0.0 (params.yaml: splits.labelled_fractions) - "
-             "e.g. labelled_fractions: [0.05, 0.1, 0.3, 1.0]"),
+             "e.g. labelled_fractions: [0.05, 0.1, 0.3, 1.0]",
+         at='^  labelled_fractions:'),
     Case("a corpus modality that does not exist", _set("corpora.demo.modalities", ["audio", "video"]),
          ("prepare", "demo"),
          E + "modalities must be one of audio, visual, text, got 'video' (params.yaml: corpora.demo.modalities[1]) - "
-             "use one of audio, visual, text"),
+             "use one of audio, visual, text",
+         at='- video'),
     Case("extract names an extractor that is not defined", _set("extract", ["compare", "bret"]),
          ("extract", "demo", "compare"),
          E + "extract names 'bret', which `extractors` does not define (params.yaml: extract[1]) - "
-             "did you mean 'bert'?"),
+             "did you mean 'bert'?",
+         at='- bret'),
     Case("train_models names a model that is not defined", _set("train_models", ["utt_fusion", "mmgnc"]),
          ("train", "utt_fusion", "demo"),
          E + "train_models names 'mmgnc', which `models` does not define (params.yaml: train_models[1]) - "
-             "did you mean 'mmgcn'?"),
+             "did you mean 'mmgcn'?",
+         at='- mmgnc'),
     Case("a report folder outside the project", _set("report.out_dir", "../reports"), ("report",),
          E + "out_dir '../reports' leaves the project; outputs are written inside it (params.yaml: report.out_dir) - "
-             "give a relative path such as reports"),
+             "give a relative path such as reports",
+         at='out_dir: ../reports'),
     Case("a corpus name with a slash on the command line", None, ("prepare", "../demo"),
          E + "corpus name '../demo' may hold only letters, digits, _ and - (command line: corpus) - "
              "give the name of an entry under corpora in params.yaml"),
@@ -187,15 +218,18 @@ CASES = [
              "save the file as UTF-8",
          text_edit=lambda text: text.encode() + b"zzz: 'a\xff'\n"),
     Case("adapter options that are not a mapping", _set("corpora.demo.options", ["seed", 1]), ("prepare", "demo"),
-         E + "options must be a mapping, got ['seed', 1] (params.yaml: corpora.demo.options) - e.g. options: {}"),
+         E + "options must be a mapping, got ['seed', 1] (params.yaml: corpora.demo.options) - e.g. options: {}",
+         at='^    options:'),
     Case("a Denseface depth that does not fit its blocks", _set("denseface.train.network.depth", 99),
          ("train-denseface", "demo"),
          E + "depth 99 does not fit 3 blocks: depth - 4 must be a positive multiple of 6 "
-             "(params.yaml: denseface.train.network.depth) - e.g. depth: 100 (or 40, 250)"),
+             "(params.yaml: denseface.train.network.depth) - e.g. depth: 100 (or 40, 250)",
+         at='depth: 99'),
     Case("a split protocol's validation rule misspelt", _set("corpora.demo.splits.speaker.val", "partnr"),
          ("split", "demo"),
          E + "val must be one of partner, next, official or a share in (0, 1), got 'partnr' "
-             "(params.yaml: corpora.demo.splits.speaker.val) - did you mean 'partner'?"),
+             "(params.yaml: corpora.demo.splits.speaker.val) - did you mean 'partner'?",
+         at='val: partnr'),
 ]
 
 
@@ -208,8 +242,12 @@ def test_bad_config_gives_one_line_and_changes_nothing(tmp_path: Path, case: Cas
         if case.edit is not None:
             case.edit(p)
         project = make_project(tmp_path, p)
+    expected = case.line
+    if case.at is not None:
+        line = _line_at((project / "params.yaml").read_text(), case.at)
+        expected = expected.replace("(params.yaml: ", f"(params.yaml line {line}: ")
     before = snapshot(tmp_path)
-    assert_one_line(run_affectflow(project, *case.argv), case.line)
+    assert_one_line(run_affectflow(project, *case.argv), expected)
     assert snapshot(tmp_path) == before
 
 
@@ -222,9 +260,11 @@ def test_a_corpus_key_that_is_an_absolute_path_is_rejected_before_anything_is_wr
     for argv in (("prepare", "demo"), ("prepare", str(outside))):
         result = run_affectflow(project, *argv)
         assert result.returncode == 2 and "Traceback" not in result.stderr
+    line = _line_at((project / "params.yaml").read_text(), f"^  {outside}:")
     assert_one_line(run_affectflow(project, "prepare", "demo"),
                     E + f"name {str(outside)!r} may hold only letters, digits, _ and - (it becomes part of output "
-                        f"paths) (params.yaml: corpora.{outside}) - rename it with letters, digits, _ and - only")
+                        f"paths) (params.yaml line {line}: corpora.{outside}) - rename it with letters, digits, "
+                        "_ and - only")
     assert snapshot(tmp_path) == before and not outside.exists()
 
 
