@@ -668,19 +668,23 @@ def check_params(params: dict[str, Any]) -> CheckedParams:
         source = str(params.get("_path", "params.yaml"))
         if err.where and err.where.startswith(f"{source}: "):
             key = err.where.removeprefix(f"{source}: ")
-            line = key_line(Path(source), key)
+            line = key_line(Path(source), key, {k: v for k, v in params.items() if k != "_path"})
             if line is not None:
                 err.where = f"{source} line {line}: {key}"
         raise
 
 
-def key_line(path: Path, key: str) -> int | None:
+def key_line(path: Path, key: str, data: dict[str, Any] | None = None) -> int | None:
     """The line of a dotted key path (`models.mmgcn.hidden`, `extract[1]`) in a YAML file: where the key is written,
-    following `<<` merges to where an inherited value is written; for a missing key, its parent's line."""
+    following `<<` merges to where an inherited value is written; for a missing key, its parent's line. None when
+    the file cannot be read, or does not hold `data` (params edited in memory after loading)."""
     import yaml
 
     try:
-        root = yaml.compose(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if data is not None and yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) != data:
+            return None
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     found: list[int] = []

@@ -106,3 +106,29 @@ def test_every_opensmile_setting_the_schema_accepts_the_extractor_accepts(name: 
                 _settings(cls.settings_class, cfg, name)
             except (ValueError, KeyError, TypeError) as err:
                 pytest.fail(f"the schema accepts {name} config {label} but the extractor rejects it: {err!r}")
+
+
+def test_key_line_follows_merges_aliases_and_lists(tmp_path: Path) -> None:
+    from pipeline.schema import key_line
+
+    path = tmp_path / "p.yaml"
+    path.write_text("models:\n"                       # 1
+                    "  a: &a\n"                       # 2
+                    "    lr: 0.1\n"                   # 3
+                    "    hidden: [1, 2]\n"            # 4
+                    "  b:\n"                          # 5
+                    "    <<: *a\n"                    # 6
+                    "    dropout: 0.5\n"              # 7
+                    "corpora:\n"                      # 8
+                    "  demo:\n"                       # 9
+                    "    train: {models: {b: *a}}\n"  # 10
+                    "extract:\n"                      # 11
+                    "  - compare\n"                   # 12
+                    "  - bert\n")                     # 13
+    assert key_line(path, "models.b.dropout") == 7
+    assert key_line(path, "models.b.lr") == 3                       # inherited: where the value is written
+    assert key_line(path, "models.b.hidden[1]") == 4
+    assert key_line(path, "corpora.demo.train.models.b.lr") == 3   # through an alias
+    assert key_line(path, "extract[1]") == 13
+    assert key_line(path, "corpora.demo.root") == 9                 # missing: its parent
+    assert key_line(path, "models.b.lr", {"other": 1}) is None      # the file no longer holds these params
