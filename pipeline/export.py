@@ -71,11 +71,6 @@ MMIN_SETS = {"train": "trn", "val": "val", "test": "tst"}  # their set_name per 
 MMIN_DIRS = {"audio": "A", "visual": "V", "text": "L"}
 MMGCN_ITEMS = ("videoIDs", "videoSpeakers", "videoLabels", "videoText", "videoAudio", "videoVisual",
                "videoSentence", "trainVid", "testVid")
-MMIN_KEYS = {"model": str, "protocol": str, "files": dict, "mean_std": str, "missing": str,
-             "valid_frames_only": bool, "config_file": str}
-MMGCN_KEYS = {"model": str, "protocol": str, "fold": (int, str), "file": str, "speakers": str, "layout": str,
-              "pickle_protocol": int}
-CHOICES = {"missing": ("zero_row", "empty"), "speakers": ("onehot", "letters"), "layout": ("iemocap", "meld")}
 LETTERS = ("M", "F")
 
 
@@ -86,26 +81,12 @@ class ExportError(ConfigError):
 # ------------------------------------------------------------------------------------------------ inputs
 
 def export_config(params: dict[str, Any], kind: str) -> dict[str, Any]:
-    """The checked `export.<kind>` block of params."""
-    keys = {"mmin": MMIN_KEYS, "mmgcn": MMGCN_KEYS}[kind]
+    """The `export.<kind>` block of params, checked by its typed configuration (pipeline/schema.py)."""
+    from pipeline.schema import EXPORT_CONFIGS
+    from pipeline.typed_config import parse
+
     cfg = lookup(params, f"export.{kind}")
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"export.{kind} must be a mapping")
-    missing = sorted(set(keys) - set(cfg))
-    if missing:
-        raise ConfigError(f"export.{kind}: missing keys {missing}")
-    unknown = sorted(set(cfg) - set(keys))
-    if unknown:
-        raise ConfigError(f"export.{kind}: unknown keys {unknown}; known: {sorted(keys)}")
-    for key, kind_ in keys.items():
-        if not isinstance(cfg[key], kind_) or (kind_ is not bool and isinstance(cfg[key], bool)):
-            raise ConfigError(f"export.{kind}.{key}={cfg[key]!r} has the wrong type")
-        if key in CHOICES and cfg[key] not in CHOICES[key]:
-            raise ConfigError(f"export.{kind}.{key} must be one of {CHOICES[key]}, got {cfg[key]!r}")
-    if kind == "mmin":
-        files = cfg["files"]
-        if set(files) != set(MODALITIES) or not all(isinstance(v, str) and v for v in files.values()):
-            raise ConfigError(f"export.mmin.files must name a file for each of {list(MODALITIES)}, got {files!r}")
+    parse(EXPORT_CONFIGS[kind], cfg, f"export.{kind}", str(params.get("_path", "params.yaml")))
     return cfg
 
 

@@ -590,7 +590,7 @@ class MminExport:
     config_file: str = setting(example="IEMOCAP_config.json")
 
     def check(self) -> None:
-        if set(self.files) != {"audio", "visual", "text"}:
+        if set(self.files) != {"audio", "visual", "text"} or not all(self.files.values()):
             raise Invalid(f"files must name a file for each of audio, visual, text, got {sorted(self.files)}",
                           "files", "e.g. files: {audio: comparE, visual: denseface, text: bert_large}")
 
@@ -604,6 +604,9 @@ class MmgcnExport:
     speakers: Literal["onehot", "letters"] = setting(example="onehot")
     layout: Literal["iemocap", "meld"] = setting(example="iemocap")
     pickle_protocol: int = setting(example=4, ge=2, le=5)
+
+
+EXPORT_CONFIGS: dict[str, type] = {"mmin": MminExport, "mmgcn": MmgcnExport}
 
 
 @dataclass(kw_only=True)
