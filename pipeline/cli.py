@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
+import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,43 +99,87 @@ def _stages(args: argparse.Namespace, params: dict[str, Any]) -> None:
     stages_command(args, params)
 
 
+def version() -> str:
+    """The installed package's version (pyproject.toml), or the source tree's when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("affectflow")
+    except metadata.PackageNotFoundError:
+        text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+        match = re.search(r'^version = "([^"]+)"', text, re.M)
+        return match.group(1) if match else "unknown"
+
+
+class _Version(argparse.Action):
+    """`--version`, looked up only when asked for (reading the package metadata costs every other command time)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"affectflow {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="affectflow", description=__doc__)
+    # --debug is accepted before or after the subcommand (`affectflow --debug train ...` or `train ... --debug`)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an error")
+    parser = argparse.ArgumentParser(prog="affectflow", description=__doc__, parents=[debug])
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, _, arguments) in COMMANDS.items():
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd = sub.add_parser(name, help=help_text, description=help_text, parents=[debug])
         for arg, arg_help in arguments:
             cmd.add_argument(arg, help=arg_help)
-    from pipeline.export import register  # not a stage: a hand-off to the authors' code (absolute paths inside)
+    from pipeline.export_cli import register  # not a stage: a hand-off to the authors' code (absolute paths inside)
 
     register(sub)
-    stages = sub.add_parser("stages", help=STAGES_HELP, description=STAGES_HELP)
+    stages = sub.add_parser("stages", help=STAGES_HELP, description=STAGES_HELP, parents=[debug])
     stages.add_argument("--check", action="store_true", help="only compare with dvc.yaml; exit 2 naming what differs")
     stages.set_defaults(handler=_stages)
     return parser
 
 
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (AffectflowError, ConfigError, FileNotFoundError)
+# the positional arguments that name params entries, and the section each names an entry of
+NAMED_ENTRIES = {"corpus": "corpora", "model": "models", "extractor": "extractors", "set": "denseface.sets"}
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input or configuration: one clear line, no traceback."""
-    from pipeline.corpora.common import CorpusOptionError
-    from pipeline.denseface_checkpoint import CheckpointError
-    from pipeline.denseface_train import TrainConfigError
-    from pipeline.extract import ExtractorConfigError
-    from pipeline.extract.executor import WorkerSetupError
-    from pipeline.extract.stage import ExtractionFailed
-    from pipeline.fer import FerFormatError
-    from pipeline.manifest import ManifestError
-    from pipeline.report_inputs import ReportInputError
-    from pipeline.splits import SplitError
-    from pipeline.store import StoreError
+def check_arguments(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    """The names given on the command line: each a valid name ([A-Za-z0-9_-]+) of an entry in its section."""
+    from pipeline.params import lookup
+    from pipeline.typed_config import NAME_PATTERN
 
-    return (*KNOWN_ERRORS, ManifestError, StoreError, ExtractorConfigError, ExtractionFailed, CorpusOptionError,
-            SplitError, CheckpointError, TrainConfigError, WorkerSetupError, FerFormatError, ReportInputError)
+    source = str(params.get("_path", "params.yaml"))
+    for arg, section in NAMED_ENTRIES.items():
+        name = getattr(args, arg, None)
+        if name is None:
+            continue
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise ConfigError(f"{arg} name {name!r} may hold only letters, digits, _ and -", f"command line: {arg}",
+                              f"give the name of an entry under {section} in {source}")
+        entries = lookup(params, section, {}) or {}
+        if name not in entries:
+            close = difflib.get_close_matches(name, [str(e) for e in entries], n=1)
+            fix = (f"did you mean '{close[0]}'?" if close else
+                   f"{section} has: {', '.join(map(str, entries))}" if entries else f"add an entry under {section}")
+            raise ConfigError(f"key '{section}.{name}' is missing: no {arg} {name!r}", source, fix)
+
+
+def error_line(err: BaseException) -> str:
+    """The one line the CLI prints for a known error: `affectflow: error: <what> (<where>) - <how to fix>`."""
+    if isinstance(err, AffectflowError):
+        return f"affectflow: error: {err}"
+    if isinstance(err, OSError):
+        what = err.strerror or str(err)
+        where = f" ({err.filename})" if err.filename else ""
+        fix = {FileNotFoundError: "run the stage that writes it first (dvc repro), or check the path",
+               PermissionError: "check the permissions of the file and its folder"}.get(type(err),
+                                                                                        "check the file and the disk")
+        return f"affectflow: error: {what}{where} - {fix}"
+    return f"affectflow: error: {err}"
 
 
 def _check_stages(params: dict[str, Any]) -> None:
@@ -148,16 +195,23 @@ def _check_stages(params: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     put_project_root_on_path()
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         params = load_params(Path(args.params))
+        check_arguments(args, params)
+        from pipeline.schema import check_params
+
+        check_params(params)  # every section, before any stage runs
         if args.command in COMMANDS:
             _check_stages(params)
         handler = COMMANDS[args.command][1] if args.command in COMMANDS else args.handler
         handler(args, params)
-    except _known_errors() as err:
-        print(f"affectflow {args.command}: error: {err}", file=sys.stderr)
+    except (AffectflowError, OSError) as err:
+        if debug:
+            traceback.print_exc()
+        print(error_line(err), file=sys.stderr)
         return 2
     return 0
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from models.denseface import Denseface, DensefaceConfig
 from models.trainer import fit, pick_device, seed_everything
 from pipeline.denseface_checkpoint import Normalisation, save_checkpoint
+from pipeline.errors import AffectflowError
 from pipeline.fer import FerSet, check_reader_config, read_fer
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 TOP_LEVEL = ("seed", "device")
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(AffectflowError, ValueError):
     """A training configuration problem, found before any work starts."""
 
 

@@ -37,7 +37,6 @@ never overwritten.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -72,11 +71,6 @@ MMIN_SETS = {"train": "trn", "val": "val", "test": "tst"}  # their set_name per 
 MMIN_DIRS = {"audio": "A", "visual": "V", "text": "L"}
 MMGCN_ITEMS = ("videoIDs", "videoSpeakers", "videoLabels", "videoText", "videoAudio", "videoVisual",
                "videoSentence", "trainVid", "testVid")
-MMIN_KEYS = {"model": str, "protocol": str, "files": dict, "mean_std": str, "missing": str,
-             "valid_frames_only": bool, "config_file": str}
-MMGCN_KEYS = {"model": str, "protocol": str, "fold": (int, str), "file": str, "speakers": str, "layout": str,
-              "pickle_protocol": int}
-CHOICES = {"missing": ("zero_row", "empty"), "speakers": ("onehot", "letters"), "layout": ("iemocap", "meld")}
 LETTERS = ("M", "F")
 
 
@@ -87,26 +81,12 @@ class ExportError(ConfigError):
 # ------------------------------------------------------------------------------------------------ inputs
 
 def export_config(params: dict[str, Any], kind: str) -> dict[str, Any]:
-    """The checked `export.<kind>` block of params."""
-    keys = {"mmin": MMIN_KEYS, "mmgcn": MMGCN_KEYS}[kind]
+    """The `export.<kind>` block of params, checked by its typed configuration (pipeline/schema.py)."""
+    from pipeline.schema import EXPORT_CONFIGS
+    from pipeline.typed_config import parse
+
     cfg = lookup(params, f"export.{kind}")
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"export.{kind} must be a mapping")
-    missing = sorted(set(keys) - set(cfg))
-    if missing:
-        raise ConfigError(f"export.{kind}: missing keys {missing}")
-    unknown = sorted(set(cfg) - set(keys))
-    if unknown:
-        raise ConfigError(f"export.{kind}: unknown keys {unknown}; known: {sorted(keys)}")
-    for key, kind_ in keys.items():
-        if not isinstance(cfg[key], kind_) or (kind_ is not bool and isinstance(cfg[key], bool)):
-            raise ConfigError(f"export.{kind}.{key}={cfg[key]!r} has the wrong type")
-        if key in CHOICES and cfg[key] not in CHOICES[key]:
-            raise ConfigError(f"export.{kind}.{key} must be one of {CHOICES[key]}, got {cfg[key]!r}")
-    if kind == "mmin":
-        files = cfg["files"]
-        if set(files) != set(MODALITIES) or not all(isinstance(v, str) and v for v in files.values()):
-            raise ConfigError(f"export.mmin.files must name a file for each of {list(MODALITIES)}, got {files!r}")
+    parse(EXPORT_CONFIGS[kind], cfg, f"export.{kind}", str(params.get("_path", "params.yaml")))
     return cfg
 
 
@@ -461,35 +441,5 @@ def read_mmgcn_export(out: str | Path) -> dict[str, UtteranceSet]:
 # --------------------------------------------------------------------------------------------------- CLI
 
 EXPORTERS = {"mmin": export_mmin, "mmgcn": export_mmgcn}
-LAYOUT_HELP = {
-    "mmin": ("MMIN's h5 features, per-fold audio mean/std and one-hot targets (AIM3-RUC/MMIN)",
-             "split protocol (default: export.mmin.protocol)", "one fold, by index or name (default: all folds)"),
-    "mmgcn": ("MMGCN's dialogue pickle of one fold (hujingwen6666/MMGCN)",
-              "split protocol (default: export.mmgcn.protocol)", "fold index or name (default: export.mmgcn.fold)"),
-}
 
-
-def _fold_arg(value: str | None) -> int | str | None:
-    return int(value) if value is not None and value.isdigit() else value
-
-
-def run_export(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    """The `affectflow export <layout>` handler; paths are relative to the working directory (the project)."""
-    EXPORTERS[args.layout](Path("."), params, args.corpus, Path(args.out), fold=_fold_arg(args.fold),
-                           protocol=args.protocol)
-
-
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `export mmin|mmgcn <corpus> --out DIR [--protocol P] [--fold F]`; the handler is `args.handler`."""
-    parser = subparsers.add_parser("export", help="write features and splits in the layout of the authors' code",
-                                   description="write a corpus's features and splits in the layout the original "
-                                               "MMIN or MMGCN code reads")
-    layouts = parser.add_subparsers(dest="layout", required=True, metavar="LAYOUT")
-    for name, (help_text, protocol_help, fold_help) in LAYOUT_HELP.items():
-        sub = layouts.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("corpus", help="a key under `corpora` in params.yaml")
-        sub.add_argument("--out", required=True, help="output directory (new, empty, or an earlier export)")
-        sub.add_argument("--protocol", default=None, help=protocol_help)
-        sub.add_argument("--fold", default=None, help=fold_help)
-    parser.set_defaults(handler=run_export)
-    return parser
+from pipeline.export_cli import LAYOUT_HELP, register, run_export  # noqa: E402,F401 - the CLI half, kept light

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import AffectflowError
+
 log = logging.getLogger(__name__)
 
 FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -38,7 +40,7 @@ TARGET_MODES = ("majority", "distribution")
 READER_KEYS = ("targets", "drop_single_votes", "majority_share")
 
 
-class FerFormatError(ValueError):
+class FerFormatError(AffectflowError, ValueError):
     """A FER-format file that breaks the format; the message names the file and line."""
 
     def __init__(self, message: str, *, source: str | Path, line: int | None = None) -> None:

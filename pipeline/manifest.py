@@ -14,12 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pipeline.errors import AffectflowError
+
 UTT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 FACE_REGIONS = ("full", "left", "right")
 MODALITIES = ("audio", "video", "text")
 
 
-class ManifestError(ValueError):
+class ManifestError(AffectflowError, ValueError):
     """A manifest or corpus line that breaks a rule; the message names the file, line and field."""
 
     def __init__(self, message: str, *, source: str | Path | None = None, line: int | None = None,

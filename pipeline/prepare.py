@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -13,11 +14,15 @@ from typing import Any
 from pipeline import corpora
 from pipeline.manifest import CorpusInfo, Utterance, write_manifest
 from pipeline.params import ConfigError, lookup, section
+from pipeline.typed_config import NAME_PATTERN
 
 log = logging.getLogger(__name__)
 
 
 def corpus_dir(name: str) -> Path:
+    if not re.fullmatch(NAME_PATTERN, name):  # an absolute or dotted name would put outputs outside the project
+        raise ConfigError(f"corpus name {name!r} may hold only letters, digits, _ and -", "corpora",
+                          "rename the corpus entry")
     return Path("data") / name
 
 
@@ -44,10 +49,16 @@ def prepare_corpus(params: dict[str, Any], name: str, out_dir: Path | None = Non
     try:
         module = corpora.adapter(adapter_name)
     except corpora.UnknownAdapterError as err:
-        raise ConfigError(f"corpora.{name}.adapter: {err}") from None
+        raise ConfigError(err.what, f"{params.get('_path', 'params.yaml')}: corpora.{name}.adapter",
+                          "name a registered adapter or a dotted module path (README, 'Add a corpus')") from None
+    if getattr(module, "GENERATED", False) and (root.is_absolute() or ".." in root.parts):
+        raise ConfigError(f"the root of a generated corpus is an output and must stay inside the project, got "
+                          f"{str(root)!r}", f"{params.get('_path', 'params.yaml')}: corpora.{name}.root",
+                          f"give a relative path such as data/{name}/raw")
     if not getattr(module, "GENERATED", False) and not root.is_dir():
-        raise ConfigError(f"corpora.{name}.root: the corpus root {str(root)!r} does not exist or is not a "
-                          f"directory; point it at the corpus as released (see README, 'Use a real corpus')")
+        raise ConfigError(f"the corpus root {str(root)!r} does not exist or is not a directory",
+                          f"{params.get('_path', 'params.yaml')}: corpora.{name}.root",
+                          "point it at the corpus as released (see README, 'Use a real corpus')")
     start = time.perf_counter()
     prepared = module.prepare(root, options)
     out_dir = out_dir or corpus_dir(name)

@@ -22,13 +22,14 @@ import torch
 import yaml
 
 from models.condition_names import AVERAGE, CONDITIONS, condition_modalities, missing_conditions, modalities_of
+from pipeline.errors import AffectflowError
 from pipeline.train import checkpoint_dir, curves_path, metrics_path
 
 __all__ = ["AVERAGE", "ModelResults", "Provenance", "ReportInputError", "Stat", "load_extras", "load_results",
            "provenance", "read_lock"]
 
 
-class ReportInputError(ValueError):
+class ReportInputError(AffectflowError, ValueError):
     """A metrics, runs, curves, extras or lock file that exists but cannot be read as the train stage writes it."""
 
 

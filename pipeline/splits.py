@@ -36,6 +36,7 @@ from models.condition_names import (
     full_condition,
     missing_conditions,
 )
+from pipeline.errors import AffectflowError
 from pipeline.manifest import Utterance
 from pipeline.params import ConfigError
 
@@ -45,7 +46,7 @@ SPLIT_FORMAT = 1
 KINDS = ("speaker_folds", "session_folds", "holdout", "random_speakers")
 
 
-class SplitError(ValueError):
+class SplitError(AffectflowError, ValueError):
     """A split that breaks one of its promises (overlap, speaker leak, unknown id, fraction off)."""
 
 

@@ -292,6 +292,10 @@ class StoreWriter:
         """Stream the shards into `tmp`. HDF5 cannot be trusted to close a file after a failed write (a full disk
         ended in a segmentation fault), so the data goes through buffered OS writes that fail cleanly."""
         rows = chunk_rows_for(self.dim)
+        failures: list[str] = []
+        for shard in self.shards:
+            with h5py.File(self.shard_path(shard), "r") as f:
+                failures.extend(f["failure"][:])
         with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as out:
             _dataset(out, "utt_ids", np.asarray(self.utt_ids, dtype=object), dtype=_STR)
             _dataset(out, "offsets", offsets)

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from pipeline.errors import AffectflowError
 from pipeline.manifest import Utterance
 
 ADAPTERS: dict[str, str] = {
@@ -47,7 +48,7 @@ class PreparedCorpus:
 PrepareFn = Callable[[Path, dict[str, Any]], PreparedCorpus]
 
 
-class UnknownAdapterError(KeyError):
+class UnknownAdapterError(AffectflowError, KeyError):
     pass
 
 

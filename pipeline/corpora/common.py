@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import AffectflowError
 from pipeline.manifest import ManifestError, Utterance
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,11 @@ MACOS_JUNK_DIRS = frozenset({"__MACOSX"})
 MACOS_JUNK_FILES = frozenset({".DS_Store"})
 
 
-class CorpusLayoutError(FileNotFoundError):
+class CorpusLayoutError(AffectflowError, FileNotFoundError):
     """The corpus tree is not what the release ships: missing root, missing required file, unfetched media."""
 
 
-class CorpusOptionError(ValueError):
+class CorpusOptionError(AffectflowError, ValueError):
     """An adapter option that is unknown or has a bad value; raised before any file is read."""
 
 

@@ -18,13 +18,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pipeline.errors import AffectflowError
 from pipeline.manifest import Utterance
 from pipeline.store import UtteranceFeatures
 
 EXTRACTORS: dict[str, str] = {}  # name -> "module:Class"
 
 
-class ExtractorConfigError(ValueError):
+class ExtractorConfigError(AffectflowError, ValueError):
     """A configuration problem found before any work starts."""
 
 

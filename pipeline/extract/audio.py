@@ -21,6 +21,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from pipeline.errors import AffectflowError
 from pipeline.missing import (
     EMPTY_FILE,
     EMPTY_SEGMENT,
@@ -34,7 +35,7 @@ from pipeline.missing import (
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff"})
 
 
-class AudioLoadError(RuntimeError):
+class AudioLoadError(AffectflowError, RuntimeError):
     """An audio segment that cannot be loaded; `reason` is one of the missing reasons imported above."""
 
     def __init__(self, reason: str, path: str | Path, detail: str = "") -> None:

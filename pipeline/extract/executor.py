@@ -22,6 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipeline.errors import AffectflowError
 from pipeline.extract import Extractor, ExtractorConfigError
 from pipeline.manifest import Utterance
 from pipeline.store import Shard, StoreWriter, UtteranceFeatures
@@ -121,7 +122,7 @@ def _init_worker(extractor: Extractor, threads: int) -> None:
         _SETUP_ERROR = f"{type(err).__name__}: {err}"
 
 
-class WorkerSetupError(RuntimeError):
+class WorkerSetupError(AffectflowError, RuntimeError):
     pass
 
 

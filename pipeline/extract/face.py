@@ -31,6 +31,7 @@ from models.denseface import Denseface
 from models.trainer import pick_device
 from pipeline import missing
 from pipeline.denseface_checkpoint import CheckpointError, Normalisation, load_checkpoint
+from pipeline.errors import AffectflowError
 from pipeline.extract import Extractor, ExtractorConfigError, library_versions, sha256_of_files
 from pipeline.extract.compute import compute_facts
 from pipeline.manifest import Utterance
@@ -53,7 +54,7 @@ NO_FRAMES = missing.EMPTY_SEGMENT
 NO_FACE = missing.NO_FACE
 
 
-class VideoError(RuntimeError):
+class VideoError(AffectflowError, RuntimeError):
     """A video that cannot be used; `reason` is one of the failure reasons above."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.errors import AffectflowError
 from pipeline.extract import Extractor, ExtractorConfigError
 from pipeline.extract.executor import ExtractionSummary, Task, _process_checked, run, set_threads
 from pipeline.manifest import Utterance
@@ -62,7 +63,7 @@ RAY_DEFAULTS: dict[str, Any] = {
 }
 
 
-class RayExtractionError(RuntimeError):
+class RayExtractionError(AffectflowError, RuntimeError):
     """The Ray run could not finish: a unit kept failing, every actor died, or no actor could start."""
 
 
