@@ -73,6 +73,7 @@ class RunSettings:
     seeds: list[int] = setting([0], ge=0, example=[0, 1, 2])
     folds: Literal["all"] | list[int | str] = setting("all", ge=0)
     features: dict[Modality, Name] | None = setting(None)
+    allow_absent_modalities: list[Modality] = setting([], example=["visual"])
 
     def check(self) -> None:
         _non_empty(self.seeds, "seeds")
@@ -357,6 +358,7 @@ class ModelBase(RunSettings):
     init_from: Name | None = setting(None)
     labelled_fractions: list[float] | None = setting(None, gt=0, le=1, example=[0.05, 0.1, 0.3, 1.0])
     use_unlabelled: bool = setting(True)
+    modalities: list[Modality] | None = setting(None, example=["audio", "text"])
 
     @classmethod
     def variant(cls, value: dict[str, Any]) -> type:

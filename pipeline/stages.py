@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.modalities import corpus_modalities, extractor_modality
+from pipeline.modalities import corpus_modalities, extractor_modality, model_extractors, model_fits_corpus
 from pipeline.params import ConfigError, lookup, merged
 
 DVC_YAML = "dvc.yaml"
@@ -39,7 +39,7 @@ DVC_YAML = "dvc.yaml"
 FRESHNESS_CHECK = "_check_stages"
 FACE_EXTRACTOR = "denseface"  # its stage also depends on the checkpoint train-denseface writes
 # The faults branch writes features/<corpus>/<extractor>.failures.jsonl beside each store; declared once it exists.
-DECLARE_FAILURE_LISTS = False
+DECLARE_FAILURE_LISTS = True
 # The module each stage's command runs, besides the CLI itself (pipeline/cli.py's handler imports these).
 ENTRY_MODULES: dict[str, tuple[str, ...]] = {
     "prepare": ("pipeline.prepare",),
@@ -289,7 +289,7 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
         _add(groups, Group("split", "affectflow split ${key}", ["data/${key}/manifest.jsonl",
                                                                   "data/${key}/corpus.json"],
                            ["splits"], ["splits/${key}.json"]),
-             Instance(corpus, {}, code("split"), own))
+             Instance(corpus, {}, code("split", adapter_module(params, corpus)), own))  # its PROTOCOLS
         extract_outs: list[Any] = ["features/${item.corpus}/${item.extractor}.h5"]
         if DECLARE_FAILURE_LISTS:
             extract_outs.append({"features/${item.corpus}/${item.extractor}.failures.jsonl": {"cache": False}})
@@ -331,13 +331,10 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
     runs += [("finetune", m) for m in lookup(params, "finetune_models", []) or []]
     for kind, model in runs:
         for corpus in corpora:
+            if not model_fits_corpus(params, model, corpus):  # no shared modality, or MMIN over one
+                continue
             cfg = model_settings(params, model, corpus)
-            features = cfg.get("features") or {}
-            missing = [m for m in corpus_modalities(params, corpus) if m not in features]
-            if missing:
-                raise ConfigError(f"{params.get('_path', 'params.yaml')}: key 'train.features' (or "
-                                  f"models.{model}.features) names no store for {missing} of corpus {corpus!r}")
-            stores = [f"features/{corpus}/{features[m]}.h5" for m in corpus_modalities(params, corpus)]
+            stores = [f"features/{corpus}/{x}.h5" for x in model_extractors(params, model, corpus).values()]
             start = [f"checkpoints/{lookup(params, 'finetune_from')}/{corpus}"] if kind == "finetune" else []
             own = [f"corpora.{corpus}.{k}" for k in ("train", "modalities") if _has(params, f"corpora.{corpus}.{k}")]
             _add(groups, Group(kind, "affectflow train ${item.model} ${item.corpus}",

@@ -487,7 +487,7 @@ def generate(root: Path, options: dict[str, Any], progress: bool = True) -> dict
              "unlabelled": sum(not p.labelled for p in plans), "frames_with_face": faces_drawn,
              "clips_without_face": sum(p.face_mode == "absent" for p in plans), "fer_images": fer_rows}
     # the time goes to the log only: stats.json is hashed by DVC and must be the same bytes on every run
-    log.info("demo corpus generated in %s in %.1f s: %s", root, time.perf_counter() - start, stats)
+    log.debug("demo corpus generated in %s in %.1f s: %s", root, time.perf_counter() - start, stats)
     return stats
 
 
