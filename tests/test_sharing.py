@@ -58,6 +58,19 @@ def run(cmd: list[str], cwd: Path, check: bool = True, path_first: Path | None =
     return result
 
 
+DEMO_RELEASE_ADAPTER = '''"""The demo corpus read as released: no generation, the tree already at the corpus root."""
+from pathlib import Path
+
+from pipeline.corpora import PreparedCorpus
+from pipeline.corpora.demo import read_transcripts
+
+
+def prepare(root: Path, options: dict) -> PreparedCorpus:
+    classes = list(options["classes"])
+    return PreparedCorpus(read_transcripts(Path(root), classes), classes, {})
+'''
+
+
 def tracked_copy(dest: Path, corpus_root: Path) -> None:
     """The project's tracked files (as in the working tree) with a tiny demo whose corpus sits at `corpus_root`
     (an absolute path outside the clone), one model per stage kind and tiny training."""
@@ -70,6 +83,13 @@ def tracked_copy(dest: Path, corpus_root: Path) -> None:
     demo = params["corpora"]["demo"]
     demo["root"] = str(corpus_root)
     demo["options"].update(TINY_DEMO)
+    # the demo corpus as a lab holds a released corpus: generated once outside the project, read by a lab adapter
+    # (the built-in demo adapter generates its root, an output, which must stay inside the project)
+    demo["adapter"] = "mylab.demo_release"
+    (dest / "mylab").mkdir()
+    (dest / "mylab" / "__init__.py").write_text("")
+    (dest / "mylab" / "demo_release.py").write_text(DEMO_RELEASE_ADAPTER)
+    generate(corpus_root, demo["options"], progress=False)
     demo["train"] = {"folds": [0], "threads": 1, "workers": 1, "models": {"utt_fusion": {
         "batch_size": 8, "epochs_constant": 1, "epochs_decay": 1, "frames": {"audio": None, "visual": None,
                                                                               "text": None}}}}
@@ -85,9 +105,7 @@ def tracked_copy(dest: Path, corpus_root: Path) -> None:
     params["denseface"]["sets"]["demo"]["optim"].update(epochs=1, batch_size=8)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     fer = dest / "fer"
-    generate(dest / "tmp-corpus", {**params["corpora"]["demo"]["options"]}, progress=False)
-    shutil.move(dest / "tmp-corpus" / "fer", fer)
-    shutil.rmtree(dest / "tmp-corpus")
+    shutil.copytree(corpus_root / "fer", fer)
     run([str(BIN / "affectflow"), "stages"], dest)
 
 

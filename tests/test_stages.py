@@ -37,7 +37,8 @@ for line in sys.stdin:
             importlib.import_module(m)
         files = sorted(os.path.relpath(os.path.realpath(f), root) for f in
                        (getattr(mod, "__file__", None) for mod in list(sys.modules.values()))
-                       if f and os.path.isabs(f) and os.path.realpath(f).startswith(root + os.sep))
+                       if f and os.path.isabs(f) and os.path.realpath(f).startswith(root + os.sep)
+                       and not os.path.realpath(f).startswith(os.path.realpath(sys.prefix) + os.sep))
         os.write(w, json.dumps([stage, files]).encode())
         os._exit(0)
     os.close(w)
@@ -67,7 +68,9 @@ def stage_modules(params: dict, stage: str) -> list[str]:
     group, _, key = stage.partition("@")
     if group == "prepare":
         return [*ENTRY_MODULES["prepare"], adapter_module(params, key)]
-    if group in ("split", "train-denseface", "report"):
+    if group == "split":  # the adapter declares the corpus's standard protocols
+        return [*ENTRY_MODULES["split"], adapter_module(params, key)]
+    if group in ("train-denseface", "report"):
         return list(ENTRY_MODULES[group])
     if group == "extract":
         return [*ENTRY_MODULES["extract"], extractor_module(key.rpartition("-")[2])]
@@ -157,7 +160,8 @@ def test_new_corpus_is_reported_then_generated_for_its_modalities(tmp_path: Path
     assert set(stores) == {"features/emodb/compare.h5"}  # padded slots repeat an entry
     assert {"features/demo/compare.h5", "features/demo/denseface.h5", "features/demo/bert.h5"} <= \
         set(deps["train@utt_fusion-demo"])
-    assert "checkpoints/utt_fusion/emodb" in deps["finetune@mmin-emodb"]
+    assert "checkpoints/utt_fusion/demo" in deps["finetune@mmin-demo"]
+    assert "finetune@mmin-emodb" not in deps  # MMIN imagines a missing modality: it needs two
     assert not any("root" in p for p in yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
                    ["prepare"]["do"].get("params", []))
 
@@ -176,4 +180,4 @@ def test_dvc_repro_reports_a_stale_dvc_yaml(tmp_path: Path) -> None:
     result = subprocess.run([str(BIN / "dvc"), "repro", "--single-item", "prepare@demo"], cwd=project, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and not (project / "data" / "demo" / "manifest.jsonl").exists()
-    assert "affectflow prepare: error: dvc.yaml: out of date" in result.stdout + result.stderr
+    assert "affectflow: error: dvc.yaml: out of date" in result.stdout + result.stderr

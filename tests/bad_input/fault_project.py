@@ -21,8 +21,7 @@ from pipeline.store import StoreWriter, UtteranceFeatures
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["ang", "hap", "neu", "sad"]
 DIMS = {"compare": 6, "denseface": 5, "bert": 7}
-FAST = {"epochs_constant": 1, "epochs_decay": 1, "batch_size": 16, "init": "pytorch",
-        "frames": {"audio": 6, "visual": 6, "text": 6}}
+FAST = {"epochs_constant": 1, "epochs_decay": 1, "batch_size": 16, "frames": {"audio": 6, "visual": 6, "text": 6}}
 
 
 def utterances() -> list[Utterance]:
@@ -62,6 +61,8 @@ def params(workers: int = 1, seeds: list[int] | None = None, folds: list[int] | 
     for cfg in data["models"].values():
         if cfg["family"] in ("utt_fusion", "mmin"):
             cfg.update(copy.deepcopy(FAST))
+            if cfg["family"] == "mmin":
+                cfg["init"] = "pytorch"
     data["corpora"] = {"tiny": {"adapter": "demo", "root": "raw",
                                 "splits": {"speaker": {"protocol": "speaker_folds", "val": "partner"},
                                            "dialogue": {"protocol": "session_folds", "val": 0.5}}}}
@@ -72,7 +73,7 @@ def params(workers: int = 1, seeds: list[int] | None = None, folds: list[int] | 
 def make_project(root: Path, **params_args: Any) -> Path:
     utts = utterances()
     write_manifest(root / "data/tiny/manifest.jsonl", utts, CLASSES)
-    CorpusInfo("tiny", CLASSES, "raw", "demo").write(root / "data/tiny/corpus.json")
+    CorpusInfo("tiny", CLASSES, "demo").write(root / "data/tiny/corpus.json")
     (root / "raw/audio").mkdir(parents=True)
     for name, dim in DIMS.items():
         write_store(root / f"features/tiny/{name}.h5", utts, dim)

@@ -288,7 +288,7 @@ def _tiny_manifest(project: Path, corpus: str) -> Path:
                       audio=Segment(f"s{s}_u{i}.wav"), label=["ang", "neu"][i % 2]) for s in range(4) for i in range(3)]
     path = project / "data" / corpus / "manifest.jsonl"
     write_manifest(path, utts, ["ang", "neu"])
-    CorpusInfo(corpus, ["ang", "neu"], "raw", "demo").write(path.parent / "corpus.json")
+    CorpusInfo(corpus, ["ang", "neu"], "demo").write(path.parent / "corpus.json")
     return path
 
 

@@ -213,7 +213,7 @@ def media_project(root: Path, n: int = 12) -> list[Utterance]:
     utts = [Utterance(utt_id=f"m{i:02d}", corpus="media", speaker="s", session="s", audio=Segment(f"m{i:02d}.wav"),
                       label="neu") for i in range(n)]
     write_manifest(root / "data/media/manifest.jsonl", utts, fp.CLASSES)
-    CorpusInfo("media", fp.CLASSES, "raw", "demo").write(root / "data/media/corpus.json")
+    CorpusInfo("media", fp.CLASSES, "demo").write(root / "data/media/corpus.json")
     (root / "raw").mkdir(exist_ok=True)
     for i, u in enumerate(utts):
         if i % 3 == 0:
@@ -301,7 +301,7 @@ def test_full_disk_while_writing_checkpoints_is_one_line_and_leaves_nothing(proj
 def toy_project(root: Path, n: int = 200) -> None:
     utts = toy_utterances(n)
     write_manifest(root / "data/toy/manifest.jsonl", utts, fp.CLASSES)
-    CorpusInfo("toy", fp.CLASSES, "raw", "demo").write(root / "data/toy/corpus.json")
+    CorpusInfo("toy", fp.CLASSES, "demo").write(root / "data/toy/corpus.json")
     params = fp.params()
     params["corpora"]["toy"] = {"adapter": "demo", "root": "raw"}
     params["extractors"]["toy"] = {"modality": "text", "executor": "local", "workers": 1, "shard_size": 50,
