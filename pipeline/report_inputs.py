@@ -252,21 +252,22 @@ def digest(lines: Sequence[str]) -> str:
 
 
 def code_commit(root: Path, code_paths: Sequence[str]) -> str | None:
-    """The git commit HEAD when `code_paths` (pipeline/, models/) have no uncommitted or untracked change there, so
-    that the commit names the code exactly; None outside git, without git, or with changes."""
+    """The last git commit that changed `code_paths` (pipeline/, models/), when they have no uncommitted or untracked
+    change, so that the commit names the code exactly. Not HEAD: a commit of outputs alone (the demo's metrics)
+    leaves the code, and so the report's bytes, as they were. None outside git, without git, or with changes."""
     import subprocess
 
     paths = [p.rstrip("/") for p in code_paths]
     try:
-        head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=30)
+        last = subprocess.run(["git", "log", "-1", "--format=%H", "--", *paths], cwd=root, capture_output=True,
+                              text=True, timeout=30)
         dirty = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=root, capture_output=True,
                                text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
-    if head.returncode != 0 or dirty.returncode != 0 or dirty.stdout.strip():
+    if last.returncode != 0 or dirty.returncode != 0 or dirty.stdout.strip() or not last.stdout.strip():
         return None
-    return head.stdout.strip()
+    return last.stdout.strip()
 
 
 def find_train_stage(stages: Mapping[str, dict[str, Any]], model: str, corpus: str) -> str | None:
