@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from transformers import AutoModel
 
 from pipeline.extract import ExtractorConfigError, sha256_of_files
@@ -31,6 +32,7 @@ from tests._face_media import (
 from tests.test_train import CLASSES, tiny_corpus, tiny_params
 
 KINDS = ("clip", "vit", "dinov2")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def video_utt(utt_id: str, start: float, end: float) -> Utterance:
@@ -142,3 +144,22 @@ def test_mmin_trains_on_a_hf_vision_store(models: dict[str, Path], media: Path, 
     assert set(metrics["conditions"]) == {"azz", "zvz", "zzl", "avz", "azl", "zvl", "avl", "average"}
     with FeatureStore(features / "hf_vision.h5") as store:
         assert store.dim == 32 and 0 < store.present.sum() < len(utts)  # faces in the first second only
+
+
+def test_the_readmes_hf_vision_block_is_valid_params_and_adds_its_stages() -> None:
+    from pipeline.params import load_params, merged
+    from pipeline.schema import check_params
+    from pipeline.stages import render
+    from tests.test_readme import blocks, readme, section
+
+    (block,) = [b for b in blocks(section(readme(), "The flow"), "yaml") if "hf_vision" in b]
+    params = merged(load_params(ROOT / "params.yaml"), yaml.safe_load(block))
+    checked = check_params(params)
+    assert checked.extractor_configs[("demo", "faces")].color == "rgb"
+    assert checked.extractor_configs[("demo", "hf_vision")].model == "openai/clip-vit-large-patch14"
+    stages = yaml.safe_load(render(params, ROOT))["stages"]
+    assert "demo" in stages["faces"]["foreach"]
+    assert {"demo-denseface", "demo-hf_vision"} <= set(stages["extract-face"]["foreach"])
+    assert "demo-hf_vision" not in stages["extract"]["foreach"]
+    deps = stages["extract-face"]["do"]["deps"]
+    assert "features/${item.corpus}/faces.h5" in deps
