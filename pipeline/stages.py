@@ -320,6 +320,8 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
             code_cache[key] = stage_code(command, extra, root)
         return code_cache[key]
 
+    from pipeline.extract import FACE_TRACK  # the faces stage's own extractor, never an extract@ stage
+
     for corpus in corpora:
         modalities = corpus_modalities(params, corpus)
         own = [f"corpora.{corpus}.{k}" for k in ("options",) if _has(params, f"corpora.{corpus}.{k}")]
@@ -336,7 +338,7 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
             extract_outs.append({"features/${item.corpus}/${item.extractor}.failures.jsonl": {"cache": False}})
         embedders = face_embedders(params)
         for name in lookup(params, "extract"):
-            if name in embedders or extractor_modality(params, name) not in modalities:
+            if name in embedders or name == FACE_TRACK or extractor_modality(params, name) not in modalities:
                 continue
             own = [f"corpora.{corpus}.extractors.{name}.config"] \
                 if _has(params, f"corpora.{corpus}.extractors.{name}.config") else []

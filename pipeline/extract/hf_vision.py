@@ -6,7 +6,8 @@ resolves it and reads its config before any work, so a missing model fails first
 crops repeated over three channels) are resized to the model's input size (the preprocessor's crop size when
 preprocessor_config.json names one, else the config's `image_size`) with antialiased bilinear interpolation in
 torch and normalised with the preprocessor's mean and std (or the model family's published ones). `pooling: cls`
-takes the first token of the last hidden layer, `mean` the mean of the patch tokens (register tokens left out).
+takes the first token of the last hidden layer (before CLIP's post-layernorm, which only its pooler applies),
+`mean` the mean of the patch tokens (DINOv2's register tokens left out; SigLIP, without a CLS token, takes `mean`).
 All the crops of a work unit go through the model in batches of at most `crops_per_batch`.
 """
 
@@ -49,7 +50,10 @@ HALF_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # ViT's
 
 
 def _family(model_type: str) -> str:
-    return "clip" if model_type.startswith("clip") else "dinov2" if model_type.startswith("dinov2") else model_type
+    for family in ("clip", "dinov2", "siglip"):
+        if model_type.startswith(family):
+            return family
+    return model_type
 
 
 class HfVisionExtractor(FaceEmbedder):
@@ -79,7 +83,13 @@ class HfVisionExtractor(FaceEmbedder):
         self.device = str(pick_device(cfg["device"]))
         dtype = cfg["dtype"]
         self.dtype_name = ("float16" if self.device.startswith("cuda") else "float32") if dtype == "auto" else dtype
-        self.registers = int(getattr(self.model_config, "num_register_tokens", 0) or 0)
+        # tokens before the patches: CLS and DINOv2's registers; SigLIP has none (and so no CLS to pool)
+        family = _family(full.model_type)
+        self.prefix_tokens = 0 if family == "siglip" else 1 + int(getattr(self.model_config, "num_register_tokens", 0)
+                                                                   or 0)
+        if self.prefix_tokens == 0 and cfg["pooling"] == "cls":
+            raise ExtractorConfigError(f"hf_vision: {cfg['model']!r} ({full.model_type}) has no CLS token; use "
+                                       "pooling: mean")
         self._model: Any = None
         self._identity: dict[str, Any] | None = None
 
@@ -153,7 +163,7 @@ class HfVisionExtractor(FaceEmbedder):
         hidden = self._model(pixel_values=pixels).last_hidden_state
         if self.config["pooling"] == "cls":
             return hidden[:, 0]
-        return hidden[:, 1 + self.registers:].mean(dim=1)
+        return hidden[:, self.prefix_tokens:].mean(dim=1)
 
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Features [N, dim] float32 of uint8 crops, `crops_per_batch` per forward pass."""
