@@ -161,6 +161,11 @@ class DensefaceEmbedder(FaceEmbedder):
         return self.network.feature_dim
 
     def describe(self) -> dict[str, Any]:
+        size = self.normalisation.size
+        if self.track().crop_shape != (size, size):
+            log.warning("denseface: the face track's crops are %s, the checkpoint reads %dx%d gray: converting each "
+                        "crop (set extractors.faces.config crop_size: %d, color: gray to feed them as detected)",
+                        "x".join(map(str, self.track().crop_shape)), size, size, size)
         return {
             "feature_names": json.dumps([f"denseface_{i:03d}" for i in range(self.dim)]),
             **self.track_attributes(),
