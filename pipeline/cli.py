@@ -49,6 +49,12 @@ def _extract(args: argparse.Namespace, params: dict[str, Any]) -> None:
     extract_corpus(params, args.corpus, args.extractor)
 
 
+def _faces(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from pipeline.extract.run import track_faces
+
+    track_faces(params, args.corpus)
+
+
 def _train(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from pipeline.train import train_model
 
@@ -77,6 +83,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, dict[str, Any]], No
     "extract": ("extract one modality's features of a corpus into features/<corpus>/<extractor>.h5",
                 _extract, [("corpus", "a key under `corpora` in params.yaml"),
                            ("extractor", "a key under `extractors` in params.yaml")]),
+    "faces": ("detect faces once (MTCNN) in a corpus's videos into the face track features/<corpus>/faces.h5 that "
+              "every face embedder reads", _faces, [("corpus", "a key under `corpora` in params.yaml")]),
     "split": ("build the corpus's folds, condition table and unlabelled pools into splits/<corpus>.json",
               _split, [("corpus", "a key under `corpora` in params.yaml")]),
     "train-denseface": ("train the Denseface network on a FER2013/FER+-format set into "

@@ -242,26 +242,50 @@ class Detector:
 
 
 @dataclass(kw_only=True)
-class DensefaceExtractConfig:
-    """`extractors.denseface.config` (pipeline/extract/face.py)."""
+class FaceTrackConfig:
+    """`extractors.faces.config` (pipeline/extract/face_track.py): detection once per corpus."""
 
-    checkpoint: str = setting(example="checkpoints/denseface/ferplus.pt")
-    network: DensefaceNetwork | None = setting(None)
     fps: float = setting(example=10, gt=0)
     detector: Detector = setting(example={"min_face_size": 20, "thresholds": [0.6, 0.7, 0.7], "factor": 0.709})
     face_selection: Literal["largest", "probability"] = setting(example="largest")
     min_face_probability: float = setting(example=0.9, ge=0, lt=1)
     margin: float = setting(example=0.2, ge=0)
+    crop_size: int = setting(example=64, ge=8)
+    color: Literal["gray", "rgb"] = setting(example="gray")
     detect_batch: int = setting(example=8, ge=1)
+    batch_size: int = setting(example=4, ge=1)
+    device: str = setting("auto", pattern=DEVICE, means=DEVICE_MEANS)
+
+
+@dataclass(kw_only=True)
+class DensefaceExtractConfig:
+    """`extractors.denseface.config` (pipeline/extract/face_embed.py): embeds the face track's crops."""
+
+    checkpoint: str = setting(example="checkpoints/denseface/ferplus.pt")
+    network: DensefaceNetwork | None = setting(None)
     embed_batch: int = setting(example=4, ge=1)
     batch_size: int = setting(example=4, ge=1)
+    device: str = setting("auto", pattern=DEVICE, means=DEVICE_MEANS)
+
+
+@dataclass(kw_only=True)
+class HfVisionConfig:
+    """`extractors.hf_vision.config` (pipeline/extract/hf_vision.py)."""
+
+    model: str = setting(example="openai/clip-vit-large-patch14")
+    revision: str | None = setting(None)
+    pooling: Literal["cls", "mean"] = setting("cls")
+    crops_per_batch: int = setting(64, ge=1)
+    batch_size: int = setting(8, ge=1)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = setting("auto")
     device: str = setting("auto", pattern=DEVICE, means=DEVICE_MEANS)
 
 
 # An extractor's `config` schema by registered name; an extractor a lab registers without one keeps its config
 # unchecked here (its constructor checks it).
 EXTRACTOR_CONFIGS: dict[str, type] = {"compare": CompareConfig, "compare_utterance": CompareUtteranceConfig,
-                                      "bert": BertConfig, "denseface": DensefaceExtractConfig}
+                                      "bert": BertConfig, "faces": FaceTrackConfig, "denseface": DensefaceExtractConfig,
+                                      "hf_vision": HfVisionConfig}
 
 
 # --------------------------------------------------------------------------------------------------- denseface

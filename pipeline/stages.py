@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import functools
 import os
 from collections.abc import Iterable, Sequence
@@ -37,7 +38,7 @@ DVC_YAML = "dvc.yaml"
 # pipeline/cli.py's function that runs `check_under_dvc`: it can stop a stage but never changes an output, so its
 # imports (this module) are no stage's dep; otherwise an edit to the generator would re-run every stage.
 FRESHNESS_CHECK = "_check_stages"
-FACE_EXTRACTOR = "denseface"  # its stage also depends on the checkpoint train-denseface writes
+FACE_EXTRACTOR = "denseface"  # a face embedder with a stage whenever extractors.denseface exists (as before)
 # The faults branch writes features/<corpus>/<extractor>.failures.jsonl beside each store; declared once it exists.
 DECLARE_FAILURE_LISTS = True
 # The module each stage's command runs, besides the CLI itself (pipeline/cli.py's handler imports these).
@@ -45,6 +46,7 @@ ENTRY_MODULES: dict[str, tuple[str, ...]] = {
     "prepare": ("pipeline.prepare",),
     "split": ("pipeline.splits",),
     "extract": ("pipeline.extract.run",),
+    "faces": ("pipeline.extract.run",),
     "train-denseface": ("pipeline.denseface_train",),
     "train": ("pipeline.train",),
     "report": ("pipeline.report",),
@@ -182,6 +184,16 @@ def extractor_module(name: str) -> str:
     return EXTRACTORS[name].partition(":")[0]
 
 
+def face_embedders(params: dict[str, Any]) -> list[str]:
+    """The face embedders with stages: those named in `extract`, and denseface whenever it has an entry."""
+    from pipeline.extract import FACE_EMBEDDERS
+
+    named = [n for n in lookup(params, "extract") if n in FACE_EMBEDDERS]
+    if _has(params, f"extractors.{FACE_EXTRACTOR}") and FACE_EXTRACTOR not in named:
+        named.insert(0, FACE_EXTRACTOR)
+    return named
+
+
 def family_module(family: str) -> str:
     families = {"utt_fusion": "models.utt_fusion", "mmin": "models.mmin", "mmgcn": "models.mmgcn",
                 "ssmm": "models.ssmm"}  # pipeline/train.py's FAMILIES, read here without importing torch
@@ -268,6 +280,35 @@ def _add(groups: dict[str, Group], group: Group, inst: Instance) -> None:
     groups.setdefault(group.name, group).instances.append(inst)
 
 
+def _own_config(params: dict[str, Any], corpus: str, name: str) -> list[str]:
+    key = f"corpora.{corpus}.extractors.{name}.config"
+    return [key] if _has(params, key) else []
+
+
+def _add_face_stages(groups: dict[str, Group], params: dict[str, Any], corpus: str, embedders: list[str],
+                     outs: list[Any], code: Any) -> None:
+    """`faces@<corpus>` (MTCNN once: the face track) and one `extract-face@<corpus>-<embedder>` per embedder,
+    each reading the track (denseface also its checkpoint, written by train-denseface)."""
+    from pipeline.extract import FACE_TRACK
+
+    track_outs: list[Any] = [f"features/${{key}}/{FACE_TRACK}.h5"]
+    if DECLARE_FAILURE_LISTS:
+        track_outs.append({f"features/${{key}}/{FACE_TRACK}.failures.jsonl": {"cache": False}})
+    _add(groups, Group("faces", "affectflow faces ${key}", ["data/${key}/manifest.jsonl", "data/${key}/corpus.json"],
+                       [f"extractors.{FACE_TRACK}.config"], track_outs),
+         Instance(corpus, {}, code("faces", extractor_module(FACE_TRACK)), _own_config(params, corpus, FACE_TRACK)))
+    for name in embedders:
+        config = merged(lookup(params, f"extractors.{name}.config", {}) or {},
+                        lookup(params, f"corpora.{corpus}.extractors.{name}.config", {}) or {})
+        weights = [str(config["checkpoint"])] if name == FACE_EXTRACTOR else []
+        _add(groups, Group("extract-face", "affectflow extract ${item.corpus} ${item.extractor}",
+                           ["data/${item.corpus}/manifest.jsonl", "data/${item.corpus}/corpus.json",
+                            f"features/${{item.corpus}}/{FACE_TRACK}.h5"],
+                           ["extractors.${item.extractor}.config"], copy.deepcopy(outs)),
+             Instance(f"{corpus}-{name}", {"corpus": corpus, "extractor": name},
+                      [*weights, *code("extract", extractor_module(name))], _own_config(params, corpus, name)))
+
+
 def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
     corpora = list(lookup(params, "corpora"))
     groups: dict[str, Group] = {}
@@ -278,6 +319,8 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
         if key not in code_cache:
             code_cache[key] = stage_code(command, extra, root)
         return code_cache[key]
+
+    from pipeline.extract import FACE_TRACK  # the faces stage's own extractor, never an extract@ stage
 
     for corpus in corpora:
         modalities = corpus_modalities(params, corpus)
@@ -293,8 +336,9 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
         extract_outs: list[Any] = ["features/${item.corpus}/${item.extractor}.h5"]
         if DECLARE_FAILURE_LISTS:
             extract_outs.append({"features/${item.corpus}/${item.extractor}.failures.jsonl": {"cache": False}})
+        embedders = face_embedders(params)
         for name in lookup(params, "extract"):
-            if name == FACE_EXTRACTOR or extractor_modality(params, name) not in modalities:
+            if name in embedders or name == FACE_TRACK or extractor_modality(params, name) not in modalities:
                 continue
             own = [f"corpora.{corpus}.extractors.{name}.config"] \
                 if _has(params, f"corpora.{corpus}.extractors.{name}.config") else []
@@ -303,19 +347,8 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
                                ["extractors.${item.extractor}.config"], extract_outs),
                  Instance(f"{corpus}-{name}", {"corpus": corpus, "extractor": name},
                           code("extract", extractor_module(name)), own))
-        if "visual" in modalities and _has(params, f"extractors.{FACE_EXTRACTOR}"):
-            config = merged(lookup(params, f"extractors.{FACE_EXTRACTOR}.config", {}) or {},
-                            lookup(params, f"corpora.{corpus}.extractors.{FACE_EXTRACTOR}.config", {}) or {})
-            own = [f"corpora.{corpus}.extractors.{FACE_EXTRACTOR}.config"] \
-                if _has(params, f"corpora.{corpus}.extractors.{FACE_EXTRACTOR}.config") else []
-            face_outs: list[Any] = [f"features/${{key}}/{FACE_EXTRACTOR}.h5"]
-            if DECLARE_FAILURE_LISTS:
-                face_outs.append({f"features/${{key}}/{FACE_EXTRACTOR}.failures.jsonl": {"cache": False}})
-            _add(groups, Group("extract-face", f"affectflow extract ${{key}} {FACE_EXTRACTOR}",
-                               ["data/${key}/manifest.jsonl", "data/${key}/corpus.json"],
-                               [f"extractors.{FACE_EXTRACTOR}.config"], face_outs),
-                 Instance(corpus, {}, [str(config["checkpoint"]),
-                                       *code("extract", extractor_module(FACE_EXTRACTOR))], own))
+        if "visual" in modalities and embedders:
+            _add_face_stages(groups, params, corpus, embedders, extract_outs, code)
 
     for name in lookup(params, "denseface.sets", {}) or {}:
         data = merged(lookup(params, "denseface.train.data", {}) or {},
@@ -357,7 +390,7 @@ def render(params: dict[str, Any], root: Path) -> str:
                          "do": {"cmd": "affectflow stages --check", "deps": ["pipeline/stages.py"],
                                 "params": [k for k in ("extract", "train_models", "finetune_models")
                                            if _has(params, k)]}}}
-    for name in ("prepare", "split", "extract", "train-denseface", "extract-face", "train", "finetune"):
+    for name in ("prepare", "split", "extract", "faces", "train-denseface", "extract-face", "train", "finetune"):
         if name in groups:
             stages[name] = groups[name].render()
     stages["report"] = {"cmd": "affectflow report",

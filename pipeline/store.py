@@ -61,6 +61,7 @@ class UtteranceFeatures:
     present: bool
     frame_valid: np.ndarray | None = None
     failure: str = ""
+    columns: dict[str, np.ndarray] | None = None  # per-frame columns of a store that declares them (the face track)
 
     @classmethod
     def missing(cls, reason: str, dim: int) -> UtteranceFeatures:
@@ -94,16 +95,26 @@ def _dataset(group: h5py.Group, name: str, data: np.ndarray | None = None, *, sh
                                 chunks=chunks, track_times=False)
 
 
-def chunk_rows_for(dim: int) -> int:
-    return max(1, CHUNK_BYTES // (4 * max(dim, 1)))
+def chunk_rows_for(dim: int, itemsize: int = 4) -> int:
+    return max(1, CHUNK_BYTES // (itemsize * max(dim, 1)))
+
+
+def _column_bytes(columns: dict[str, tuple[str, tuple[int, ...]]]) -> int:
+    return sum(np.dtype(dt).itemsize * int(np.prod(shape, dtype=np.int64)) for dt, shape in columns.values())
 
 
 class StoreWriter:
-    """Writes a store from shards of consecutive sorted ids; reuses the shards of an interrupted run."""
+    """Writes a store from shards of consecutive sorted ids; reuses the shards of an interrupted run.
+
+    `dtype` is /features' type (float32 for every feature store; uint8 for the face track's crops) and `columns`
+    names extra per-frame datasets (`name -> (dtype, trailing shape)`, e.g. the face track's `box`); with the
+    defaults the store's bytes are those of a store written before either existed.
+    """
 
     def __init__(self, path: str | Path, utt_ids: Sequence[str], dim: int, attrs: dict[str, Any], *,
                  shard_size: int = 256, frame_valid: bool = False,
-                 signatures: Sequence[str] | None = None) -> None:
+                 signatures: Sequence[str] | None = None, dtype: str = "float32",
+                 columns: dict[str, tuple[str, tuple[int, ...]]] | None = None) -> None:
         ids = list(utt_ids)
         if ids != sorted(ids):
             raise StoreError("utt_ids must be sorted")
@@ -116,11 +127,20 @@ class StoreWriter:
         self.dim = int(dim)
         self.attrs = dict(attrs)
         self.has_frame_valid = frame_valid
+        self.dtype = np.dtype(dtype)
+        self.columns = {name: (str(np.dtype(dt)), tuple(int(n) for n in shape))
+                        for name, (dt, shape) in sorted((columns or {}).items())}
+        clash = sorted(set(self.columns) & {*REQUIRED, "frame_valid", "lengths"})
+        if clash:
+            raise StoreError(f"per-frame columns {clash} would replace the store's own datasets")
         self.parts_dir = self.path.with_name(self.path.name + ".parts")
         self.shards = [Shard(i // shard_size, tuple(ids[i:i + shard_size])) for i in range(0, len(ids), shard_size)]
-        blob = json.dumps({"format": FORMAT_VERSION, "ids": ids, "dim": self.dim, "shard_size": shard_size,
-                           "frame_valid": frame_valid, "attrs": {k: _jsonable(v) for k, v in self.attrs.items()}},
-                          sort_keys=True, default=str)
+        layout: dict[str, Any] = {"format": FORMAT_VERSION, "ids": ids, "dim": self.dim, "shard_size": shard_size,
+                                  "frame_valid": frame_valid,
+                                  "attrs": {k: _jsonable(v) for k, v in self.attrs.items()}}
+        if self.dtype != np.float32 or self.columns:
+            layout.update(dtype=str(self.dtype), columns=self.columns)
+        blob = json.dumps(layout, sort_keys=True, default=str)
         self.fingerprint = hashlib.sha256(blob.encode()).hexdigest()
         if signatures is not None and len(signatures) != len(ids):
             raise StoreError(f"{len(signatures)} signatures for {len(ids)} utterances")
@@ -161,14 +181,21 @@ class StoreWriter:
         if len(results) != len(shard.utt_ids):
             raise StoreError(f"shard {shard.index}: {len(results)} results for {len(shard.utt_ids)} utterances")
         feats, present, valid, failures, lengths = [], [], [], [], []
+        columns: dict[str, list[np.ndarray]] = {name: [] for name in self.columns}
         for utt_id, res in zip(shard.utt_ids, results, strict=True):
-            arr = res.features if res.features is not None else np.zeros((0, self.dim), np.float32)
-            arr = np.asarray(arr, dtype=np.float32)
+            arr = res.features if res.features is not None else np.zeros((0, self.dim), self.dtype)
+            arr = self._typed(utt_id, arr)
             if arr.ndim != 2 or arr.shape[1] != self.dim:
                 raise StoreError(f"{utt_id}: features of shape {arr.shape}, expected (T, {self.dim})")
-            if not np.isfinite(arr).all():  # a failure of this utterance, never a store holding NaN or inf
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # never a store holding NaN or inf
                 res = UtteranceFeatures.missing(NON_FINITE, self.dim)
-                arr = res.features
+                arr = res.features.astype(self.dtype)
+            for name, (dt, shape) in self.columns.items():
+                given = (res.columns or {}).get(name)
+                col = np.zeros((len(arr), *shape), dt) if given is None else np.asarray(given, dt)
+                if col.shape != (len(arr), *shape):
+                    raise StoreError(f"{utt_id}: column {name} of shape {col.shape}, expected {(len(arr), *shape)}")
+                columns[name].append(col)
             if self.has_frame_valid:
                 fv = np.ones(len(arr), bool) if res.frame_valid is None else np.asarray(res.frame_valid, bool)
                 if fv.shape != (len(arr),):
@@ -181,13 +208,16 @@ class StoreWriter:
         image = io.BytesIO()  # built in memory, written with plain file I/O: a full disk is an OSError, not a crash
         with h5py.File(image, "w", libver=("earliest", "v110"), track_order=False) as f:
             f.create_dataset("lengths", data=np.asarray(lengths, np.int64), track_times=False)
-            f.create_dataset("features", data=np.concatenate(feats) if feats else np.zeros((0, self.dim), np.float32),
+            f.create_dataset("features", data=np.concatenate(feats) if feats else np.zeros((0, self.dim), self.dtype),
                              track_times=False)
             f.create_dataset("present", data=np.asarray(present, bool), track_times=False)
             f.create_dataset("failure", data=np.asarray(failures, dtype=object), dtype=_STR, track_times=False)
             if self.has_frame_valid:
                 f.create_dataset("frame_valid", data=np.concatenate(valid) if valid else np.zeros(0, bool),
                                  track_times=False)
+            for name, (dt, shape) in self.columns.items():
+                f.create_dataset(name, data=np.concatenate(columns[name]) if columns[name] else
+                                 np.zeros((0, *shape), dt), track_times=False)
         tmp = self.shard_path(shard).with_suffix(".tmp")
         try:
             tmp.write_bytes(image.getvalue())
@@ -197,6 +227,13 @@ class StoreWriter:
             raise StoreError(f"cannot write shard {shard.index}: {_disk_message(err)}", str(self.parts_dir),
                              "free space or fix the folder's permissions and run again; the finished shards are "
                              "kept") from None
+
+    def _typed(self, utt_id: str, arr: Any) -> np.ndarray:
+        """Features in the store's type: float32 stores take any numbers, others exactly their type."""
+        arr = np.asarray(arr)
+        if self.dtype == np.float32 or arr.dtype == self.dtype or arr.size == 0:
+            return arr.astype(self.dtype, copy=False)
+        raise StoreError(f"{utt_id}: features of type {arr.dtype} for a store of {self.dtype}")
 
     def missing_utterances(self) -> list[tuple[str, str]]:
         """(utt_id, reason) of every utterance marked missing in a finished shard (reused ones included), in id
@@ -216,7 +253,8 @@ class StoreWriter:
 
     def _check_free_space(self, total: int) -> None:
         """Refuse to merge when the store cannot fit on its disk (measured before writing a byte)."""
-        rows = total * (4 * self.dim + (1 if self.has_frame_valid else 0))
+        rows = total * (self.dtype.itemsize * self.dim + (1 if self.has_frame_valid else 0)
+                        + _column_bytes(self.columns))
         needed = rows + 64 * len(self.utt_ids) + (1 << 20)  # ids, offsets, present, failure, HDF5 metadata
         free = shutil.disk_usage(self.path.parent).free
         if needed > free:
@@ -291,7 +329,7 @@ class StoreWriter:
     def _merge(self, tmp: Path, offsets: np.ndarray, total: int) -> None:
         """Stream the shards into `tmp`. HDF5 cannot be trusted to close a file after a failed write (a full disk
         ended in a segmentation fault), so the data goes through buffered OS writes that fail cleanly."""
-        rows = chunk_rows_for(self.dim)
+        rows = chunk_rows_for(self.dim, self.dtype.itemsize)
         failures: list[str] = []
         for shard in self.shards:
             with h5py.File(self.shard_path(shard), "r") as f:
@@ -299,13 +337,17 @@ class StoreWriter:
         with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as out:
             _dataset(out, "utt_ids", np.asarray(self.utt_ids, dtype=object), dtype=_STR)
             _dataset(out, "offsets", offsets)
-            features = _dataset(out, "features", shape=(total, self.dim), dtype=np.float32, chunk_rows=rows)
+            features = _dataset(out, "features", shape=(total, self.dim), dtype=self.dtype, chunk_rows=rows)
             present = _dataset(out, "present", shape=(len(self.utt_ids),), dtype=bool)
             # variable-length strings written in one call: written per shard, their heap layout (and so the
             # file's bytes) would depend on shard_size
             _dataset(out, "failure", np.asarray(failures, dtype=object), dtype=_STR)
             frame_valid = (_dataset(out, "frame_valid", shape=(total,), dtype=bool, chunk_rows=rows * 16)
                            if self.has_frame_valid else None)
+            columns = {name: _dataset(out, name, shape=(total, *shape), dtype=dt,
+                                      chunk_rows=chunk_rows_for(int(np.prod(shape, dtype=np.int64)),
+                                                                np.dtype(dt).itemsize))
+                       for name, (dt, shape) in self.columns.items()}
             row = first = 0
             for shard in self.shards:
                 with h5py.File(self.shard_path(shard), "r") as f:
@@ -315,6 +357,8 @@ class StoreWriter:
                         features[row:row + len(block)] = block
                         if frame_valid is not None:
                             frame_valid[row:row + len(block)] = f["frame_valid"][:]
+                        for name, column in columns.items():
+                            column[row:row + len(block)] = f[name][:]
                     present[first:first + n] = f["present"][:]
                     row += len(block)
                     first += n
@@ -381,6 +425,8 @@ class FeatureStore:
     opens its own. Ids, offsets and the present mask are small and read once.
     """
 
+    features_dtype: Any = np.float32  # the face track's reader (pipeline/extract/face_track.py) takes uint8
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._file: h5py.File | None = None
@@ -414,8 +460,9 @@ class FeatureStore:
             if obj.is_virtual:
                 raise self._invalid(f"/{name} is a virtual dataset: a store holds its own data")
         features = f["features"]
-        if features.ndim != 2 or features.dtype != np.float32:
-            raise self._invalid(f"/features is {features.dtype} of shape {features.shape}, not float32 (T, D)")
+        if features.ndim != 2 or features.dtype != self.features_dtype:
+            raise self._invalid(f"/features is {features.dtype} of shape {features.shape}, not "
+                                f"{np.dtype(self.features_dtype)} (T, D)")
         offsets_ds = f["offsets"]
         if offsets_ds.ndim != 1 or offsets_ds.dtype.kind not in "iu":
             raise self._invalid(f"/offsets is {offsets_ds.dtype} of shape {offsets_ds.shape}, not int64 (N+1,)")
@@ -485,7 +532,7 @@ class FeatureStore:
     def get(self, utt_id: str, valid_only: bool = False) -> np.ndarray:
         """The (T, D) float32 array of one utterance; with valid_only, only the frames marked valid."""
         lo, hi = self._span(utt_id)
-        arr = self._handle()["features"][lo:hi] if hi > lo else np.zeros((0, self.dim), np.float32)
+        arr = self._handle()["features"][lo:hi] if hi > lo else np.zeros((0, self.dim), self.features_dtype)
         if valid_only and self.has_frame_valid and hi > lo:
             arr = arr[self._handle()["frame_valid"][lo:hi]]
         return arr

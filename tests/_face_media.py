@@ -87,3 +87,39 @@ def synthetic_fer_faces(n: int, n_classes: int, seed: int = 0) -> tuple[np.ndarr
     for i, label in enumerate(labels):
         images[i, label * band:(label + 1) * band, 8:40] += 90
     return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def track_config(**overrides: object) -> dict:
+    """`extractors.faces.config` for the tests: the detection settings of `face_config`, gray 64 x 64 crops."""
+    config = {key: value for key, value in face_config(Path("unused.pt")).items()
+              if key not in ("checkpoint", "network", "embed_batch")}
+    config.update(crop_size=64, color="gray")
+    config.update(overrides)
+    return config
+
+
+def embed_config(checkpoint: Path, **overrides: object) -> dict:
+    """`extractors.denseface.config` (the embedder on the face track) matching `face_config`."""
+    config = {key: value for key, value in face_config(checkpoint).items()
+              if key in ("checkpoint", "network", "embed_batch", "batch_size", "device")}
+    config.update(overrides)
+    return config
+
+
+def tiny_vision_model(kind: str, path: Path, image_size: int = 32, seed: int = 0) -> Path:
+    """A randomly initialised transformers image encoder (clip, vit or dinov2) saved to `path`."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model, ViTConfig, ViTModel
+
+    torch.manual_seed(seed)
+    shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": image_size,
+             "patch_size": 8}
+    if kind == "clip":
+        model = CLIPVisionModel(CLIPVisionConfig(intermediate_size=64, **shape))
+    elif kind == "vit":
+        model = ViTModel(ViTConfig(intermediate_size=64, **shape))
+    elif kind == "dinov2":
+        model = Dinov2Model(Dinov2Config(mlp_ratio=2, **shape))
+    else:
+        raise ValueError(kind)
+    model.eval().save_pretrained(path)
+    return path

@@ -93,7 +93,7 @@ def tracked_copy(dest: Path, corpus_root: Path) -> None:
     demo["train"] = {"folds": [0], "threads": 1, "workers": 1, "models": {"utt_fusion": {
         "batch_size": 8, "epochs_constant": 1, "epochs_decay": 1, "frames": {"audio": None, "visual": None,
                                                                               "text": None}}}}
-    demo["extractors"]["denseface"]["workers"] = 1
+    demo["extractors"]["faces"]["workers"] = 1
     params["corpora"] = {"demo": demo}
     params["extract"] = ["compare", "bert"]
     params["extractors"][EXTRACTOR].update(workers=1, shard_size=2)
@@ -136,7 +136,7 @@ def test_every_stage_run_imported_only_modules_it_depends_on(lab: dict[str, Path
         deps = {s.cmd.split(" ", 1)[1]: [d.def_path for d in s.deps] for s in repo.index.stages}
     traces = [json.loads(p.read_text()) for p in sorted(lab["traces"].glob("*.json"))]
     ran = {" ".join(t["argv"]): t["files"] for t in traces if t["argv"][0] != "stages"}
-    assert {"prepare demo", "extract demo bert", "extract demo denseface", "train-denseface demo",
+    assert {"prepare demo", "extract demo bert", "faces demo", "extract demo denseface", "train-denseface demo",
             "train utt_fusion demo", "report"} <= set(ran), sorted(ran)
     for command, files in ran.items():
         assert "pipeline/cli.py" in files, command
@@ -169,7 +169,8 @@ def test_second_clone_elsewhere_pulls_and_runs_no_stage(lab: dict[str, Path]) ->
     assert "up to date" in status.stdout and "changed" not in status.stdout, status.stdout
     repro = run([str(BIN / "dvc"), "repro"], b)
     assert "Running stage" not in repro.stdout + repro.stderr, repro.stdout
-    for store in ("features/demo/compare.h5", "features/demo/bert.h5", "features/demo/denseface.h5"):
+    for store in ("features/demo/compare.h5", "features/demo/bert.h5", "features/demo/faces.h5",
+                  "features/demo/denseface.h5"):
         assert (a / store).read_bytes() == (b / store).read_bytes(), store
 
 

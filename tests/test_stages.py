@@ -75,7 +75,9 @@ def stage_modules(params: dict, stage: str) -> list[str]:
     if group == "extract":
         return [*ENTRY_MODULES["extract"], extractor_module(key.rpartition("-")[2])]
     if group == "extract-face":
-        return [*ENTRY_MODULES["extract"], extractor_module("denseface")]
+        return [*ENTRY_MODULES["extract"], extractor_module(key.rpartition("-")[2])]
+    if group == "faces":
+        return [*ENTRY_MODULES["faces"], extractor_module("faces")]
     if group in ("train", "finetune"):
         model, corpus = key.rsplit("-", 1)
         return [*ENTRY_MODULES["train"], family_module(model_settings(params, model, corpus)["family"])]
@@ -155,7 +157,8 @@ def test_new_corpus_is_reported_then_generated_for_its_modalities(tmp_path: Path
     assert _affectflow(project, "stages", "--check").returncode == 0
     deps = dvc_deps(project)
     assert "mylab/emodb.py" in deps["prepare@emodb"] and "mylab/emodb.py" not in deps["prepare@demo"]
-    assert "extract@emodb-compare" in deps and "extract@emodb-bert" not in deps and "extract-face@emodb" not in deps
+    assert "extract@emodb-compare" in deps and "extract@emodb-bert" not in deps and "faces@emodb" not in deps
+    assert "extract-face@emodb-denseface" not in deps
     stores = [d for d in deps["train@utt_fusion-emodb"] if d.startswith("features/")]
     assert set(stores) == {"features/emodb/compare.h5"}  # padded slots repeat an entry
     assert {"features/demo/compare.h5", "features/demo/denseface.h5", "features/demo/bert.h5"} <= \

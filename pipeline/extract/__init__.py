@@ -23,14 +23,18 @@ from pipeline.manifest import Utterance
 from pipeline.store import UtteranceFeatures
 
 EXTRACTORS: dict[str, str] = {}  # name -> "module:Class"
+FACE_TRACK = "faces"  # the extractor of the faces@<corpus> stage: MTCNN once per corpus -> features/<corpus>/faces.h5
+FACE_EMBEDDERS: set[str] = set()  # extractors that read the face track (their stages: extract-face@<corpus>-<name>)
 
 
 class ExtractorConfigError(AffectflowError, ValueError):
     """A configuration problem found before any work starts."""
 
 
-def register(name: str, module: str) -> None:
+def register(name: str, module: str, *, face_embedder: bool = False) -> None:
     EXTRACTORS[name] = module
+    if face_embedder:
+        FACE_EMBEDDERS.add(name)
 
 
 def extractor_class(name: str) -> type[Extractor]:
@@ -71,6 +75,9 @@ class Extractor(ABC):
     version: ClassVar[str]
     modality: ClassVar[str]  # "audio" | "video" | "text": which part of the utterance it reads
     has_frame_valid: ClassVar[bool] = False
+    store_dtype: ClassVar[str] = "float32"  # /features' type: uint8 for the face track's crops
+    store_columns: ClassVar[dict[str, tuple[str, tuple[int, ...]]]] = {}  # extra per-frame datasets (the track's box)
+    reads_face_track: ClassVar[bool] = False  # a face embedder: reads features/<corpus>/faces.h5, never the video
 
     def __init__(self, config: dict[str, Any], corpus_root: Path) -> None:
         self.config = dict(config)
@@ -122,4 +129,6 @@ class Extractor(ABC):
 register("compare", "pipeline.extract.compare:CompareExtractor")
 register("compare_utterance", "pipeline.extract.compare:CompareUtteranceExtractor")
 register("bert", "pipeline.extract.bert:BertExtractor")
-register("denseface", "pipeline.extract.face:DensefaceExtractor")
+register(FACE_TRACK, "pipeline.extract.face_track:FaceTrackExtractor")
+register("denseface", "pipeline.extract.face_embed:DensefaceEmbedder", face_embedder=True)
+register("hf_vision", "pipeline.extract.hf_vision:HfVisionExtractor", face_embedder=True)

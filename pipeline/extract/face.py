@@ -1,4 +1,9 @@
-"""The `denseface` extractor: video segment -> sampled frames -> MTCNN face -> 64x64 grayscale crop -> Denseface.
+"""Video sampling and face detection helpers, and `DensefaceExtractor`: video -> MTCNN -> crop -> Denseface in one.
+
+The stages no longer run `DensefaceExtractor`: MTCNN runs once per corpus in the `faces` stage
+(pipeline/extract/face_track.py) and `denseface` / `hf_vision` embed its crops (face_embed.py, hf_vision.py). This
+one-process class is kept as the reference the face track is checked against (tests/test_face_track.py builds the
+demo's denseface store both ways and compares the bytes of its datasets) and for benchmarks/bench_face.py.
 
 For each utterance the segment of its video is decoded with OpenCV (seek to the start frame, stop at the end),
 frames are sampled at `fps`, the manifest's `face_region` is cut out (the whole frame, or the left / right half of
@@ -128,7 +133,14 @@ def face_region(frame: np.ndarray, region: str) -> np.ndarray:
 
 
 def select_face(boxes: Any, probs: Any, how: str, min_probability: float) -> np.ndarray | None:
-    """One box (x1, y1, x2, y2) from MTCNN's detections of a frame, or None.
+    """One box (x1, y1, x2, y2) from MTCNN's detections of a frame, or None."""
+    chosen = select_face_with_probability(boxes, probs, how, min_probability)
+    return None if chosen is None else chosen[0]
+
+
+def select_face_with_probability(boxes: Any, probs: Any, how: str,
+                                 min_probability: float) -> tuple[np.ndarray, float] | None:
+    """The chosen box (x1, y1, x2, y2) of a frame and MTCNN's probability for it, or None.
 
     With numpy 2, `MTCNN.detect` returns object arrays (None where nothing was found): cast them here.
     """
@@ -146,7 +158,8 @@ def select_face(boxes: Any, probs: Any, how: str, min_probability: float) -> np.
         score = p
     else:
         raise ValueError(f"face_selection must be one of {SELECTIONS}, got {how!r}")
-    return b[int(np.argmax(score))]
+    best = int(np.argmax(score))
+    return b[best], float(p[best])
 
 
 def crop_face(gray: np.ndarray, box: np.ndarray, margin: float, size: int) -> np.ndarray:
@@ -170,6 +183,32 @@ def crop_face(gray: np.ndarray, box: np.ndarray, margin: float, size: int) -> np
     return cv2.resize(patch, (size, size), interpolation=interpolation)
 
 
+def check_detection_config(cfg: dict[str, Any], who: str, keys: Sequence[str]) -> None:
+    """The face detection settings (fps, MTCNN, selection, margin, batches), checked before any work."""
+    absent = [k for k in keys if k not in cfg]
+    if absent:
+        raise ExtractorConfigError(f"{who} config lacks {absent} (needs {list(keys)})")
+    det = cfg["detector"]
+    if not isinstance(det, dict) or [k for k in DETECTOR_KEYS if k not in det]:
+        raise ExtractorConfigError(f"{who} detector must hold {list(DETECTOR_KEYS)}, got {det!r}")
+    thresholds = det["thresholds"]
+    if len(thresholds) != 3 or not all(0 < float(t) < 1 for t in thresholds):
+        raise ExtractorConfigError(f"detector.thresholds: three values in (0, 1) for P-, R- and O-Net, got "
+                                   f"{thresholds!r}")
+    if not det["min_face_size"] >= 12 or not 0 < det["factor"] < 1:
+        raise ExtractorConfigError(f"detector needs min_face_size >= 12 and factor in (0, 1), got {det!r}")
+    if not cfg["fps"] > 0:
+        raise ExtractorConfigError(f"fps must be positive, got {cfg['fps']!r}")
+    if cfg["face_selection"] not in SELECTIONS:
+        raise ExtractorConfigError(f"face_selection must be one of {SELECTIONS}, got {cfg['face_selection']!r}")
+    if not 0 <= cfg["min_face_probability"] < 1 or not cfg["margin"] >= 0:
+        raise ExtractorConfigError(f"min_face_probability in [0, 1) and margin >= 0 needed, got "
+                                   f"{cfg['min_face_probability']!r}, {cfg['margin']!r}")
+    for key in ("detect_batch", "batch_size"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ExtractorConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
+
+
 @dataclass
 class _Frame:
     """A sampled frame waiting for the detector."""
@@ -189,26 +228,8 @@ class DensefaceExtractor(Extractor):
     def __init__(self, config: dict[str, Any], corpus_root: Path) -> None:
         super().__init__(config, corpus_root)
         cfg = self.config
-        absent = [k for k in CONFIG_KEYS if k not in cfg]
-        if absent:
-            raise ExtractorConfigError(f"denseface config lacks {absent} (needs {list(CONFIG_KEYS)})")
-        det = cfg["detector"]
-        if not isinstance(det, dict) or [k for k in DETECTOR_KEYS if k not in det]:
-            raise ExtractorConfigError(f"denseface detector must hold {list(DETECTOR_KEYS)}, got {det!r}")
-        thresholds = det["thresholds"]
-        if len(thresholds) != 3 or not all(0 < float(t) < 1 for t in thresholds):
-            raise ExtractorConfigError(f"detector.thresholds: three values in (0, 1) for P-, R- and O-Net, got "
-                                       f"{thresholds!r}")
-        if not det["min_face_size"] >= 12 or not 0 < det["factor"] < 1:
-            raise ExtractorConfigError(f"detector needs min_face_size >= 12 and factor in (0, 1), got {det!r}")
-        if not cfg["fps"] > 0:
-            raise ExtractorConfigError(f"fps must be positive, got {cfg['fps']!r}")
-        if cfg["face_selection"] not in SELECTIONS:
-            raise ExtractorConfigError(f"face_selection must be one of {SELECTIONS}, got {cfg['face_selection']!r}")
-        if not 0 <= cfg["min_face_probability"] < 1 or not cfg["margin"] >= 0:
-            raise ExtractorConfigError(f"min_face_probability in [0, 1) and margin >= 0 needed, got "
-                                       f"{cfg['min_face_probability']!r}, {cfg['margin']!r}")
-        for key in ("detect_batch", "embed_batch", "batch_size"):
+        check_detection_config(cfg, self.name, CONFIG_KEYS)
+        for key in ("embed_batch",):
             if not isinstance(cfg[key], int) or cfg[key] < 1:
                 raise ExtractorConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
         self.checkpoint_path = Path(cfg["checkpoint"])

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.extract import extractor_class
+from pipeline.extract import FACE_TRACK, extractor_class
 from pipeline.extract.executor import ExtractionSummary
 from pipeline.extract.stage import extract_to_store
 from pipeline.manifest import CorpusInfo, read_manifest
@@ -41,6 +41,11 @@ def store_path(corpus: str, name: str) -> Path:
     return Path("features") / corpus / f"{name}.h5"
 
 
+def track_faces(params: dict[str, Any], corpus: str) -> ExtractionSummary:
+    """The faces stage: MTCNN once over the corpus -> features/<corpus>/faces.h5 (`extractors.faces`)."""
+    return extract_corpus(params, corpus, FACE_TRACK)
+
+
 def check_corpus_has_modality(params: dict[str, Any], corpus: str, name: str) -> None:
     """Refuse, before any work, an extractor whose modality the corpus does not declare."""
     modality = extractor_modality(params, name)
@@ -57,7 +62,12 @@ def extract_corpus(params: dict[str, Any], corpus: str, name: str) -> Extraction
     info = CorpusInfo.read(corpus_info_path(corpus))
     root = corpus_root(params, corpus)
     utts = read_manifest(manifest_path(corpus), info.classes)
-    extractor = extractor_class(name)(dict(settings.get("config") or {}), root)
+    cls = extractor_class(name)
+    config = dict(settings.get("config") or {})
+    if cls.reads_face_track:  # a face embedder reads the crops the faces stage detected, never the video
+        extractor = cls(config, root, face_track=store_path(corpus, FACE_TRACK))
+    else:
+        extractor = cls(config, root)
     executor = settings.get("executor", "local")
     options: dict[str, Any] = {"workers": int(settings.get("workers", 1)),
                                "threads_per_worker": int(settings.get("threads_per_worker", 1))}

@@ -77,7 +77,8 @@ def extract_to_store(extractor: Extractor, utterances: Sequence[Utterance], out_
     by_id = {u.utt_id: u for u in utts}
     writer = StoreWriter(out_path, [u.utt_id for u in utts], extractor.dim, extractor.attributes(),
                          shard_size=shard_size, frame_valid=extractor.has_frame_valid,
-                         signatures=[extractor.signature(u) for u in utts])
+                         signatures=[extractor.signature(u) for u in utts], dtype=extractor.store_dtype,
+                         columns=extractor.store_columns)
     summary = run(extractor, writer, by_id, progress=progress, **(executor_options or {}))
     missing = writer.missing_utterances()
     failures = Counter(reason for _, reason in missing)
