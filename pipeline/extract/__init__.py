@@ -121,5 +121,7 @@ class Extractor(ABC):
 
 register("compare", "pipeline.extract.compare:CompareExtractor")
 register("compare_utterance", "pipeline.extract.compare:CompareUtteranceExtractor")
-register("bert", "pipeline.extract.bert:BertExtractor")
+register("bert", "pipeline.extract.text_encoder:BertExtractor")  # hf_text under its first name
+register("hf_text", "pipeline.extract.text_encoder:TextEncoderExtractor")
+register("hf_audio", "pipeline.extract.hf_audio:HfAudioExtractor")
 register("denseface", "pipeline.extract.face:DensefaceExtractor")
