@@ -18,7 +18,7 @@ from pipeline.extract.hf_audio import HfAudioExtractor, chunk_spans, conv_frames
 from pipeline.extract.stage import extract_to_store
 from pipeline.manifest import Segment, Utterance
 from pipeline.store import FeatureStore
-from tests.speech_models import CONV, SAMPLE_RATE, save_speech_model, speech_like
+from tests.encoder_models import CONV, SAMPLE_RATE, save_speech_model, speech_like
 
 KINDS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-groupnorm", "whisper")
 SECONDS = (0.7, 1.3, 2.05, 3.1, 0.35, 1.3)

@@ -12,31 +12,14 @@ import torch
 from pipeline.extract import ExtractorConfigError, extractor_class
 from pipeline.extract.text_encoder import BertExtractor, TextEncoderExtractor
 from pipeline.manifest import Utterance
+from tests.encoder_models import ROBERTA_POSITIONS as PIECES_TOTAL
+from tests.encoder_models import save_tiny_roberta
 from tests.test_bert import sentences
-
-PIECES_TOTAL = 64  # positions the tiny model takes, <s> and </s> included
 
 
 @pytest.fixture(scope="module")
 def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tokenizers import ByteLevelBPETokenizer
-    from tokenizers.processors import RobertaProcessing
-    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
-
-    path = tmp_path_factory.mktemp("tiny-roberta")
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(sentences(200, seed=1), vocab_size=400, min_frequency=1,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
-    PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", cls_token="<s>",
-                            sep_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
-                            model_max_length=PIECES_TOTAL).save_pretrained(path)
-    torch.manual_seed(0)
-    config = RobertaConfig(vocab_size=400, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=PIECES_TOTAL + 2, type_vocab_size=1,
-                           pad_token_id=1, bos_token_id=0, eos_token_id=2)
-    RobertaModel(config).save_pretrained(path)
-    return path
+    return save_tiny_roberta(tmp_path_factory.mktemp("tiny-roberta"), sentences(200, seed=1))
 
 
 def utterances(texts: list[str]) -> list[Utterance]:

@@ -1,5 +1,6 @@
-"""Tiny randomly initialised speech encoders built from transformers configs and saved like real checkpoints
-(config.json, model.safetensors, preprocessor_config.json), plus speech-like test audio; for tests and benchmarks."""
+"""Tiny randomly initialised encoders built from transformers configs and saved like real checkpoints: speech
+models (config.json, model.safetensors, preprocessor_config.json) with speech-like test audio, and a RoBERTa with
+its own byte-level BPE tokenizer; for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -64,3 +65,27 @@ def speech_like(seconds: float, seed: int = 0, rate: int = SAMPLE_RATE) -> np.nd
     voice = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3.1 * t))
     signal = 0.3 * voice + 0.02 * rng.standard_normal(len(t))
     return (signal / np.max(np.abs(signal)) * 0.8).astype(np.float32)
+
+
+ROBERTA_POSITIONS = 64  # token positions the tiny RoBERTa takes, <s> and </s> included
+
+
+def save_tiny_roberta(path: Path, texts: list[str], *, hidden: int = 32, seed: int = 0) -> Path:
+    """A 2-layer RoBERTa with a 400-piece byte-level BPE trained on `texts`, saved with its tokenizer."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", cls_token="<s>",
+                            sep_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
+                            model_max_length=ROBERTA_POSITIONS).save_pretrained(path)
+    torch.manual_seed(seed)
+    config = RobertaConfig(vocab_size=400, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=2 * hidden, max_position_embeddings=ROBERTA_POSITIONS + 2,
+                           type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    RobertaModel(config).save_pretrained(path)
+    return path
