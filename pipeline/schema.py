@@ -163,6 +163,7 @@ class Extractor:
     """`extractors.<x>`: the stage keys; `config` is the extractor's own (checked by `EXTRACTOR_CONFIGS`)."""
 
     modality: Modality = setting(example="audio")
+    extractor: str | None = setting(None)  # the registered extractor this entry runs; null: the entry's own name
     executor: Literal["local", "ray"] = setting("local")
     workers: int = setting(1, ge=1)
     threads_per_worker: int = setting(1, ge=1)
@@ -761,7 +762,7 @@ def _check_params(params: dict[str, Any]) -> CheckedParams:
 
     extractor_configs: dict[tuple[str | None, str], Any] = {}
     for name, entry in (data.get("extractors") or {}).items():
-        schema = EXTRACTOR_CONFIGS.get(name)
+        schema = EXTRACTOR_CONFIGS.get(entry.get("extractor") or name)
         if schema is None:
             continue
         base = entry.get("config") or {}

@@ -302,7 +302,8 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
                                ["data/${item.corpus}/manifest.jsonl", "data/${item.corpus}/corpus.json"],
                                ["extractors.${item.extractor}.config"], extract_outs),
                  Instance(f"{corpus}-{name}", {"corpus": corpus, "extractor": name},
-                          code("extract", extractor_module(name)), own))
+                          code("extract", extractor_module(lookup(params, f"extractors.{name}.extractor", None)
+                                                           or name)), own))
         if "visual" in modalities and _has(params, f"extractors.{FACE_EXTRACTOR}"):
             config = merged(lookup(params, f"extractors.{FACE_EXTRACTOR}.config", {}) or {},
                             lookup(params, f"corpora.{corpus}.extractors.{FACE_EXTRACTOR}.config", {}) or {})
