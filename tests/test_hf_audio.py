@@ -234,3 +234,23 @@ def test_store_attributes_name_the_weights(models: dict[str, Path], corpus: tupl
     preprocessor = hashlib.sha256((models["wavlm"] / "preprocessor_config.json").read_bytes()).hexdigest()
     assert attrs["weights_sha256"] == weights and attrs["preprocessor_sha256"] == preprocessor
     assert attrs["model_type"] == "wavlm" and attrs["row_axis"] == "layer" and attrs["extractor"] == "hf_audio"
+
+
+@pytest.mark.parametrize("saved_as", ["WhisperModel", "WhisperForConditionalGeneration"])
+def test_whisper_frames_equal_the_bare_encoder(tmp_path: Path, corpus: tuple[Path, list[Utterance]],
+                                               saved_as: str) -> None:
+    """The encoder's weights load from either layout the hub uses (a bare model, or the speech-to-text one)."""
+    import transformers as tf
+
+    root, utts = corpus
+    path = save_speech_model("whisper", tmp_path / "whisper", seed=3)
+    if saved_as == "WhisperForConditionalGeneration":
+        tf.WhisperForConditionalGeneration(tf.WhisperConfig.from_pretrained(path)).save_pretrained(path)
+    bare = tf.WhisperModel.from_pretrained(path).encoder.eval()
+    fe = tf.WhisperFeatureExtractor.from_pretrained(path)
+    signal, _ = sf.read(root / utts[1].audio.path, dtype="float32")
+    with torch.inference_mode():
+        features = fe(signal, sampling_rate=SAMPLE_RATE, return_tensors="pt")["input_features"]
+        expected = bare(features).last_hidden_state[0].numpy()
+    got = extractor(path, root).process([utts[1]])[0].features
+    np.testing.assert_allclose(got, expected[:len(got)], atol=1e-5, rtol=0)
