@@ -163,6 +163,7 @@ class Extractor:
     """`extractors.<x>`: the stage keys; `config` is the extractor's own (checked by `EXTRACTOR_CONFIGS`)."""
 
     modality: Modality = setting(example="audio")
+    extractor: str | None = setting(None)  # the registered extractor this entry runs; null: the entry's own name
     executor: Literal["local", "ray"] = setting("local")
     workers: int = setting(1, ge=1)
     threads_per_worker: int = setting(1, ge=1)
@@ -199,11 +200,13 @@ class CompareUtteranceConfig(AudioConfig):
 
 @dataclass(kw_only=True)
 class BertConfig:
-    """`extractors.bert.config` (pipeline/extract/bert.py): every key, as params.yaml writes them."""
+    """`extractors.bert.config` and `extractors.hf_text.config` (pipeline/extract/text_encoder.py): every key, as
+    params.yaml writes them."""
 
     model: str = setting(example="bert-large-uncased")
     revision: str | None = setting(None)
     layer: str = setting("last", pattern=r"last|mean_last_[1-9][0-9]*", means="last or mean_last_<k>")
+    pooling: Literal["tokens", "mean", "cls"] = setting("tokens")
     keep_special_tokens: bool = setting(False)
     max_tokens: int | None = setting(None, ge=1)
     token_budget: int = setting(2048, ge=1)
@@ -213,6 +216,34 @@ class BertConfig:
     cpu_linear: Literal["onednn", "torch"] = setting("onednn")
     normalize: Literal["NFC", "NFKC", "NFD", "NFKD"] | None = setting("NFC")
     fix_mojibake: bool = setting(True)
+
+
+@dataclass(kw_only=True)
+class HfAudioConfig:
+    """`extractors.hf_audio.config` (pipeline/extract/hf_audio.py)."""
+
+    model: str = setting(example="microsoft/wavlm-large")
+    revision: str | None = setting(None)
+    layer: str | int = setting("last", pattern=r"last|all|mean_last_[1-9][0-9]*|-?[0-9]+",
+                               means="last, all, mean_last_<k> or a hidden-state index")
+    level: Literal["frame", "utterance"] = setting("frame")
+    chunk_s: float = setting(20.0, gt=0)
+    overlap_s: float = setting(2.0, ge=0)
+    sample_budget: int = setting(960_000, ge=1)
+    batch_overhead_s: float = setting(0.5, ge=0)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = setting("auto")
+    device: str = setting("auto", pattern=DEVICE, means=DEVICE_MEANS)
+    min_duration_s: float = setting(0.1, ge=0)
+    silence_dbfs: float = setting(-90.0, le=0)
+    decode_timeout_s: float = setting(120.0, gt=0)
+
+    def check(self) -> None:
+        if self.overlap_s >= self.chunk_s:
+            raise Invalid(f"overlap_s ({self.overlap_s}) must be below chunk_s ({self.chunk_s})", "overlap_s",
+                          "e.g. chunk_s: 20.0, overlap_s: 2.0")
+        if self.layer == "all" and self.level != "utterance":
+            raise Invalid("layer: all keeps one utterance mean per hidden state; it needs level: utterance", "level",
+                          "level: utterance")
 
 
 @dataclass(kw_only=True)
@@ -284,7 +315,8 @@ class HfVisionConfig:
 # An extractor's `config` schema by registered name; an extractor a lab registers without one keeps its config
 # unchecked here (its constructor checks it).
 EXTRACTOR_CONFIGS: dict[str, type] = {"compare": CompareConfig, "compare_utterance": CompareUtteranceConfig,
-                                      "bert": BertConfig, "faces": FaceTrackConfig, "denseface": DensefaceExtractConfig,
+                                      "bert": BertConfig, "hf_text": BertConfig, "hf_audio": HfAudioConfig,
+                                      "faces": FaceTrackConfig, "denseface": DensefaceExtractConfig,
                                       "hf_vision": HfVisionConfig}
 
 
@@ -754,7 +786,7 @@ def _check_params(params: dict[str, Any]) -> CheckedParams:
 
     extractor_configs: dict[tuple[str | None, str], Any] = {}
     for name, entry in (data.get("extractors") or {}).items():
-        schema = EXTRACTOR_CONFIGS.get(name)
+        schema = EXTRACTOR_CONFIGS.get(entry.get("extractor") or name)
         if schema is None:
             continue
         base = entry.get("config") or {}

@@ -184,11 +184,17 @@ def extractor_module(name: str) -> str:
     return EXTRACTORS[name].partition(":")[0]
 
 
+def extractor_kind(params: dict[str, Any], name: str) -> str:
+    """The registered extractor an `extractors` entry runs: its `extractor` key, or the entry's own name
+    (`wavlm_large: {extractor: hf_audio}` runs hf_audio)."""
+    return lookup(params, f"extractors.{name}.extractor", None) or name
+
+
 def face_embedders(params: dict[str, Any]) -> list[str]:
     """The face embedders with stages: those named in `extract`, and denseface whenever it has an entry."""
     from pipeline.extract import FACE_EMBEDDERS
 
-    named = [n for n in lookup(params, "extract") if n in FACE_EMBEDDERS]
+    named = [n for n in lookup(params, "extract") if extractor_kind(params, n) in FACE_EMBEDDERS]
     if _has(params, f"extractors.{FACE_EXTRACTOR}") and FACE_EXTRACTOR not in named:
         named.insert(0, FACE_EXTRACTOR)
     return named
@@ -300,13 +306,14 @@ def _add_face_stages(groups: dict[str, Group], params: dict[str, Any], corpus: s
     for name in embedders:
         config = merged(lookup(params, f"extractors.{name}.config", {}) or {},
                         lookup(params, f"corpora.{corpus}.extractors.{name}.config", {}) or {})
-        weights = [str(config["checkpoint"])] if name == FACE_EXTRACTOR else []
+        weights = [str(config["checkpoint"])] if extractor_kind(params, name) == FACE_EXTRACTOR else []
         _add(groups, Group("extract-face", "affectflow extract ${item.corpus} ${item.extractor}",
                            ["data/${item.corpus}/manifest.jsonl", "data/${item.corpus}/corpus.json",
                             f"features/${{item.corpus}}/{FACE_TRACK}.h5"],
                            ["extractors.${item.extractor}.config"], copy.deepcopy(outs)),
              Instance(f"{corpus}-{name}", {"corpus": corpus, "extractor": name},
-                      [*weights, *code("extract", extractor_module(name))], _own_config(params, corpus, name)))
+                      [*weights, *code("extract", extractor_module(extractor_kind(params, name)))],
+                      _own_config(params, corpus, name)))
 
 
 def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
@@ -346,7 +353,7 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
                                ["data/${item.corpus}/manifest.jsonl", "data/${item.corpus}/corpus.json"],
                                ["extractors.${item.extractor}.config"], extract_outs),
                  Instance(f"{corpus}-{name}", {"corpus": corpus, "extractor": name},
-                          code("extract", extractor_module(name)), own))
+                          code("extract", extractor_module(extractor_kind(params, name))), own))
         if "visual" in modalities and embedders:
             _add_face_stages(groups, params, corpus, embedders, extract_outs, code)
 

@@ -152,7 +152,7 @@ def test_the_readmes_hf_vision_block_is_valid_params_and_adds_its_stages() -> No
     from pipeline.stages import render
     from tests.test_readme import blocks, readme, section
 
-    (block,) = [b for b in blocks(section(readme(), "The flow"), "yaml") if "hf_vision" in b]
+    (block,) = [b for b in blocks(section(readme(), "Extractors"), "yaml") if "hf_vision" in b]
     params = merged(load_params(ROOT / "params.yaml"), yaml.safe_load(block))
     checked = check_params(params)
     assert checked.extractor_configs[("demo", "faces")].color == "rgb"

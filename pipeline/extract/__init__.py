@@ -128,7 +128,9 @@ class Extractor(ABC):
 
 register("compare", "pipeline.extract.compare:CompareExtractor")
 register("compare_utterance", "pipeline.extract.compare:CompareUtteranceExtractor")
-register("bert", "pipeline.extract.bert:BertExtractor")
+register("bert", "pipeline.extract.text_encoder:BertExtractor")  # hf_text under its first name
+register("hf_text", "pipeline.extract.text_encoder:TextEncoderExtractor")
+register("hf_audio", "pipeline.extract.hf_audio:HfAudioExtractor")
 register(FACE_TRACK, "pipeline.extract.face_track:FaceTrackExtractor")
 register("denseface", "pipeline.extract.face_embed:DensefaceEmbedder", face_embedder=True)
 register("hf_vision", "pipeline.extract.hf_vision:HfVisionExtractor", face_embedder=True)

