@@ -123,3 +123,16 @@ def test_a_talking_face_moves_its_mouth_not_its_brows() -> None:
     changed = np.abs(np.stack(talking).astype(int) - np.stack(still).astype(int)).mean(axis=(0, 3))
     mouth, brows = changed[70:95, 40:90].mean(), changed[30:50, 35:95].mean()
     assert mouth > 2.0 and mouth > 5 * brows
+
+
+def test_voice_valence_cue_keeps_arousal() -> None:
+    """voice_valence_cue scales only the difference within an arousal pair: at 0 angry sounds like happy and neutral
+    like sad, while the two arousal levels stay apart; at 1 every emotion keeps its own voice."""
+    from pipeline.corpora.demo_audio import VOICES, voice_profile
+
+    assert voice_profile("ang", 1.0) == VOICES["ang"]
+    assert voice_profile("ang", 0.0) == pytest.approx(voice_profile("hap", 0.0))
+    assert voice_profile("neu", 0.0) == pytest.approx(voice_profile("sad", 0.0))
+    assert voice_profile("ang", 0.0)["energy"] > 2 * voice_profile("sad", 0.0)["energy"]
+    half = {k: voice_profile("ang", 0.5)[k] - voice_profile("hap", 0.5)[k] for k in VOICES["ang"]}
+    assert half == pytest.approx({k: 0.5 * (VOICES["ang"][k] - VOICES["hap"][k]) for k in VOICES["ang"]})

@@ -78,7 +78,7 @@ def generate(root: Path, options: dict[str, Any], progress: bool = True) -> dict
     classes = list(options["classes"])
     sr = int(options["sample_rate"])
     fps, size = float(options["video"]["fps"]), int(options["video"]["size"])
-    articulation = float(options["articulation"])
+    articulation, valence_cue = float(options["articulation"]), float(options["voice_valence_cue"])
     plans = plan_corpus(options)
     renderer = FaceRenderer(size, float(options["expression_strength"]))
     truth_rows, faces_drawn = [], 0
@@ -86,7 +86,7 @@ def generate(root: Path, options: dict[str, Any], progress: bool = True) -> dict
         table = csv.writer(fh, delimiter="\t", lineterminator="\n")
         table.writerow(TSV_COLUMNS)
         for plan in tqdm(plans, desc="demo corpus", unit="utt", disable=not progress, mininterval=1.0):
-            wave = synthesize_speech(plan, classes, sr)
+            wave = synthesize_speech(plan, classes, sr, valence_cue)
             audio_rel = f"wav/{plan.dialogue_id}/{plan.utt_id}.wav"
             (root / audio_rel).parent.mkdir(parents=True, exist_ok=True)
             sf.write(root / audio_rel, wave, sr, subtype="PCM_16")

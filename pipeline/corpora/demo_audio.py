@@ -18,6 +18,8 @@ VOICES: dict[str, dict[str, float]] = {
     "hap": {"pitch": 1.30, "range": 7.0, "rate": 1.15, "energy": 1.35, "pole": 0.85, "breath": 0.03, "slope": 2.0},
     "sad": {"pitch": 0.88, "range": 1.0, "rate": 0.72, "energy": 0.55, "pole": 0.95, "breath": 0.12, "slope": -2.5},
 }
+# Prosody signals arousal far more than valence: the emotions of one arousal level share most of their voice.
+AROUSAL_PAIRS = {"ang": ("ang", "hap"), "hap": ("ang", "hap"), "neu": ("neu", "sad"), "sad": ("neu", "sad")}
 VOWELS = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410),
           (440, 1020, 2240), (660, 1720, 2410)]
 
@@ -29,10 +31,20 @@ def _resonator(freq: float, bandwidth: float, sr: int) -> tuple[np.ndarray, np.n
     return np.array([a.sum()]), a  # unit gain at DC
 
 
-def synthesize_speech(plan: Plan, classes: list[str], sr: int) -> np.ndarray:
+def voice_profile(emotion: str, valence_cue: float) -> dict[str, float]:
+    """The emotion's voice at full intensity: its arousal pair's mean voice plus `valence_cue` x its own difference
+    from that mean (1: the emotion's own voice; 0: angry and happy, neutral and sad sound alike)."""
+    if valence_cue == 1.0:
+        return VOICES[emotion]
+    pair = [VOICES[e] for e in AROUSAL_PAIRS[emotion]]
+    mean = {key: sum(v[key] for v in pair) / len(pair) for key in VOICES[emotion]}
+    return {key: mean[key] + valence_cue * (VOICES[emotion][key] - mean[key]) for key in mean}
+
+
+def synthesize_speech(plan: Plan, classes: list[str], sr: int, valence_cue: float = 1.0) -> np.ndarray:
     """A speech-like utterance: syllables of voiced vowels with fricative onsets, pauses between words."""
     rng = np.random.default_rng([*plan.seed, 1])
-    neutral, target = VOICES["neu"], VOICES[plan.emotion]
+    neutral, target = VOICES["neu"], voice_profile(plan.emotion, valence_cue)
     k = plan.audio_intensity
     voice = {key: neutral[key] + k * (target[key] - neutral[key]) for key in neutral}
     spk = plan.speaker

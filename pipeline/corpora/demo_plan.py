@@ -36,11 +36,12 @@ DEFAULTS: dict[str, Any] = {
     "fer": {"train_per_class": 100, "test_per_class": 20, "margin": 0.2},
     "expression_strength": 1.0,
     "voice_intensity": [0.25, 1.0],  # per utterance, uniform in this range x the speaker's expressiveness
+    "voice_valence_cue": 1.0,  # how much of a voice tells the emotions of one arousal level apart (1: all of it)
     "face_intensity": [0.3, 1.0],
     "articulation": 0.0,  # jaw opening of a talking face (0: the face does not talk)
 }
-FRACTIONS = ("mood_persistence", "unlabelled_fraction", "no_face_fraction", "partial_face_fraction",
-             "empty_text_fraction", "text_cue_probability", "text_misleading_probability")
+FRACTIONS = ("voice_valence_cue", "mood_persistence", "unlabelled_fraction", "no_face_fraction",
+             "partial_face_fraction", "empty_text_fraction", "text_cue_probability", "text_misleading_probability")
 
 
 def _number(name: str, value: Any, low: float = 0.0, high: float = float("inf")) -> float:
