@@ -451,6 +451,10 @@ class _Renderer:
                 self.note(f"claim {claim.better} > {claim.worse} on {corpus} not tested: not run: {absent}")
                 continue
             condition = better.resolve(claim.condition, self.cfg["full_condition"])
+            if condition not in better.conditions() or condition not in worse.conditions():
+                self.note(f"claim {claim.better} > {claim.worse} on {corpus} not tested: condition {condition} is "
+                          "not among both models' test conditions")
+                continue
             rows += evaluate_claim(claim, better, worse, settings, condition)
         if rows:
             self.claims_block(corpus, rows, settings)

@@ -145,7 +145,8 @@ def test_report_renders_the_claimed_orderings(tmp_path: Path) -> None:
         path.write_text(json.dumps(runs))
     cfg = {**CONFIG, "claims": {"bootstrap": {"resamples": 500, "seed": 0}, "orderings": [
         {"better": "mmin", "worse": "utt_fusion", "metric": "ua", "condition": "average", "paper": "MMIN"},
-        {"better": "mmin", "worse": "mmin_ae", "metric": "ua", "condition": "average", "paper": "MMIN"}]}}
+        {"better": "mmin", "worse": "mmin_ae", "metric": "ua", "condition": "average", "paper": "MMIN"},
+        {"better": "mmin", "worse": "utt_fusion", "metric": "ua", "condition": "azz", "paper": "MMIN"}]}}
     report = build_report(tmp_path, cfg)
     lines = report.markdown.splitlines()
     start = lines.index("### Claimed orderings")
@@ -155,6 +156,7 @@ def test_report_renders_the_claimed_orderings(tmp_path: Path) -> None:
     assert "Hold (interval above 0): mmin > utt_fusion. Do not hold: none." in lines
     assert "plots/demo/claims_differences.png" in report.figures
     assert any("mmin > mmin_ae on demo not tested: not run: mmin_ae" in n for n in report.notes)
+    assert any("condition azz is not among both models' test conditions" in n for n in report.notes)
 
 
 def test_readme_claims_block_is_valid_configuration() -> None:
