@@ -186,7 +186,7 @@ def claims_figure(rows: Sequence[tuple[str, float, float, float, bool]], title: 
     """The claimed orderings as paired differences: one horizontal bar per claim (`rows`: label, mean difference
     better - worse, interval low, interval high, holds), the interval as error bar, a line at 0. Green: the
     interval lies above 0 (the claim holds on these runs); grey: it does not."""
-    fig = Figure(figsize=(8.0, 0.45 * len(rows) + 1.8))
+    fig = Figure(figsize=(9.0, 0.45 * len(rows) + 2.0))
     ax = fig.add_subplot()
     y = np.arange(len(rows))[::-1]
     means = np.array([r[1] for r in rows], dtype=np.float64)
@@ -194,8 +194,8 @@ def claims_figure(rows: Sequence[tuple[str, float, float, float, bool]], title: 
     colours = ["tab:green" if r[4] else "tab:gray" for r in rows]
     ax.barh(y, means, xerr=np.nan_to_num(errors), color=colours, capsize=3, height=0.6)
     ax.axvline(0.0, color="black", linewidth=1)
-    ax.set_yticks(y, [r[0] for r in rows], fontsize=8)
-    ax.set_xlabel(f"paired difference better - worse (mean over runs, {level} bootstrap interval)")
-    ax.set_title(wrapped(title, fig.get_figwidth()))
+    ax.set_yticks(y, [textwrap.fill(r[0], 34) for r in rows], fontsize=8)
+    ax.set_xlabel(f"better - worse: mean paired difference, {level} interval")
+    ax.set_title(wrapped(title, fig.get_figwidth() - 3.5))
     fig.tight_layout()
     return fig
