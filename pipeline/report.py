@@ -42,6 +42,7 @@ from models.condition_names import missing_conditions, modalities_of
 from models.metrics import confusion_matrix
 from pipeline.params import ConfigError, section
 from pipeline.report_figures import (
+    claims_figure,
     condition_bars_figure,
     confusion_figure,
     curves_figure,
@@ -61,6 +62,14 @@ from pipeline.report_inputs import (
     load_results,
     provenance,
     read_lock,
+)
+from pipeline.report_stats import (
+    ClaimSettings,
+    PairedResult,
+    check_claims_config,
+    claims_summary,
+    claims_table_lines,
+    evaluate_claim,
 )
 from pipeline.train import curves_path, metrics_path
 
@@ -187,6 +196,7 @@ def check_report_config(cfg: Mapping[str, Any]) -> list[TableSpec]:
     need(tsne, "random_state", int, "report.plots.tsne")
     if need(tsne, "max_points", int, "report.plots.tsne") < 4:
         raise ConfigError("report.plots.tsne.max_points must be >= 4")
+    check_claims_config(cfg)
     return table_specs(cfg)
 
 
@@ -367,6 +377,7 @@ class _Renderer:
             self.lines += [f"## {corpus}", ""]
             for spec in self.specs:
                 self.table(spec, corpus, md5_chars)
+            self.claims(corpus)
             self.confusions(corpus)
             self.embeddings(corpus)
         if not self.lock:
@@ -425,6 +436,46 @@ class _Renderer:
             self.figure(corpus, f"{spec.slug}_curves", fig, title)
         else:
             self.note(f"{spec.title} on {corpus}: no training curves (plots/curves/) for its models")
+
+    def claims(self, corpus: str) -> None:
+        """The "Claimed orderings" table: each claim's paired difference over (fold, seed) runs, its interval,
+        the Wilcoxon p-value and whether it holds; a figure of the differences; one sentence naming which hold."""
+        claims, settings = check_claims_config(self.cfg)
+        if not claims:
+            return
+        rows: list[PairedResult] = []
+        for claim in claims:
+            better, worse = self.results(claim.better, corpus), self.results(claim.worse, corpus)
+            if better is None or worse is None:
+                absent = ", ".join(m for m, r in ((claim.better, better), (claim.worse, worse)) if r is None)
+                self.note(f"claim {claim.better} > {claim.worse} on {corpus} not tested: not run: {absent}")
+                continue
+            condition = better.resolve(claim.condition, self.cfg["full_condition"])
+            if condition not in better.conditions() or condition not in worse.conditions():
+                self.note(f"claim {claim.better} > {claim.worse} on {corpus} not tested: condition {condition} is "
+                          "not among both models' test conditions")
+                continue
+            rows += evaluate_claim(claim, better, worse, settings, condition)
+        if rows:
+            self.claims_block(corpus, rows, settings)
+
+    def claims_block(self, corpus: str, rows: list[PairedResult], settings: ClaimSettings) -> None:
+        decimals, level = int(self.cfg["decimals"]), f"{settings.confidence * 100:g}%"
+        self.lines += ["### Claimed orderings", "",
+                       f"Each ordering a seed paper claims, tested on the paired runs (the same fold and seed for "
+                       f"both models): Difference = mean of better - worse over the runs; {level} interval: paired "
+                       f"bootstrap ({settings.resamples} resamples of the runs, seed {settings.seed}); Wilcoxon "
+                       "signed-rank p, one-sided (better > worse). A claim holds when its interval lies above 0. "
+                       "The runs of one fold share their test speakers, so they are not fully independent: the "
+                       "interval speaks of these runs.", "",
+                       *claims_table_lines(rows, self.cfg["columns"], self.cfg["metric_labels"], decimals,
+                                           settings.confidence), "", claims_summary(rows), ""]
+        bars = [(f"{r.claim.better} > {r.claim.worse}, {metric_label(r.claim.metric, self.cfg)} "
+                 f"{self.cfg['columns'].get(r.claim.condition, r.claim.condition)}"
+                 + (f" @ {r.fraction}" if r.fraction is not None else ""), r.difference, r.low, r.high, r.holds)
+                for r in rows]
+        title = f"Claimed orderings on {corpus}: paired differences over fold × seed runs"
+        self.figure(corpus, "claims_differences", claims_figure(bars, title, level), title)
 
     def confusions(self, corpus: str) -> None:
         """Pooled over the full-fraction runs of every model of the tables, for each configured condition that

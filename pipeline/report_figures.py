@@ -180,3 +180,22 @@ def tsne_figure(points: np.ndarray, labels: np.ndarray, classes: Sequence[str], 
     ax.legend(fontsize=7, ncols=2, loc="best")
     fig.tight_layout()
     return fig
+
+
+def claims_figure(rows: Sequence[tuple[str, float, float, float, bool]], title: str, level: str) -> Figure:
+    """The claimed orderings as paired differences: one horizontal bar per claim (`rows`: label, mean difference
+    better - worse, interval low, interval high, holds), the interval as error bar, a line at 0. Green: the
+    interval lies above 0 (the claim holds on these runs); grey: it does not."""
+    fig = Figure(figsize=(9.0, 0.45 * len(rows) + 2.0))
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))[::-1]
+    means = np.array([r[1] for r in rows], dtype=np.float64)
+    errors = np.array([[r[1] - r[2] for r in rows], [r[3] - r[1] for r in rows]], dtype=np.float64)
+    colours = ["tab:green" if r[4] else "tab:gray" for r in rows]
+    ax.barh(y, means, xerr=np.nan_to_num(errors), color=colours, capsize=3, height=0.6)
+    ax.axvline(0.0, color="black", linewidth=1)
+    ax.set_yticks(y, [textwrap.fill(r[0], 34) for r in rows], fontsize=8)
+    ax.set_xlabel(f"better - worse: mean paired difference, {level} interval")
+    ax.set_title(wrapped(title, fig.get_figwidth() - 3.5))
+    fig.tight_layout()
+    return fig

@@ -617,6 +617,31 @@ class ReportProvenance:
 
 
 @dataclass(kw_only=True)
+class ReportClaim:
+    """`report.claims.orderings[i]`: a seed paper's claim that `better` beats `worse` (pipeline/report_stats.py)."""
+
+    better: Name = setting(example="mmin")
+    worse: Name = setting(example="utt_fusion")
+    metric: str = setting(example="ua")
+    condition: str | None = setting(None)  # null: report.full_condition
+    fraction: float | Literal["all"] | None = setting(None, gt=0, le=1)  # null: the full-label runs
+    paper: str = setting("")
+
+
+@dataclass(kw_only=True)
+class ClaimBootstrap:
+    resamples: int = setting(10000, ge=100)
+    confidence: float = setting(0.95, gt=0, lt=1)
+    seed: int = setting(0, ge=0)
+
+
+@dataclass(kw_only=True)
+class ReportClaims:
+    bootstrap: ClaimBootstrap | None = setting(None)
+    orderings: list[ReportClaim] = setting([])
+
+
+@dataclass(kw_only=True)
 class Report:
     """`report:` (pipeline/report.py checks the tables' content when it renders them)."""
 
@@ -631,6 +656,7 @@ class Report:
     plots: ReportPlots = setting(example={"dpi": 100})
     tables: list[ReportTable] = setting(example=[{"title": "T", "kind": "full", "models": ["mmgcn"],
                                                   "metrics": ["ua"]}])
+    claims: ReportClaims | None = setting(None)
 
     def check(self) -> None:
         inside_project(self.out_dir, "out_dir")

@@ -87,3 +87,52 @@ def test_default_params_give_the_corpus_the_pipeline_needs() -> None:
     assert sum(not p.labelled for p in plans) / len(plans) >= 0.15
     assert sum(p.face_mode == "absent" for p in plans) >= 10
     assert {p.text_mode for p in plans} == {"cue", "filler", "misleading", "empty"}
+
+
+def test_options_are_checked() -> None:
+    """An unknown option (a typo) or a value out of range fails before anything is generated."""
+    from pipeline.corpora.common import CorpusOptionError
+
+    with pytest.raises(CorpusOptionError, match=r"unknown option\(s\) \['face_intensty'\]"):
+        demo.plan_corpus({"face_intensty": [0.1, 0.5]})
+    with pytest.raises(CorpusOptionError, match="'voice_intensity' must be \\[low, high\\] with low <= high"):
+        demo.plan_corpus({"voice_intensity": [0.9, 0.5]})
+    with pytest.raises(CorpusOptionError, match="'text_cue_probability' must be a number in"):
+        demo.plan_corpus({"text_cue_probability": 1.5})
+    with pytest.raises(CorpusOptionError, match=r"unknown option\(s\) \['video.fsp'\]"):
+        demo.plan_corpus({"video": {"fsp": 5}})
+    with pytest.raises(CorpusOptionError, match="'classes' must be among"):
+        demo.plan_corpus({"classes": ["ang", "fru"]})
+
+
+def test_intensities_follow_their_ranges() -> None:
+    plans = demo.plan_corpus({"seed": 2, "voice_intensity": [0.5, 1.0], "face_intensity": [0.1, 0.6]})
+    for plan in plans:
+        expressiveness = plan.speaker.expressiveness
+        assert 0.5 * expressiveness <= plan.audio_intensity <= 1.0 * expressiveness
+        assert 0.1 * expressiveness <= plan.face_intensity <= 0.6 * expressiveness
+
+
+def test_a_talking_face_moves_its_mouth_not_its_brows() -> None:
+    """Articulation opens the jaw frame by frame: the mouth region changes, the brows (anger's cue) do not."""
+    plan = demo.plan_corpus({"seed": 1})[0]
+    plan = demo.Plan(**{**plan.__dict__, "face_mode": "visible", "emotion": "neu"})
+    renderer = demo.FaceRenderer(128)
+    still, _ = demo.render_clip(plan, renderer, 12)
+    talking, _ = demo.render_clip(plan, renderer, 12, articulation=1.0)
+    changed = np.abs(np.stack(talking).astype(int) - np.stack(still).astype(int)).mean(axis=(0, 3))
+    mouth, brows = changed[70:95, 40:90].mean(), changed[30:50, 35:95].mean()
+    assert mouth > 2.0 and mouth > 5 * brows
+
+
+def test_voice_valence_cue_keeps_arousal() -> None:
+    """voice_valence_cue scales only the difference within an arousal pair: at 0 angry sounds like happy and neutral
+    like sad, while the two arousal levels stay apart; at 1 every emotion keeps its own voice."""
+    from pipeline.corpora.demo_audio import VOICES, voice_profile
+
+    assert voice_profile("ang", 1.0) == VOICES["ang"]
+    assert voice_profile("ang", 0.0) == pytest.approx(voice_profile("hap", 0.0))
+    assert voice_profile("neu", 0.0) == pytest.approx(voice_profile("sad", 0.0))
+    assert voice_profile("ang", 0.0)["energy"] > 2 * voice_profile("sad", 0.0)["energy"]
+    half = {k: voice_profile("ang", 0.5)[k] - voice_profile("hap", 0.5)[k] for k in VOICES["ang"]}
+    assert half == pytest.approx({k: 0.5 * (VOICES["ang"][k] - VOICES["hap"][k]) for k in VOICES["ang"]})

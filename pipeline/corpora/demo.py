@@ -11,6 +11,11 @@ Two-speaker dialogues in sessions (like IEMOCAP), each utterance with
 - a label, except for a share of utterances left unlabelled ("xxx", as in IEMOCAP);
 and a dialogue mood that makes neighbouring utterances share emotions (the context MMGCN exploits).
 
+The synthesizers live apart from this adapter: `demo_plan` (options, speakers, the plan of every utterance),
+`demo_audio`, `demo_video` (and the FER-format crops), `demo_text`. How strongly each modality carries the emotion
+is set per modality by the options (`voice_intensity`, `face_intensity`, `articulation`, `text_cue_probability`);
+params.yaml states the ranking the demo aims at (IEMOCAP's: text > audio > visual) and why.
+
 `generate` writes wav files, mp4 files, `transcripts.tsv`, `truth.jsonl` (what each clip really shows, for tests)
 and a small FER2013/FER+-format set of expression crops (`fer/`) for training Denseface. `prepare` then reads the
 corpus from `transcripts.tsv` the way an adapter reads a real release.
@@ -21,43 +26,35 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import soundfile as sf
-from scipy import signal
 from tqdm import tqdm
 
 from pipeline.corpora import PreparedCorpus
+from pipeline.corpora.demo_audio import VOICES, synthesize_speech
+from pipeline.corpora.demo_plan import (
+    DEFAULTS,
+    Plan,
+    Speaker,
+    make_speakers,
+    plan_corpus,
+    resolve_demo_options,
+)
+from pipeline.corpora.demo_text import compose_text
+from pipeline.corpora.demo_video import FaceRenderer, render_clip, write_fer_set, write_video
 from pipeline.manifest import ManifestError, Segment, Utterance, VideoSegment
+
+__all__ = ["DEFAULTS", "GENERATED", "PROTOCOLS", "VOICES", "FaceRenderer", "Plan", "PreparedCorpus", "Speaker",
+           "compose_text", "generate", "plan_corpus", "prepare", "read_transcripts", "render_clip",
+           "resolve_demo_options", "synthesize_speech", "write_fer_set", "write_video"]
 
 log = logging.getLogger(__name__)
 
-# Geometry of the astronaut photo (512x512), measured with facenet-pytorch's MTCNN: the face box is
-# x 181-268, y 62-172. The demo frame is the square crop below, resized to `video.size`.
-PHOTO_CROP = (134, 30, 314, 210)  # x0, y0, x1, y1 in the photo
-# Landmarks in the crop's unit square (MTCNN on the 128-px frame divided by 128), brows set above the eyes.
-LANDMARKS = {
-    "eye_l": (0.395, 0.396), "eye_r": (0.630, 0.406), "nose": (0.510, 0.554),
-    "mouth_l": (0.373, 0.611), "mouth_r": (0.622, 0.620), "mouth_c": (0.497, 0.625),
-    "lip_up": (0.497, 0.596), "lip_low": (0.497, 0.660),
-    "brow_li": (0.445, 0.335), "brow_lo": (0.335, 0.345), "brow_ri": (0.575, 0.340), "brow_ro": (0.690, 0.352),
-    "cheek_l": (0.360, 0.520), "cheek_r": (0.650, 0.525),
-}
-FACE_BOX = (0.248, 0.175, 0.746, 0.794)  # MTCNN's box on the frame, unit square
-
-# FER+ classes in the order of fer2013new.csv, and the FER2013 label column's codes for them.
-FERPLUS_CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
-FER2013_CODE = {"anger": 0, "disgust": 1, "fear": 2, "happiness": 3, "sadness": 4, "surprise": 5, "neutral": 6,
-                "contempt": 6}
-PIXEL_TEXT = np.array([str(v) for v in range(256)], dtype=object)
-CORPUS_TO_FER = {"ang": "anger", "hap": "happiness", "neu": "neutral", "sad": "sadness"}
 # The demo's protocols (params `corpora.demo.splits` may restate or change them): `speaker` = leave one speaker out,
 # validation on the session partner (as MMIN on IEMOCAP); `dialogue` = leave one session out with 15% of the
 # training dialogues for validation (MMGCN: whole dialogues).
@@ -65,374 +62,6 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "speaker": {"protocol": "speaker_folds", "val": "partner"},
     "dialogue": {"protocol": "session_folds", "val": 0.15},
 }
-
-# Displacements (in unit-square units at full intensity) of landmarks per facial expression.
-EXPRESSIONS: dict[str, dict[str, tuple[float, float]]] = {
-    "neutral": {},
-    "happiness": {"mouth_l": (-0.025, -0.04), "mouth_r": (0.025, -0.04), "cheek_l": (0.0, -0.02),
-                  "cheek_r": (0.0, -0.02), "lip_low": (0.0, 0.015)},
-    "sadness": {"mouth_l": (0.0, 0.06), "mouth_r": (0.0, 0.06), "brow_li": (0.0, -0.04),
-                "brow_ri": (0.0, -0.04), "brow_lo": (0.0, 0.025), "brow_ro": (0.0, 0.025), "lip_low": (0.0, -0.015),
-                "cheek_l": (0.0, 0.015), "cheek_r": (0.0, 0.015)},
-    "anger": {"brow_li": (0.02, 0.045), "brow_ri": (-0.02, 0.045), "brow_lo": (0.0, 0.02), "brow_ro": (0.0, 0.02),
-              "lip_up": (0.0, 0.015), "lip_low": (0.0, -0.02), "mouth_l": (0.015, 0.0), "mouth_r": (-0.015, 0.0)},
-    "surprise": {"brow_li": (0.0, -0.05), "brow_ri": (0.0, -0.05), "brow_lo": (0.0, -0.045),
-                 "brow_ro": (0.0, -0.045), "lip_low": (0.0, 0.06), "mouth_l": (0.01, 0.01), "mouth_r": (-0.01, 0.01)},
-    "disgust": {"lip_up": (0.0, -0.035), "nose": (0.0, -0.015), "brow_li": (0.01, 0.03), "brow_ri": (-0.01, 0.03),
-                "mouth_l": (0.0, 0.02), "mouth_r": (0.0, 0.02)},
-    "fear": {"brow_li": (0.01, -0.04), "brow_ri": (-0.01, -0.04), "mouth_l": (-0.035, 0.015),
-             "mouth_r": (0.035, 0.015), "lip_low": (0.0, 0.03)},
-    "contempt": {"mouth_r": (0.03, -0.04), "mouth_l": (0.0, 0.01)},
-}
-
-# Voice per emotion at full intensity, relative to a neutral voice (pitch ratio, pitch excursion in semitones,
-# syllable-rate ratio, energy ratio, glottal low-pass pole (lower = brighter), breathiness, contour slope).
-VOICES: dict[str, dict[str, float]] = {
-    "neu": {"pitch": 1.0, "range": 2.0, "rate": 1.0, "energy": 1.0, "pole": 0.90, "breath": 0.04, "slope": -1.0},
-    "ang": {"pitch": 1.22, "range": 5.0, "rate": 1.25, "energy": 2.0, "pole": 0.70, "breath": 0.02, "slope": 0.0},
-    "hap": {"pitch": 1.30, "range": 7.0, "rate": 1.15, "energy": 1.35, "pole": 0.85, "breath": 0.03, "slope": 2.0},
-    "sad": {"pitch": 0.88, "range": 1.0, "rate": 0.72, "energy": 0.55, "pole": 0.95, "breath": 0.12, "slope": -2.5},
-}
-VOWELS = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410),
-          (440, 1020, 2240), (660, 1720, 2410)]
-
-LEXICON: dict[str, list[str]] = {
-    "ang": ["this is absolutely outrageous", "I am so angry with you right now", "stop lying to me",
-            "I can't stand this any longer", "you never listen to a word I say", "get out of my way",
-            "how dare you do that to me", "that is completely unacceptable", "I'm sick and tired of this",
-            "don't you dare raise your voice at me", "this makes me furious", "you ruined everything"],
-    "hap": ["that's wonderful news", "I'm so happy for you", "this is the best day ever", "I love it so much",
-            "we did it, this is amazing", "what a lovely surprise", "I can't stop smiling",
-            "that's fantastic, congratulations", "I'm thrilled to hear that", "this is great, thank you",
-            "you made my day", "everything worked out perfectly"],
-    "neu": ["okay, that sounds fine", "sure, we can do that", "I see what you mean", "alright, noted",
-            "that works for me", "fine, let's go with that", "I understand", "yes, that's right",
-            "no problem at all", "let me check and get back to you", "that seems reasonable", "got it"],
-    "sad": ["I miss her so much", "I feel so alone these days", "it's all hopeless now", "I lost everything",
-            "nothing ever goes right for me", "I don't think I can go on like this", "I'm so sorry it ended",
-            "it hurts to even think about it", "I wish things were different", "I can't stop crying",
-            "nobody cares anymore", "I really let everyone down"],
-}
-FILLERS = ["the meeting is at three tomorrow", "I put the keys on the kitchen table", "we need to buy milk and bread",
-           "the train leaves from platform four", "my sister called this morning", "it rained all weekend",
-           "the report is due on friday", "he moved to another city last year", "the car is parked outside",
-           "she works at the library downtown", "we talked about the new schedule", "the package arrived today",
-           "I read that article yesterday", "they are painting the house next week", "the office closes at six",
-           "I had coffee with my brother", "the store was busy this afternoon", "we watched a movie last night"]
-OPENERS = ["", "", "", "well, ", "look, ", "you know, ", "honestly, ", "so ", "oh, ", "listen, "]
-PUNCT = {"ang": ["!", "!", "."], "hap": ["!", "!", "."], "neu": [".", "."], "sad": ["...", ".", "."]}
-
-
-@dataclass
-class Speaker:
-    speaker_id: str
-    session: str
-    gender: str
-    f0: float
-    rate: float
-    loudness: float
-    formant_scale: float
-    flip: bool
-    tint: tuple[float, float, float]
-    scale: float
-    expressiveness: float
-
-
-@dataclass
-class Plan:
-    utt_id: str
-    dialogue_id: str
-    turn: int
-    speaker: Speaker
-    emotion: str
-    labelled: bool
-    audio_intensity: float
-    face_intensity: float
-    text_mode: str  # "cue" | "filler" | "misleading" | "empty"
-    face_mode: str  # "visible" | "absent" | "partial"
-    seed: tuple[int, ...]
-
-
-def _opt(options: dict[str, Any], key: str, default: Any) -> Any:
-    return options.get(key, default)
-
-
-def _speakers(rng: np.random.Generator, sessions: int) -> list[Speaker]:
-    speakers = []
-    for s in range(1, sessions + 1):
-        for gender in ("F", "M"):
-            female = gender == "F"
-            speakers.append(Speaker(
-                speaker_id=f"ses{s}{gender}", session=f"ses{s}", gender=gender,
-                f0=float(rng.uniform(185, 235) if female else rng.uniform(95, 135)),
-                rate=float(rng.uniform(3.6, 5.0)), loudness=float(rng.uniform(0.75, 1.25)),
-                formant_scale=float(rng.uniform(1.05, 1.15) if female else rng.uniform(0.9, 1.0)),
-                flip=bool(rng.random() < 0.5),
-                tint=tuple(float(x) for x in rng.uniform(0.8, 1.2, size=3)),
-                scale=float(rng.uniform(0.92, 1.06)), expressiveness=float(rng.uniform(0.7, 1.0))))
-    return speakers
-
-
-def plan_corpus(options: dict[str, Any]) -> list[Plan]:
-    """Decide every utterance's content (cheap, no media): the deterministic skeleton of the corpus."""
-    seed = int(_opt(options, "seed", 0))
-    classes = list(_opt(options, "classes", ["ang", "hap", "neu", "sad"]))
-    rng = np.random.default_rng([seed, 0])
-    speakers = _speakers(rng, int(_opt(options, "sessions", 4)))
-    per_session = int(_opt(options, "dialogues_per_session", 6))
-    lo, hi = _opt(options, "turns", [12, 16])
-    persistence = float(_opt(options, "mood_persistence", 0.6))
-    unlabelled = float(_opt(options, "unlabelled_fraction", 0.2))
-    no_face = float(_opt(options, "no_face_fraction", 0.08))
-    partial_face = float(_opt(options, "partial_face_fraction", 0.12))
-    empty_text = float(_opt(options, "empty_text_fraction", 0.03))
-    cue = float(_opt(options, "text_cue_probability", 0.5))
-    misleading = float(_opt(options, "text_misleading_probability", 0.1))
-    plans: list[Plan] = []
-    for s in range(len(speakers) // 2):
-        pair = speakers[2 * s: 2 * s + 2]
-        for d in range(1, per_session + 1):
-            dialogue_id = f"{pair[0].session}_dlg{d:02d}"
-            mood = classes[int(rng.integers(len(classes)))]
-            first = int(rng.integers(2))
-            for turn in range(int(rng.integers(lo, hi + 1))):
-                speaker = pair[(first + turn) % 2]
-                emotion = mood if rng.random() < persistence else classes[int(rng.integers(len(classes)))]
-                u = rng.random()
-                text_mode = ("empty" if u < empty_text else "cue" if u < empty_text + cue
-                             else "misleading" if u < empty_text + cue + misleading else "filler")
-                v = rng.random()
-                face_mode = "absent" if v < no_face else "partial" if v < no_face + partial_face else "visible"
-                plans.append(Plan(
-                    utt_id=f"{dialogue_id}_{turn:03d}", dialogue_id=dialogue_id, turn=turn, speaker=speaker,
-                    emotion=emotion, labelled=bool(rng.random() >= unlabelled),
-                    audio_intensity=float(rng.uniform(0.25, 1.0)) * speaker.expressiveness,
-                    face_intensity=float(rng.uniform(0.3, 1.0)) * speaker.expressiveness,
-                    text_mode=text_mode, face_mode=face_mode, seed=(seed, s, d, turn)))
-    return plans
-
-
-# ---------------------------------------------------------------- audio
-
-
-def _resonator(freq: float, bandwidth: float, sr: int) -> tuple[np.ndarray, np.ndarray]:
-    r = math.exp(-math.pi * bandwidth / sr)
-    theta = 2 * math.pi * freq / sr
-    a = np.array([1.0, -2 * r * math.cos(theta), r * r])
-    return np.array([a.sum()]), a  # unit gain at DC
-
-
-def synthesize_speech(plan: Plan, classes: list[str], sr: int) -> np.ndarray:
-    """A speech-like utterance: syllables of voiced vowels with fricative onsets, pauses between words."""
-    rng = np.random.default_rng([*plan.seed, 1])
-    neutral, target = VOICES["neu"], VOICES[plan.emotion]
-    k = plan.audio_intensity
-    voice = {key: neutral[key] + k * (target[key] - neutral[key]) for key in neutral}
-    spk = plan.speaker
-    rate = spk.rate * voice["rate"]
-    n_syll = int(rng.integers(5, 11))
-    pieces: list[np.ndarray] = [np.zeros(int(sr * rng.uniform(0.08, 0.2)))]
-    base = spk.f0 * voice["pitch"]
-    for i in range(n_syll):
-        dur = rng.uniform(0.7, 1.3) / rate
-        n = int(dur * sr)
-        t = np.arange(n) / sr
-        pos = i / max(n_syll - 1, 1)
-        # pitch: declination/slope over the utterance + an accent excursion on this syllable + jitter
-        semis = voice["slope"] * (pos - 0.5) + voice["range"] * math.sin(math.pi * rng.random()) * (
-            np.sin(np.pi * t / dur) * rng.choice([-0.5, 1.0]))
-        f0 = base * 2 ** (semis / 12) * (1 + 0.01 * rng.standard_normal(n).cumsum() / math.sqrt(n))
-        phase = np.cumsum(f0 / sr)
-        pulses = np.diff(np.floor(phase), prepend=0.0)
-        source = signal.lfilter([1.0], [1.0, -voice["pole"]], pulses)
-        source = source - source.mean()
-        source += voice["breath"] * rng.standard_normal(n) * (np.abs(source).mean() / 0.05 + 1e-3)
-        f1, f2, f3 = (f * spk.formant_scale * rng.uniform(0.95, 1.05) for f in VOWELS[int(rng.integers(len(VOWELS)))])
-        out = source
-        for freq, bw in ((f1, 90.0), (f2, 120.0), (f3, 170.0)):
-            b, a = _resonator(freq, bw, sr)
-            out = signal.lfilter(b, a, out)
-        env = np.sin(np.pi * np.minimum(1.0, t / dur)) ** 0.6
-        syllable = out * env
-        if rng.random() < 0.45:  # fricative onset: high-passed noise burst
-            m = int(sr * rng.uniform(0.03, 0.08))
-            burst = signal.lfilter(*signal.butter(2, 3000 / (sr / 2), "high"), rng.standard_normal(m))
-            syllable = np.concatenate([0.3 * burst * np.hanning(m), syllable])
-        pieces.append(syllable / (np.abs(syllable).max() + 1e-9))
-        if rng.random() < 0.35:  # word boundary pause, longer when slow
-            pieces.append(np.zeros(int(sr * rng.uniform(0.05, 0.25) / voice["rate"])))
-    pieces.append(np.zeros(int(sr * rng.uniform(0.08, 0.2))))
-    wave = np.concatenate(pieces) * 0.25 * voice["energy"] * spk.loudness
-    wave += 0.002 * rng.standard_normal(len(wave))  # room noise: silence is never digital zero
-    return np.clip(wave, -0.99, 0.99).astype(np.float32)
-
-
-# ---------------------------------------------------------------- video
-
-
-def base_face(size: int) -> np.ndarray:
-    from skimage import data
-
-    x0, y0, x1, y1 = PHOTO_CROP
-    photo = data.astronaut()[y0:y1, x0:x1]
-    return cv2.resize(cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), (size, size), interpolation=cv2.INTER_AREA)
-
-
-def expression_field(expression: str, size: int) -> np.ndarray:
-    """[size, size, 2] displacement (pixels) that moves the landmarks as the expression does at intensity 1."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    field = np.zeros((size, size, 2), np.float32)
-    radius = 0.07 * size
-    for name, (dx, dy) in EXPRESSIONS[expression].items():
-        cx, cy = LANDMARKS[name]
-        weight = np.exp(-((xx - cx * size) ** 2 + (yy - cy * size) ** 2) / (2 * radius**2))
-        field[..., 0] += dx * size * weight
-        field[..., 1] += dy * size * weight
-    return field
-
-
-class FaceRenderer:
-    """Renders frames of the demo face: expression warp, identity tint/flip/scale, head motion, lighting."""
-
-    def __init__(self, size: int, strength: float = 1.0) -> None:
-        self.size = size
-        self.face = base_face(size).astype(np.float32)
-        self.fields = {name: strength * expression_field(name, size) for name in EXPRESSIONS}
-        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-        self.grid = np.stack([xx, yy], axis=-1)
-        bank = np.random.default_rng(12345)
-        self.noise = bank.normal(0, 2.0, (16, size, size, 3)).astype(np.float32)  # sensor noise, drawn by index
-        occluder = bank.normal(70, 25, (8, size, size, 3)).astype(np.float32)
-        self.occluders = np.stack([cv2.GaussianBlur(o, (0, 0), 3) for o in occluder])
-
-    def render(self, expression: str, intensity: float, speaker: Speaker, dx: float, dy: float, angle: float,
-               gain: float, rng: np.random.Generator, occluded: bool) -> np.ndarray:
-        maps = self.grid - intensity * self.fields[expression]  # inverse map: sample where the landmark came from
-        img = cv2.remap(self.face, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        centre = (self.size / 2, self.size / 2)
-        affine = cv2.getRotationMatrix2D(centre, angle, speaker.scale)
-        affine[:, 2] += (dx, dy)
-        img = cv2.warpAffine(img, affine, (self.size, self.size), borderMode=cv2.BORDER_REFLECT)
-        if speaker.flip:
-            img = img[:, ::-1]
-        img = cv2.multiply(img, np.asarray(speaker.tint, np.float32) * gain, dtype=cv2.CV_32F)
-        img = cv2.add(np.ascontiguousarray(img), self.noise[int(rng.integers(len(self.noise)))])
-        if occluded:  # an object in front of the whole face
-            x0, y0, x1, y1 = (int(v * self.size) for v in (0.12, 0.05, 0.88, 0.95))
-            img[y0:y1, x0:x1] = self.occluders[int(rng.integers(len(self.occluders)))][y0:y1, x0:x1]
-        return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def render_clip(plan: Plan, renderer: FaceRenderer, n_frames: int) -> tuple[list[np.ndarray], list[bool]]:
-    rng = np.random.default_rng([*plan.seed, 2])
-    expression = CORPUS_TO_FER[plan.emotion]
-    visible = np.ones(n_frames, bool)
-    if plan.face_mode == "absent":
-        visible[:] = False
-    elif plan.face_mode == "partial" and n_frames >= 4:
-        length = max(1, int(n_frames * rng.uniform(0.2, 0.5)))
-        start = int(rng.integers(0, n_frames - length + 1))
-        visible[start:start + length] = False
-    phase = rng.uniform(0, 2 * math.pi, size=3)
-    amp = rng.uniform(1.0, 0.03 * renderer.size, size=2)
-    frames = []
-    for i in range(n_frames):
-        t = i / max(n_frames - 1, 1)
-        ramp = min(1.0, 0.3 + t / 0.4)  # expression builds up over the first part of the clip
-        frames.append(renderer.render(
-            expression, plan.face_intensity * ramp, plan.speaker,
-            dx=float(amp[0] * math.sin(2 * math.pi * 0.7 * t + phase[0])),
-            dy=float(amp[1] * math.sin(2 * math.pi * 0.5 * t + phase[1])),
-            angle=float(3.0 * math.sin(2 * math.pi * 0.4 * t + phase[2])),
-            gain=float(rng.uniform(0.9, 1.1)), rng=rng, occluded=not visible[i]))
-    return frames, visible.tolist()
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {path} with the mp4v codec")
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-
-
-# ---------------------------------------------------------------- text
-
-
-def compose_text(plan: Plan, classes: list[str]) -> str:
-    rng = np.random.default_rng([*plan.seed, 3])
-    if plan.text_mode == "empty":
-        return ""
-    if plan.text_mode == "filler":
-        body, punct = FILLERS[int(rng.integers(len(FILLERS)))], "."
-    else:
-        source = plan.emotion
-        if plan.text_mode == "misleading":
-            others = [c for c in classes if c != plan.emotion]
-            source = others[int(rng.integers(len(others)))]
-        body = LEXICON[source][int(rng.integers(len(LEXICON[source])))]
-        punct = PUNCT[source][int(rng.integers(len(PUNCT[source])))]
-        if rng.random() < 0.4:
-            body = f"{body}, {FILLERS[int(rng.integers(len(FILLERS)))]}"
-    text = OPENERS[int(rng.integers(len(OPENERS)))] + body + punct
-    return text[0].upper() + text[1:]
-
-
-# ---------------------------------------------------------------- FER-format expression crops
-
-
-def write_fer_set(root: Path, options: dict[str, Any], speakers: list[Speaker], seed: int) -> int:
-    """FER2013 (`fer2013.csv`) + FER+ (`fer2013new.csv`) files of 48x48 grayscale crops of the demo face.
-
-    Crops follow the face box the detector gives (with jitter), so the network sees what the extractor shows it.
-    """
-    fer = dict(_opt(options, "fer", {}))
-    size = int(_opt(options, "video", {}).get("size", 128))
-    per_class = {"Training": int(fer.get("train_per_class", 100)), "PublicTest": int(fer.get("test_per_class", 20)),
-                 "PrivateTest": int(fer.get("test_per_class", 20))}
-    margin = float(fer.get("margin", 0.2))
-    renderer = FaceRenderer(size, float(_opt(options, "expression_strength", 1.0)))
-    rng = np.random.default_rng([seed, 9])
-    (root / "fer").mkdir(parents=True, exist_ok=True)
-    rows = 0
-    with open(root / "fer" / "fer2013.csv", "w", newline="") as f_old, \
-            open(root / "fer" / "fer2013new.csv", "w", newline="") as f_new:
-        old, new = csv.writer(f_old), csv.writer(f_new)
-        old.writerow(["emotion", "pixels", "Usage"])
-        new.writerow(["Usage", "Image name", *FERPLUS_CLASSES, "unknown", "NF"])
-        for usage, count in per_class.items():
-            for index in range(count * len(FERPLUS_CLASSES)):
-                expression = FERPLUS_CLASSES[index % len(FERPLUS_CLASSES)]
-                speaker = speakers[int(rng.integers(len(speakers)))]
-                dx, dy = rng.uniform(-0.03, 0.03, size=2) * size
-                img = renderer.render(expression, float(rng.uniform(0.4, 1.0)) * speaker.expressiveness, speaker,
-                                      float(dx), float(dy), float(rng.uniform(-3, 3)), float(rng.uniform(0.9, 1.1)),
-                                      rng, occluded=False)
-                bx0, by0, bx1, by1 = (v * size for v in FACE_BOX)
-                if speaker.flip:
-                    bx0, bx1 = size - bx1, size - bx0
-                cx, cy = (bx0 + bx1) / 2 + dx, (by0 + by1) / 2 + dy
-                half = max(bx1 - bx0, by1 - by0) * (1 + margin) / 2 * speaker.scale * rng.uniform(0.95, 1.05)
-                x0, y0 = int(round(cx - half)), int(round(cy - half))
-                side = int(round(2 * half))
-                padded = cv2.copyMakeBorder(img, side, side, side, side, cv2.BORDER_REPLICATE)
-                crop = padded[y0 + side: y0 + 2 * side, x0 + side: x0 + 2 * side]
-                gray = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), (48, 48), interpolation=cv2.INTER_AREA)
-                old.writerow([FER2013_CODE[expression], " ".join(PIXEL_TEXT[gray.ravel()].tolist()), usage])
-                votes = np.zeros(len(FERPLUS_CLASSES) + 2, int)
-                main = int(rng.integers(6, 11))
-                votes[FERPLUS_CLASSES.index(expression)] = main
-                for _ in range(10 - main):
-                    votes[int(rng.integers(len(FERPLUS_CLASSES)))] += 1
-                new.writerow([usage, f"fer{rows:07d}.png", *votes.tolist()])
-                rows += 1
-    return rows
-
-
-# ---------------------------------------------------------------- the corpus
 
 
 TSV_COLUMNS = ["utt_id", "dialogue_id", "turn", "speaker", "session", "label", "audio", "video", "text"]
@@ -445,26 +74,24 @@ def generate(root: Path, options: dict[str, Any], progress: bool = True) -> dict
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    classes = list(_opt(options, "classes", ["ang", "hap", "neu", "sad"]))
-    unknown = sorted(set(classes) - set(VOICES))
-    if unknown:
-        raise ValueError(f"demo classes must be among {sorted(VOICES)}, got {unknown}")
-    sr = int(_opt(options, "sample_rate", 16000))
-    video = dict(_opt(options, "video", {}))
-    fps, size = float(video.get("fps", 10)), int(video.get("size", 128))
+    options = resolve_demo_options(options)
+    classes = list(options["classes"])
+    sr = int(options["sample_rate"])
+    fps, size = float(options["video"]["fps"]), int(options["video"]["size"])
+    articulation, valence_cue = float(options["articulation"]), float(options["voice_valence_cue"])
     plans = plan_corpus(options)
-    renderer = FaceRenderer(size, float(_opt(options, "expression_strength", 1.0)))
+    renderer = FaceRenderer(size, float(options["expression_strength"]))
     truth_rows, faces_drawn = [], 0
     with open(root / "transcripts.tsv", "w", newline="", encoding="utf-8") as fh:
         table = csv.writer(fh, delimiter="\t", lineterminator="\n")
         table.writerow(TSV_COLUMNS)
         for plan in tqdm(plans, desc="demo corpus", unit="utt", disable=not progress, mininterval=1.0):
-            wave = synthesize_speech(plan, classes, sr)
+            wave = synthesize_speech(plan, classes, sr, valence_cue)
             audio_rel = f"wav/{plan.dialogue_id}/{plan.utt_id}.wav"
             (root / audio_rel).parent.mkdir(parents=True, exist_ok=True)
             sf.write(root / audio_rel, wave, sr, subtype="PCM_16")
             n_frames = max(1, int(round(len(wave) / sr * fps)))
-            frames, visible = render_clip(plan, renderer, n_frames)
+            frames, visible = render_clip(plan, renderer, n_frames, articulation)
             video_rel = f"video/{plan.dialogue_id}/{plan.utt_id}.mp4"
             write_video(root / video_rel, frames, fps)
             faces_drawn += sum(visible)
@@ -479,9 +106,9 @@ def generate(root: Path, options: dict[str, Any], progress: bool = True) -> dict
     with open(root / "truth.jsonl", "w", encoding="utf-8") as fh:
         for row in truth_rows:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
-    fer_rows = write_fer_set(root, options, _speakers(np.random.default_rng([int(_opt(options, "seed", 0)), 0]),
-                                                       int(_opt(options, "sessions", 4))),
-                             int(_opt(options, "seed", 0)))
+    seed = int(options["seed"])
+    fer_rows = write_fer_set(root, options, make_speakers(np.random.default_rng([seed, 0]), int(options["sessions"])),
+                             seed)
     stats = {"utterances": len(plans), "dialogues": len({p.dialogue_id for p in plans}),
              "speakers": len({p.speaker.speaker_id for p in plans}),
              "unlabelled": sum(not p.labelled for p in plans), "frames_with_face": faces_drawn,
@@ -527,6 +154,7 @@ GENERATED = True  # `prepare` writes the corpus root itself (the prepare stage's
 
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Generate the demo corpus under `root`, then read it like any corpus."""
-    classes = list(_opt(options, "classes", ["ang", "hap", "neu", "sad"]))
+    options = resolve_demo_options(options)  # an unknown or bad option fails before any file is written
+    classes = list(options["classes"])
     stats = generate(Path(root), options)
     return PreparedCorpus(read_transcripts(Path(root), classes), classes, stats)
