@@ -23,7 +23,7 @@ HUB_IDS = ("microsoft/wavlm-large", "facebook/hubert-large-ll60k", "openai/whisp
 
 def readme_params() -> tuple[dict, dict]:
     """(the README block, the project's params.yaml with the block's entries merged in)."""
-    (block,) = [b for b in blocks(section(readme(), "Extractors"), "yaml") if "extractor: hf_audio" in b]
+    (block,) = blocks(section(readme(), "Extractors"), "yaml")
     example = yaml.safe_load(block)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["extract"] = example["extract"]
