@@ -13,6 +13,11 @@ run in the extractor's dtype on its device (float32 on the CPU, float16 on a GPU
 interleaved, `--repeat` times, best time of each. Targets: c >= 2 x a and c >= 0.9 x b. The load average is
 printed: the ratios only mean something against a machine that is not otherwise busy.
 
+Measured on the shared 2-core CPU (AVX-512), `--n 24 --repeat 2`, load average 8.1 (five jobs on two cores, so
+rough): 101 s of audio in 10 batches with 2.3% padding; (a) 52.6 s, (b) 40.8 s, (c) 45.5 s: c/a = 1.16 (target 2
+missed on a CPU: a 4 s clip is already 200 frames, a matrix large enough that batching adds little there; the
+2x is for a GPU, where one clip leaves most of it idle; not measured, no GPU in that session), c/b = 0.90.
+
     PYTHONPATH=. python benchmarks/bench_hf_audio.py [--n 32] [--threads 2] [--hidden 384] [--layers 4]
         [--conv-dim 256] [--sample-budget 960000] [--batch-overhead 0.5] [--repeat 2]
 """
