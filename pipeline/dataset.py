@@ -102,7 +102,7 @@ class EmotionDataset(Dataset):
         self.labels = [index[utts[i].label] if utts[i].label is not None and i not in hidden else UNLABELLED
                        for i in self.utt_ids]
         self.stores = {m: FeatureStore(root / "features" / corpus / f"{features[m]}.h5") for m in chosen}
-        for m, store in self.stores.items():
+        for store in self.stores.values():
             absent = [i for i in self.utt_ids if i not in store]
             if absent:
                 raise ConfigError(f"{store.path} lacks {len(absent)} utterances of the split (first {absent[0]!r});"
