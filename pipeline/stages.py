@@ -362,7 +362,7 @@ def render(params: dict[str, Any], root: Path) -> str:
         if name in groups:
             stages[name] = groups[name].render()
     stages["report"] = {"cmd": "affectflow report",
-                        "deps": ["metrics", "checkpoints", "plots/curves", *stage_code("report", (), root)],
+                        "deps": ["metrics", "checkpoints", "plots/curves", "dvclive", *stage_code("report", (), root)],
                         "params": ["report"],
                         "outs": [{"reports/results.md": {"cache": False}}, {"reports/plots": {"cache": False}}]}
     doc: dict[str, Any] = {"stages": stages}

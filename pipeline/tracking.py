@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 SUMMARY_KEYS = ("ua", "wa", "macro_f1")
+CURVES = Path("plots") / "metrics"  # dvclive's per-epoch TSVs, inside a run's directory
 
 
 def live_dir(model: str, corpus: str) -> Path:
@@ -75,6 +76,26 @@ def log_runs(directory: Path, metrics: dict[str, Any], runs: Sequence[dict[str, 
             live.log_sklearn_plot("confusion_matrix", true, pred, name=f"confusion/{cond}.json",
                                   title=f"{metrics.get('model')} on {metrics.get('corpus')}: {cond}")
         live.summary = {**summary(metrics, full)}
+
+
+def read_curves(directory: Path) -> dict[str, np.ndarray]:
+    """dvclive's per-epoch TSVs (`plots/metrics/`) as columns aligned by step, with `epoch` = the step; a step a
+    metric was not logged at reads NaN. ValueError names a file that is not `step<TAB><name>` rows."""
+    logged: dict[str, dict[int, float]] = {}
+    for path in sorted(Path(directory).rglob("*.tsv")):
+        lines = path.read_text().splitlines()
+        name = path.relative_to(directory).with_suffix("").as_posix()
+        if not lines or lines[0].split("\t") != ["step", name.rsplit("/", 1)[-1]]:
+            raise ValueError(f"{path} line 1: expected the header 'step<TAB>{name}'")
+        try:
+            logged[name] = {int(s): float(v) for s, v in (line.split("\t") for line in lines[1:])}
+        except ValueError:
+            raise ValueError(f"{path}: expected rows of '<step><TAB><number>'") from None
+    steps = max((max(values, default=-1) for values in logged.values()), default=-1) + 1
+    curves = {"epoch": np.arange(steps, dtype=np.float64)}
+    for name, values in logged.items():
+        curves[name] = np.array([values.get(s, np.nan) for s in range(steps)], dtype=np.float64)
+    return curves
 
 
 def read_summary(directory: Path) -> dict[str, Any]:
