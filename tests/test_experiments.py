@@ -1,5 +1,6 @@
-"""`dvc exp run -S` over a tiny project: a two-point learning-rate sweep of utt_fusion on the audio-only tones
-corpus of tests/test_audio_only.py, and `dvc exp show --json` listing both experiments with the dvclive summary
+"""`dvc exp run -S` over a tiny project: a two-point learning-rate sweep of utt_fusion (one point
+queued and run by `dvc queue start`, one run in the workspace) on the audio-only tones corpus of
+tests/test_audio_only.py, and `dvc exp show --json` listing both experiments with the dvclive summary
 the generated dvc.yaml declares as metrics (issue 24). Also the dvclive files themselves: deterministic, and the
 numbers of the metrics JSON."""
 
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +61,26 @@ def experiments(shown: Any) -> dict[str, dict[str, Any]]:
     return found
 
 
+def wait_for_queue(project: Path, limit_s: float = 900) -> None:
+    """Until `dvc queue status` lists nothing queued or running; a failed experiment fails the test."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        status = run([str(BIN / "dvc"), "queue", "status"], project).stdout
+        assert "Failed" not in status, f"a queued experiment failed (`dvc queue logs <task>`):\n{status}"
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return
+        assert time.monotonic() < deadline, status
+        time.sleep(5)
+
+
 def test_a_two_point_sweep_lists_both_experiments_with_their_summaries(tmp_path: Path) -> None:
     project = sweep_project(tmp_path / "project")
-    target = f"train@{MODEL}-{CORPUS}"
-    for rate in RATES:
-        run([str(BIN / "dvc"), "exp", "run", target, "-S", f"models.{MODEL}.lr={rate}"], project)
+    target, dvc = f"train@{MODEL}-{CORPUS}", str(BIN / "dvc")
+    # the second point first, through the queue (a worker runs it in a copy of the repo), then one in the workspace
+    run([dvc, "exp", "run", target, "--queue", "-S", f"models.{MODEL}.lr={RATES[1]}"], project)
+    run([dvc, "queue", "start"], project)
+    wait_for_queue(project)
+    run([dvc, "exp", "run", target, "-S", f"models.{MODEL}.lr={RATES[0]}"], project)
     # the last experiment's files are in the workspace: dvclive's layout, no timestamps
     live = project / "dvclive" / MODEL / CORPUS
     files = {p.relative_to(live).as_posix() for p in live.rglob("*") if p.is_file()}
