@@ -494,7 +494,7 @@ def _regression_labels(ids: Sequence[str], utts: Mapping[str, Utterance], classe
                        how: str) -> np.ndarray:
     if how == "class_index":
         return np.array([classes.index(utts[i].label) for i in ids], np.float32)
-    lacking = [i for i in ids if not (utts[i].vad or {}).get("valence") is not None]
+    lacking = [i for i in ids if (utts[i].vad or {}).get("valence") is None]
     if lacking:
         raise ExportError(f"export.mmsa.regression: valence, but {len(lacking)} utterances have no valence in the "
                           f"manifest (first {lacking[0]!r}); use class_index")
