@@ -9,9 +9,11 @@ so `dvc exp show`, `dvc plots` and the VS Code extension see every run:
                                         of every number the family logs (train_loss, val_ua, ...)
   plots/sklearn/confusion/<cond>.json   the test predictions of every run pooled, per condition, as class names
 
-`Live(dvcyaml=None, save_dvc_exp=False)`: the generated dvc.yaml declares these files itself (pipeline/stages.py),
-and no experiment is saved behind DVC's back. Metrics are logged without timestamps, so the files are the same
-bytes for the same runs. The full metrics JSON of DESIGN.md (`metrics/<model>/<corpus>.json`) stays what it was.
+`Live(dvcyaml=None, save_dvc_exp=False)` with dvclive's repository and Studio hooks switched off (`_file_live`): the
+generated dvc.yaml declares these files itself (pipeline/stages.py), no experiment is saved behind DVC's back, and
+a stage runs the same in a fresh `git init`, under `dvc exp run` or outside any repository. Metrics are logged
+without timestamps, so the files are the same bytes for the same runs. The full metrics JSON of DESIGN.md
+(`metrics/<model>/<corpus>.json`) stays what it was.
 """
 
 from __future__ import annotations
@@ -61,13 +63,27 @@ def confusions(runs: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[s
     return pooled
 
 
+def _file_live() -> type:
+    """dvclive's `Live` as a plain file writer: without its DVC and Git set-up (which opens the repository, fails in
+    a Git repository without commits, and initialises DVC in a Git repository that has none) and without Studio
+    (a stage posts nothing anywhere). The files it writes are the same."""
+    from dvclive import Live
+
+    class FileLive(Live):
+        def _init_dvc(self) -> None:
+            return None
+
+        def _init_studio(self) -> None:
+            self._studio_events_to_skip.update({"start", "data", "done"})
+
+    return FileLive
+
+
 def log_runs(directory: Path, metrics: dict[str, Any], runs: Sequence[dict[str, Any]], classes: Sequence[str],
              full: str) -> None:
     """Write the dvclive directory of one model on one corpus from the runs of the train stage (`runs` as in
     runs.json, those of the full labelled fraction) into `directory` (the stage's staging folder)."""
-    from dvclive import Live
-
-    with Live(str(directory), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+    with _file_live()(str(directory), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         for row in epoch_means([r["history"] for r in runs]):
             for name, value in row.items():
                 live.log_metric(name, round(value, 6), timestamp=False)

@@ -5,6 +5,7 @@ reads its curves from it (issue 24)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,13 @@ def test_the_report_reads_the_live_curves(tmp_path: Path) -> None:
     (tmp_path / live_dir("mmin", "demo") / CURVES / "val_ua.tsv").write_text("when\tval_ua\n")
     with pytest.raises(ReportInputError, match="val_ua.tsv line 1"):
         load_results(tmp_path, "mmin", "demo")
+
+
+def test_logging_touches_no_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a Git repository without commits or DVC (a fresh `git init`), the files are written and nothing else:
+    no `.dvc` initialised, no experiment."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    log_runs(Path("dvclive/mmin/demo"), METRICS, runs(), CLASSES, "avl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".git", "dvclive"]
+    assert read_summary(Path("dvclive/mmin/demo"))["ua"] == 0.612346
