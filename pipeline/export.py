@@ -30,6 +30,25 @@ Arrays in the pickle are written as `numpy.array(numpy.frombuffer(bytes, '<f4'),
 NumPy's own reducer, whose module path (`numpy._core` since NumPy 2) does not exist in the NumPy 1.x the authors'
 code runs under.
 
+MMSA (thuiar/MMSA, `MMDataLoader` with `need_data_aligned: false`): one pickle, a dict with `train`, `valid` and
+`test` (one fold's parts), each a dict of `id` and `raw_text` (lists), `audio`, `vision`, `text` (float32 (N, T, D),
+zero-padded to the longest sequence of that modality over the three parts, or to `export.mmsa.max_frames`),
+`audio_lengths` and `vision_lengths` (lists of int), `classification_labels` (float32 class indices, classes in
+the corpus's order), `regression_labels` (float32: the class index, or the valence with `regression: valence`)
+and `annotations` (class names). A modality missing for an utterance is one zero frame of length 1 (their models
+pack sequences, which refuses length 0). `text` holds our text store's frames: run their models with
+`use_bert: false` (`text_bert`, BERT token ids, is not written).
+
+MERTools (zeroQiaoba/MERTools, MERBench's `Data_Feat` and dataset loaders): `<out>/features/<name>/<utt_id>.npy`,
+one folder per modality named by `export.mertools.features` (their `--audio_feature` / `--text_feature` /
+`--video_feature`), float32 (T, D) frames (`level: frame`, for their `frm_unalign`/`frm_align` models) or the
+(D,) mean over the frames (`level: utterance`, for `feat_type: utt`); a missing modality is one zero frame or
+vector (their reader refuses an empty array). `<out>/label.npz` holds `train_corpus`, `val_corpus`, `test_corpus`
+(one fold) and `whole_corpus` (the three together), each a dict utt_id -> {"emo": class index, "val": valence, or
+-10 as their IEMOCAP conversion writes when there is none}, read with `np.load(path, allow_pickle=True)[key]
+.tolist()` as their MELD loader does. Set their `config.PATH_TO_FEATURES` / `PATH_TO_LABEL` to `<out>/features`
+and `<out>/label.npz`.
+
 Every export writes `<out>/affectflow_export.json` (what was exported, from which stores and split). An output
 directory is rebuilt whole in a staging directory and then swapped in; a non-empty directory without that file is
 never overwritten.
@@ -319,8 +338,10 @@ class _PortablePickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, np.ndarray):
-            if obj.dtype != np.float32 or obj.ndim != 1:
-                raise TypeError(f"only 1-d float32 arrays go into the MMGCN pickle, got {obj.dtype} {obj.shape}")
+            if obj.dtype != np.float32:
+                raise TypeError(f"only float32 arrays go into an exported pickle, got {obj.dtype} {obj.shape}")
+            if obj.ndim != 1:  # numpy.reshape(<the 1-d array>, shape): MMSA's (N, T, D) arrays
+                return np.reshape, (np.ascontiguousarray(obj).reshape(-1), tuple(int(n) for n in obj.shape))
             return np.array, (_Float32Buffer(obj.astype("<f4").tobytes()), "float32")
         if isinstance(obj, _Float32Buffer):
             return np.frombuffer, (obj.data, "<f4")
@@ -438,8 +459,140 @@ def read_mmgcn_export(out: str | Path) -> dict[str, UtteranceSet]:
     return sets
 
 
+# -------------------------------------------------------------------------------------------- MMSA, MERTools
+
+MMSA_PARTS = {"train": "train", "val": "valid", "test": "test"}  # our part -> their mode
+MMSA_KEYS = {"audio": "audio", "visual": "vision", "text": "text"}
+
+
+def _fold_frames(root: Path, params: dict[str, Any], kind: str, corpus: str, fold: int | str | None,
+                 protocol: str | None) -> tuple[dict[str, Any], CorpusInfo, dict[str, Utterance], str,
+                                                dict[str, Any], dict[str, FeatureStore]]:
+    """The export's config, corpus, protocol name, fold and the stores of `export.<kind>.model`."""
+    cfg = export_config(params, kind)
+    model_cfg = model_config(params, cfg["model"], corpus)
+    info, utts, splits = _corpus(root, corpus)
+    protocol_name = protocol or cfg["protocol"]
+    folds = _protocol(splits, protocol_name, corpus)["folds"]
+    chosen = folds[_fold_index(folds, cfg["fold"] if fold is None else fold)]
+    stores = _stores(root, corpus, model_cfg["features"])
+    for store in stores.values():
+        absent = [i for part in PARTS for i in chosen[part] if i not in store]
+        if absent:
+            raise ConfigError(f"{store.path} lacks {len(absent)} utterances of the split (first {absent[0]!r}); "
+                              "re-run its extract stage")
+    return cfg, info, utts, protocol_name, chosen, stores
+
+
+def _frames_or_zero(store: FeatureStore, utt_id: str, cap: int | None) -> tuple[np.ndarray, bool]:
+    """The frames our loader reads (capped), or one zero frame when there are none; and whether any were."""
+    frames = _frames(store, utt_id, valid_only=True)[:cap or None]
+    return (frames, True) if len(frames) else (np.zeros((1, store.dim), np.float32), False)
+
+
+def _regression_labels(ids: Sequence[str], utts: Mapping[str, Utterance], classes: Sequence[str],
+                       how: str) -> np.ndarray:
+    if how == "class_index":
+        return np.array([classes.index(utts[i].label) for i in ids], np.float32)
+    lacking = [i for i in ids if (utts[i].vad or {}).get("valence") is None]
+    if lacking:
+        raise ExportError(f"export.mmsa.regression: valence, but {len(lacking)} utterances have no valence in the "
+                          f"manifest (first {lacking[0]!r}); use class_index")
+    return np.array([utts[i].vad["valence"] for i in ids], np.float32)
+
+
+def export_mmsa(root: str | Path, params: dict[str, Any], corpus: str, out: str | Path,
+                fold: int | str | None = None, protocol: str | None = None) -> Path:
+    """Write MMSA's unaligned pickle of one fold of `corpus` under `out`; returns the pickle's path."""
+    start = time.perf_counter()
+    root, out = Path(root), Path(out)
+    cfg, info, utts, protocol_name, chosen, stores = _fold_frames(root, params, "mmsa", corpus, fold, protocol)
+    caps = cfg["max_frames"]
+    frames = {part: {m: [_frames_or_zero(stores[m], i, caps.get(m)) for i in chosen[part]] for m in MODALITIES}
+              for part in MMSA_PARTS}
+    width = {m: max(len(f) for part in MMSA_PARTS for f, _ in frames[part][m]) for m in MODALITIES}
+    data: dict[str, dict[str, Any]] = {}
+    missing = dict.fromkeys(MODALITIES, 0)
+    for part, mode in MMSA_PARTS.items():
+        ids = list(chosen[part])
+        entry: dict[str, Any] = {"id": ids, "raw_text": [utts[i].text or "" for i in ids]}
+        for m in MODALITIES:
+            values = np.zeros((len(ids), width[m], stores[m].dim), np.float32)
+            for row, (f, _) in enumerate(frames[part][m]):
+                values[row, :len(f)] = f
+            entry[MMSA_KEYS[m]] = values
+            missing[m] += sum(not present for _, present in frames[part][m])
+        entry["audio_lengths"] = [len(f) for f, _ in frames[part]["audio"]]
+        entry["vision_lengths"] = [len(f) for f, _ in frames[part]["visual"]]
+        entry["classification_labels"] = np.array([info.classes.index(utts[i].label) for i in ids], np.float32)
+        entry["regression_labels"] = _regression_labels(ids, utts, info.classes, cfg["regression"])
+        entry["annotations"] = [utts[i].label for i in ids]
+        data[mode] = entry
+    with _output_dir(out) as tmp:
+        (tmp / cfg["file"]).write_bytes(portable_pickle(data, cfg["pickle_protocol"]))
+        _write_json(tmp / MARKER, {
+            "layout": "mmsa", "file": cfg["file"], "corpus": corpus, "protocol": protocol_name,
+            "fold": chosen["name"], "classes": info.classes, "model": cfg["model"],
+            "utterances": {mode: len(chosen[part]) for part, mode in MMSA_PARTS.items()},
+            "feature_dims": [stores["text"].dim, stores["audio"].dim, stores["visual"].dim],  # their (t, a, v)
+            "seq_lens": [width["text"], width["audio"], width["visual"]], "regression": cfg["regression"],
+            "missing_as_one_zero_frame": missing, "stores": {m: _store_source(s) for m, s in stores.items()},
+            "run_with": "need_data_aligned: false, use_bert: false, featurePath: <this file>"})
+    log.info("exported %s fold %s (%s) for MMSA to %s: %s utterances, missing modalities %s; %.1f s", corpus,
+             chosen["name"], protocol_name, out / cfg["file"], {p: len(chosen[p]) for p in MMSA_PARTS}, missing,
+             time.perf_counter() - start)
+    return out / cfg["file"]
+
+
+def read_mmsa_export(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The pickle of an MMSA export, as their loader opens it."""
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+def _mertools_labels(ids: Sequence[str], utts: Mapping[str, Utterance], classes: Sequence[str]) -> dict:
+    return {i: {"emo": classes.index(utts[i].label),
+                "val": float((utts[i].vad or {}).get("valence", -10))} for i in ids}
+
+
+def export_mertools(root: str | Path, params: dict[str, Any], corpus: str, out: str | Path,
+                    fold: int | str | None = None, protocol: str | None = None) -> Path:
+    """Write MERTools' per-clip feature folders and label file of one fold of `corpus` under `out`; returns
+    `out`."""
+    start = time.perf_counter()
+    root, out = Path(root), Path(out)
+    cfg, info, utts, protocol_name, chosen, stores = _fold_frames(root, params, "mertools", corpus, fold,
+                                                                  protocol)
+    ids = sorted({i for part in PARTS for i in chosen[part]})
+    missing = dict.fromkeys(MODALITIES, 0)
+    with _output_dir(out) as tmp:
+        for m in MODALITIES:
+            folder = tmp / "features" / cfg["features"][m]
+            folder.mkdir(parents=True)
+            for utt_id in tqdm(ids, desc=f"export mertools {m}", unit="utt", disable=None, leave=False):
+                frames, present = _frames_or_zero(stores[m], utt_id, None)
+                missing[m] += not present
+                np.save(folder / f"{utt_id}.npy", frames.mean(0) if cfg["level"] == "utterance" else frames)
+        corpora = {f"{part}_corpus": _mertools_labels(chosen[part], utts, info.classes) for part in PARTS}
+        corpora["whole_corpus"] = {k: v for part in PARTS for k, v in corpora[f"{part}_corpus"].items()}
+        np.savez_compressed(tmp / "label.npz", **{k: np.array(v, dtype=object) for k, v in corpora.items()})
+        _write_json(tmp / MARKER, {
+            "layout": "mertools", "corpus": corpus, "protocol": protocol_name, "fold": chosen["name"],
+            "classes": info.classes, "model": cfg["model"], "level": cfg["level"],
+            "features": {m: f"features/{cfg['features'][m]}" for m in MODALITIES}, "labels": "label.npz",
+            "utterances": {part: len(chosen[part]) for part in PARTS}, "dims": {m: stores[m].dim for m in MODALITIES},
+            "missing_as_zeros": missing, "stores": {m: _store_source(s) for m, s in stores.items()},
+            "run_with": "--audio_feature={audio} --text_feature={text} --video_feature={visual}".format(
+                **cfg["features"]) + (" --feat_type=utt" if cfg["level"] == "utterance" else " --feat_type="
+                                      "frm_unalign")})
+    log.info("exported %s fold %s (%s) for MERTools to %s: %d utterances, %s level, missing modalities %s; %.1f s",
+             corpus, chosen["name"], protocol_name, out, len(ids), cfg["level"], missing,
+             time.perf_counter() - start)
+    return out
+
+
 # --------------------------------------------------------------------------------------------------- CLI
 
-EXPORTERS = {"mmin": export_mmin, "mmgcn": export_mmgcn}
+EXPORTERS = {"mmin": export_mmin, "mmgcn": export_mmgcn, "mmsa": export_mmsa, "mertools": export_mertools}
 
 from pipeline.export_cli import LAYOUT_HELP, register, run_export  # noqa: E402,F401 - the CLI half, kept light

@@ -1,5 +1,5 @@
-"""`affectflow export mmin|mmgcn`: the subcommand's arguments, kept apart from pipeline/export.py so that building
-the CLI's parser (`affectflow --help`, `prepare`, `split`) never imports torch."""
+"""`affectflow export mmin|mmgcn|mmsa|mertools`: the subcommand's arguments, kept apart from pipeline/export.py so
+that building the CLI's parser (`affectflow --help`, `prepare`, `split`) never imports torch."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ LAYOUT_HELP = {
              "split protocol (default: export.mmin.protocol)", "one fold, by index or name (default: all folds)"),
     "mmgcn": ("MMGCN's dialogue pickle of one fold (hujingwen6666/MMGCN)",
               "split protocol (default: export.mmgcn.protocol)", "fold index or name (default: export.mmgcn.fold)"),
+    "mmsa": ("MMSA's unaligned train/valid/test pickle of one fold (thuiar/MMSA)",
+             "split protocol (default: export.mmsa.protocol)", "fold index or name (default: export.mmsa.fold)"),
+    "mertools": ("MERTools' per-clip .npy feature folders and label.npz of one fold (zeroQiaoba/MERTools)",
+                 "split protocol (default: export.mertools.protocol)",
+                 "fold index or name (default: export.mertools.fold)"),
 }
 
 
@@ -28,10 +33,11 @@ def run_export(args: argparse.Namespace, params: dict[str, Any]) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `export mmin|mmgcn <corpus> --out DIR [--protocol P] [--fold F]`; the handler is `args.handler`."""
+    """Add `export mmin|mmgcn|mmsa|mertools <corpus> --out DIR [--protocol P] [--fold F]`; the handler is
+    `args.handler`."""
     parser = subparsers.add_parser("export", help="write features and splits in the layout of the authors' code",
                                    description="write a corpus's features and splits in the layout the original "
-                                               "MMIN or MMGCN code reads")
+                                               "MMIN, MMGCN, MMSA or MERTools code reads")
     layouts = parser.add_subparsers(dest="layout", required=True, metavar="LAYOUT")
     for name, (help_text, protocol_help, fold_help) in LAYOUT_HELP.items():
         sub = layouts.add_parser(name, help=help_text, description=help_text)

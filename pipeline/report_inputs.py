@@ -23,6 +23,8 @@ import yaml
 
 from models.condition_names import AVERAGE, CONDITIONS, condition_modalities, missing_conditions, modalities_of
 from pipeline.errors import AffectflowError
+from pipeline.tracking import CURVES, live_dir
+from pipeline.tracking import read_curves as read_live_curves
 from pipeline.train import checkpoint_dir, curves_path, metrics_path
 
 __all__ = ["AVERAGE", "ModelResults", "Provenance", "ReportInputError", "Stat", "load_extras", "load_results",
@@ -181,8 +183,15 @@ def load_results(root: Path, model: str, corpus: str) -> ModelResults | None:
         if not isinstance(results.runs, dict) or not isinstance(results.runs.get("runs"), list):
             raise ReportInputError(f"{runs_file}: expected an object with a 'runs' list")
         results.files.append(str(checkpoint_dir(model, corpus) / "runs.json"))
+    live_curves = live_dir(model, corpus) / CURVES  # dvclive's files (pipeline/tracking.py), the CSV before them
     curves_file = root / curves_path(model, corpus)
-    if curves_file.exists():
+    if (root / live_curves).is_dir():
+        try:
+            results.curves = read_live_curves(root / live_curves)
+        except ValueError as err:
+            raise ReportInputError(str(err)) from None
+        results.files.append(live_curves.as_posix())
+    elif curves_file.exists():
         results.curves = read_curves(curves_file)
         results.files.append(str(curves_path(model, corpus)))
     extras_file = root / checkpoint_dir(model, corpus) / "extras.pt"

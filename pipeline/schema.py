@@ -690,13 +690,48 @@ class MmgcnExport:
     pickle_protocol: int = setting(example=4, ge=2, le=5)
 
 
-EXPORT_CONFIGS: dict[str, type] = {"mmin": MminExport, "mmgcn": MmgcnExport}
+@dataclass(kw_only=True)
+class MmsaExport:
+    model: Name = setting(example="utt_fusion")
+    protocol: Name = setting(example="speaker")
+    fold: int | str = setting(example=0)
+    file: str = setting(example="unaligned.pkl")
+    max_frames: dict[Modality, int | None] = setting(example={"audio": None, "visual": 50, "text": 50})
+    regression: Literal["class_index", "valence"] = setting(example="class_index")
+    pickle_protocol: int = setting(example=4, ge=2, le=5)
+
+    def check(self) -> None:
+        if any(v is not None and v < 1 for v in self.max_frames.values()):
+            raise Invalid(f"max_frames must be null or at least 1, got {self.max_frames}", "max_frames",
+                          "e.g. max_frames: {audio: null, visual: 50, text: 50}")
+
+
+@dataclass(kw_only=True)
+class MertoolsExport:
+    model: Name = setting(example="utt_fusion")
+    protocol: Name = setting(example="speaker")
+    fold: int | str = setting(example=0)
+    features: dict[Modality, str] = setting(example={"audio": "compare-FRA", "visual": "denseface-FRA",
+                                                     "text": "bert-FRA"})
+    level: Literal["frame", "utterance"] = setting(example="frame")
+
+    def check(self) -> None:
+        names = list(self.features.values())
+        if set(self.features) != {"audio", "visual", "text"} or len(set(names)) != 3 or not all(names):
+            raise Invalid(f"features must name a distinct folder for each of audio, visual, text, got {self.features}",
+                          "features", "e.g. features: {audio: compare-FRA, visual: denseface-FRA, text: bert-FRA}")
+
+
+EXPORT_CONFIGS: dict[str, type] = {"mmin": MminExport, "mmgcn": MmgcnExport, "mmsa": MmsaExport,
+                                   "mertools": MertoolsExport}
 
 
 @dataclass(kw_only=True)
 class Export:
     mmin: MminExport | None = setting(None)
     mmgcn: MmgcnExport | None = setting(None)
+    mmsa: MmsaExport | None = setting(None)
+    mertools: MertoolsExport | None = setting(None)
 
 
 # ----------------------------------------------------------------------------------------------------- the file

@@ -117,20 +117,26 @@ def ignore_interrupts_in_worker() -> None:
 
 
 class StagedOutputs:
-    """One directory output and any number of file outputs, written through temporaries beside them."""
+    """One directory output, any number of file outputs and further directory outputs (`directories`), written
+    through temporaries beside them."""
 
-    def __init__(self, directory: Path, files: list[Path]) -> None:
+    def __init__(self, directory: Path, files: list[Path], directories: list[Path] | None = None) -> None:
         self.directory = Path(directory)
         self.files = [Path(f) for f in files]
+        self.directories = [Path(d) for d in directories or []]
         self.staging = self.directory.with_name(f".{self.directory.name}.partial")
         self._started = False
+
+    def staged(self, directory: Path) -> Path:
+        """The staging folder of a directory output (the main one or one of `directories`)."""
+        return self.staging if Path(directory) == self.directory else self.partial(Path(directory))
 
     def partial(self, path: Path) -> Path:
         return path.with_name(f".{path.name}.partial")
 
     def check_writable(self) -> None:
         """Create every output's folder and write a probe file in it, before any work starts."""
-        for target in (self.directory, *self.files):
+        for target in (self.directory, *self.directories, *self.files):
             folder = target.parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -143,7 +149,7 @@ class StagedOutputs:
             except OSError as err:
                 raise OutputError(f"cannot write the outputs: {os_reason(err)}", str(folder),
                                   "make the folder writable (or free space) and run again") from None
-            if target.exists() and target.is_dir() != (target == self.directory):
+            if target.exists() and target.is_dir() != (target == self.directory or target in self.directories):
                 kind = "a folder" if target.is_dir() else "a file"
                 raise OutputError(f"the output is {kind} where the stage writes the other", str(target),
                                   "remove it and run again")
@@ -152,6 +158,8 @@ class StagedOutputs:
         """A fresh, empty staging folder for the directory output (a stale one of a killed run is removed)."""
         self.discard()
         self.staging.mkdir(parents=True)
+        for directory in self.directories:
+            self.partial(directory).mkdir(parents=True)
         self._started = True
         return self.staging
 
@@ -183,11 +191,16 @@ class StagedOutputs:
         for path in self.files:
             os.replace(self.partial(path), path)
         shutil.rmtree(old, ignore_errors=True)
+        for directory in self.directories:  # these hold no weights: the old one goes first
+            shutil.rmtree(directory, ignore_errors=True)
+            os.replace(self.partial(directory), directory)
         self._started = False
 
     def discard(self) -> None:
         """Remove every temporary; the outputs themselves are left as they were."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        for directory in self.directories:
+            shutil.rmtree(self.partial(directory), ignore_errors=True)
         for path in self.files:
             self.partial(path).unlink(missing_ok=True)
         self._started = False

@@ -382,8 +382,9 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
                                 "data/${item.corpus}/corpus.json"],
                                ["train", "models.${item.model}"],
                                ["checkpoints/${item.model}/${item.corpus}",
-                                {"plots/curves/${item.model}/${item.corpus}.csv": {"cache": False}}],
-                               [{"metrics/${item.model}/${item.corpus}.json": {"cache": False}}]),
+                                {"plots/curves/${item.model}/${item.corpus}.csv": {"cache": False}},
+                                {"metrics/${item.model}/${item.corpus}.json": {"cache": False}},
+                                {"dvclive/${item.model}/${item.corpus}": {"cache": False}}]),
                  Instance(f"{model}-{corpus}", {"model": model, "corpus": corpus},
                           [*start, *stores, *code("train", family_module(str(cfg.get("family"))))], own))
     return groups
@@ -401,25 +402,34 @@ def render(params: dict[str, Any], root: Path) -> str:
         if name in groups:
             stages[name] = groups[name].render()
     stages["report"] = {"cmd": "affectflow report",
-                        "deps": ["metrics", "checkpoints", "plots/curves", *stage_code("report", (), root)],
+                        "deps": ["metrics", "checkpoints", "plots/curves", "dvclive", *stage_code("report", (), root)],
                         "params": ["report"],
                         "outs": [{"reports/results.md": {"cache": False}}, {"reports/plots": {"cache": False}}]}
     doc: dict[str, Any] = {"stages": stages}
-    plots = _plots(params)
+    runs = [(i.vars["model"], i.vars["corpus"]) for kind in ("train", "finetune") if kind in groups
+            for i in groups[kind].instances]
+    if runs:  # dvclive's compact summaries (pipeline/tracking.py): what `dvc metrics show` / `dvc exp show` print
+        doc["metrics"] = [f"dvclive/{m}/{c}/metrics.json" for m, c in runs]
+    plots = _plots(runs)
     if plots:
         doc["plots"] = plots
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120, default_flow_style=False)
 
 
-def _plots(params: dict[str, Any]) -> list[Any]:
-    """`dvc plots show`: each corpus's validation UA curves (the first corpus of `report.corpora`)."""
-    corpora = lookup(params, "report.corpora", []) or []
-    models = lookup(params, "train_models", []) or []
-    if not corpora or not models:
-        return []
-    curves = {f"plots/curves/{m}/{corpora[0]}.csv": "val_ua" for m in [*models, *lookup(params, "finetune_models",
-                                                                                            [])]}
-    return [{"val_ua": {"template": "linear", "x": "epoch", "y": curves}}, "reports/plots"]
+def _plots(runs: list[tuple[str, str]]) -> list[Any]:
+    """`dvc plots show`: per corpus, every model's validation UA and training loss per epoch, and per model and
+    corpus the confusion matrices of the test predictions (dvclive's files, pipeline/tracking.py)."""
+    plots: list[Any] = []
+    for corpus in dict.fromkeys(c for _, c in runs):
+        models = [m for m, c in runs if c == corpus]
+        for metric in ("val_ua", "train_loss"):
+            plots.append({f"{metric} ({corpus})": {
+                "template": "linear", "x": "step", "x_label": "epoch", "y_label": metric,
+                "y": {f"dvclive/{m}/{corpus}/plots/metrics/{metric}.tsv": metric for m in models}}})
+    for model, corpus in runs:
+        plots.append({f"dvclive/{model}/{corpus}/plots/sklearn/confusion": {
+            "template": "confusion", "x": "actual", "y": "predicted", "title": f"{model} on {corpus}"}})
+    return [*plots, "reports/plots"] if runs else []
 
 
 # --- freshness ---------------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from pipeline.stage_outputs import (
 )
 from pipeline.store import FeatureStore
 from pipeline.torch_files import RESTORE, CheckpointError, read_torch_file
+from pipeline.tracking import live_dir, log_runs
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,8 @@ def _train_model(params: dict[str, Any], model: str, corpus: str, guard: SignalG
     stores = {m: FeatureStore(store_path(corpus, features[m])) for m in modalities}
     check_modalities_present(stores, sorted({i for f in folds for i in f["train"]}),
                              cfg.get("allow_absent_modalities", []), model, corpus)
-    outputs = StagedOutputs(checkpoint_dir(model, corpus), [metrics_path(model, corpus), curves_path(model, corpus)])
+    outputs = StagedOutputs(checkpoint_dir(model, corpus), [metrics_path(model, corpus), curves_path(model, corpus)],
+                            [live_dir(model, corpus)])  # dvclive's metrics, curves and confusions (tracking.py)
     outputs.check_writable()  # a read-only or full metrics/ fails now, not after hours of training
     family_cfg = {**{k: v for k, v in cfg.items() if k not in PIPELINE_KEYS}, "n_classes": len(info.classes)}
     family_cfg.pop("modalities", None)
@@ -432,6 +434,8 @@ def _train_model(params: dict[str, Any], model: str, corpus: str, guard: SignalG
                                        "classes": info.classes, "runs": runs}, sort_keys=True) + "\n")
         outputs.write_text(curves_path(model, corpus),
                            _curves_csv([r["history"] for r in runs if r["labelled_fraction"] == full]))
+        log_runs(outputs.staged(live_dir(model, corpus)), metrics, [r for r in runs if r["labelled_fraction"] == full],
+                 info.classes, full_condition(modalities))
         with guard.critical():
             outputs.commit()
     except (Stopped, KeyboardInterrupt):
