@@ -16,7 +16,7 @@ Every measurement runs in a fresh process (multiprocessing spawn), so its peak R
 average is printed with each row: on a busy machine compare ratios, not seconds.
 
     PYTHONPATH=. python benchmarks/bench_train_speed.py            # full: 1 and 2 threads (about 15-25 min)
-    PYTHONPATH=. python benchmarks/bench_train_speed.py --quick    # 600 utterances, 1 thread (under a minute)
+    PYTHONPATH=. python benchmarks/bench_train_speed.py --quick    # 160 utterances, 1 thread (about a minute)
     ... [--models mmin] [--threads 2] [--epochs 2] [--keep DIR]
 """
 
@@ -42,7 +42,7 @@ from pipeline.store import StoreWriter, UtteranceFeatures  # noqa: E402
 
 CLASSES = ["ang", "hap", "neu", "sad"]
 FULL = {"utterances": 5531, "val": 550, "test": 550}
-QUICK = {"utterances": 600, "val": 60, "test": 60}
+QUICK = {"utterances": 160, "val": 16, "test": 16}
 # modality -> (store name, shortest, longest frame count, width)
 SHAPES = {"audio": ("compare", 20, 80, 130), "visual": ("denseface", 50, 50, 342), "text": ("bert", 22, 22, 1024)}
 NO_FACE_EVERY = 20
@@ -246,7 +246,7 @@ def init_state(folder: Path, epochs: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="600 utterances, 1 thread, under a minute")
+    parser.add_argument("--quick", action="store_true", help="160 utterances, 1 thread, under a minute")
     parser.add_argument("--models", nargs="+", default=list(FAMILY), choices=list(FAMILY))
     parser.add_argument("--threads", nargs="+", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=1)
