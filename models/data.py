@@ -17,7 +17,7 @@ from torch import Tensor
 from models.condition_names import CONDITIONS, MISSING_CONDITIONS, MODALITIES
 
 __all__ = ["CONDITIONS", "MISSING_CONDITIONS", "MODALITIES", "UNLABELLED", "Sequences", "UtteranceSet",
-           "condition_mask"]
+           "UtteranceView", "condition_mask"]
 
 UNLABELLED = -1
 
@@ -117,6 +117,11 @@ class UtteranceSet:
             self.labels[idx_list], [self.speakers[i] for i in idx_list],
             [self.dialogue_ids[i] for i in idx_list], [self.turns[i] for i in idx_list])
 
+    def view(self, idx: Tensor | Sequence[int]) -> UtteranceView:
+        """The utterances `idx` without copying their sequences (see `UtteranceView`)."""
+        rows = torch.as_tensor(idx, dtype=torch.long)
+        return UtteranceView(self, rows, self.labels[rows])
+
     def labelled(self) -> Tensor:
         return (self.labels != UNLABELLED).nonzero().flatten()
 
@@ -127,6 +132,55 @@ class UtteranceSet:
             groups.setdefault(dia if dia is not None else f"<utt>{self.utt_ids[i]}", []).append(i)
         return [sorted(g, key=lambda i: (self.turns[i] if self.turns[i] is not None else 0, self.utt_ids[i]))
                 for g in groups.values()]
+
+
+@dataclass
+class UtteranceView:
+    """Rows `rows` of an UtteranceSet, read through the index instead of copied: a fold's train/val/test parts
+    share the loaded set's padded arrays. `labels` are the view's own (a run may hide some)."""
+
+    source: UtteranceSet
+    rows: Tensor
+    labels: Tensor
+
+    def __post_init__(self) -> None:
+        if self.rows.ndim != 1 or self.labels.shape != self.rows.shape:
+            raise ValueError(f"rows {tuple(self.rows.shape)} / labels {tuple(self.labels.shape)} mismatch")
+
+    @classmethod
+    def of(cls, data: UtteranceSet | UtteranceView) -> UtteranceView:
+        """A view of every utterance of `data` (a view is returned as it is)."""
+        if isinstance(data, UtteranceView):
+            return data
+        return cls(data, torch.arange(len(data)), data.labels)
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    @property
+    def utt_ids(self) -> list[str]:
+        return [self.source.utt_ids[i] for i in self.rows.tolist()]
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.source.modalities
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return self.source.dims
+
+    def labelled(self) -> Tensor:
+        return (self.labels != UNLABELLED).nonzero().flatten()
+
+    def select(self, idx: Tensor) -> UtteranceView:
+        """The view's utterances `idx` (positions within the view), still without a copy."""
+        return UtteranceView(self.source, self.rows[idx], self.labels[idx])
+
+    def materialise(self) -> UtteranceSet:
+        """An UtteranceSet holding copies of the rows (with the view's labels)."""
+        data = self.source.subset(self.rows)
+        data.labels = self.labels.clone()
+        return data
 
 
 def condition_mask(names: Sequence[str], device: torch.device | None = None) -> Tensor:

@@ -26,13 +26,14 @@ from torch import Tensor, nn
 
 from models.batches import FoldTensors
 from models.condition_names import missing_conditions
-from models.conditions import complement, expand_items
-from models.data import UtteranceSet, condition_mask
+from models.conditions import complement, expand_items, mask_inputs
+from models.data import condition_mask
 from models.encoders import ModalityInputs, UtteranceEncoders
-from models.recipe import ItemBatch, condition_plan, prepare, require, start, train_and_test
+from models.recipe import ItemBatch, Parts, condition_plan, prepare, require, start, train_and_test
 from models.trainer import FoldOutcome, kaiming_init
 from models.utt_fusion import Classifier
 
+TAKES_VIEWS = True  # train_and_evaluate reads views (UtteranceSet.view) through models.batches, never copies
 MMIN_KEYS = ("imagination", "ae_layers", "n_blocks", "transition", "cycle", "loss_weights", "init", "tsne_max_items")
 ENCODER_PREFIX = "encoders."
 IMAGINATIONS = ("cra", "ae")  # cascade residual autoencoder; one plain autoencoder (the MMIN-AE ablation)
@@ -180,8 +181,9 @@ def load_pretrained_encoders(model: MMIN, init_state: Mapping[str, Tensor] | Non
 def mmin_losses(model: MMIN, target: ForwardTarget, data: FoldTensors, batch: ItemBatch,
                 weights: Mapping[str, float], trim: bool) -> dict[str, Tensor]:
     """The weighted loss ("loss") and its unweighted parts on one batch."""
-    out = model(data.inputs(batch.utterances, batch.presence, trim=trim))
-    forward_target = target(data.inputs(batch.utterances, complement(batch.presence), trim=trim))
+    inputs = data.inputs(batch.utterances, trim=trim)  # gathered once, masked both ways
+    out = model(mask_inputs(inputs, batch.presence))
+    forward_target = target(mask_inputs(inputs, complement(batch.presence)))
     ce = F.cross_entropy(out.logits, data.labels[batch.utterances])
     forward_mse = F.mse_loss(out.imagined, forward_target)
     losses = {"ce": ce, "forward_mse": forward_mse}
@@ -222,7 +224,7 @@ def check_mmin_cfg(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"mmin: {key} must be one of {list(choices)}, got {cfg[key]!r}")
 
 
-def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: dict, *, seed: int,
+def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed: int,
                        device: torch.device, init_state: dict | None = None) -> FoldOutcome:
     """Train one fold of MMIN (or an ablation, per `cfg`) from the fold's utt_fusion state `init_state`, on the
     modalities the sets hold (two or three: the missing conditions over them)."""

@@ -33,7 +33,7 @@ from models.condition_names import (
     training_conditions,
 )
 from models.conditions import condition_metrics, epoch_items
-from models.data import MODALITIES, UtteranceSet, condition_mask
+from models.data import MODALITIES, UtteranceSet, UtteranceView, condition_mask
 from models.encoders import UtteranceEncoders
 from models.trainer import FoldOutcome, constant_then_linear_decay, fit, seed_everything
 
@@ -47,6 +47,7 @@ ENCODER_KEYS = ("audio_hidden", "visual_hidden", "text_embedding", "text_filters
                 "text_dropout", "pool_over_padding")
 
 Head = Callable[[Tensor], Tensor]
+Parts = UtteranceSet | UtteranceView  # a split: a set, or a view of the loaded set (no copy)
 
 
 def require(cfg: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
@@ -113,7 +114,7 @@ def start(cfg: Mapping[str, Any], seed: int, where: str) -> torch.Generator:
     return seed_everything(seed)
 
 
-def prepare(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: Mapping[str, Any],
+def prepare(train: Parts, val: Parts, test: Parts, cfg: Mapping[str, Any],
             device: torch.device) -> dict[str, FoldTensors]:
     return prepare_fold({"train": train, "val": val, "test": test}, int(cfg["n_classes"]), cfg["frames"],
                         cfg["normalise"], device)
@@ -147,18 +148,28 @@ def epoch_batches(n_utterances: int, cfg: Mapping[str, Any], generator: torch.Ge
 @torch.no_grad()
 def predict_conditions(encoders: UtteranceEncoders, head: Head, data: FoldTensors, conditions: Sequence[str],
                        batch_size: int, trim: bool) -> dict[str, Tensor]:
-    """Logits [N, C] per condition. Each modality is encoded twice per batch, present and zeroed, and the
-    conditions are assembled from those: the same as encoding every masked copy, at 2/7 of the cost. Only the
-    encoders' modalities are fed; a condition's flags for other modalities are ignored."""
+    """Logits [N, C] per condition. Each modality is encoded present and zeroed, and the conditions are assembled
+    from those: the same as encoding every masked copy, at 2/7 of the cost. Without `trim` (pooling over padding,
+    fixed frame counts) a zeroed modality's embedding does not depend on the utterance, so it is encoded once per
+    batch size, not once per batch. Only the encoders' modalities are fed; a condition's flags for other
+    modalities are ignored."""
     logits: dict[str, list[Tensor]] = {c: [] for c in conditions}
     fused_order = encoders.modalities
     need_absent = any(not dict(zip(MODALITIES, CONDITIONS[c], strict=True))[m] for c in conditions
                       for m in fused_order)
+    absent_by_size: dict[int, dict[str, Tensor]] = {}
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.labels.device)
         full = data.inputs(idx, trim=trim)
         present = encoders.embed(full)
-        absent = encoders.embed({m: (v * 0, n) for m, (v, n) in full.items()}) if need_absent else present
+        if not need_absent:
+            absent = present
+        elif trim:
+            absent = encoders.embed({m: (v * 0, n) for m, (v, n) in full.items()})
+        else:
+            if len(idx) not in absent_by_size:
+                absent_by_size[len(idx)] = encoders.embed({m: (v * 0, n) for m, (v, n) in full.items()})
+            absent = absent_by_size[len(idx)]
         for c in conditions:
             flags = dict(zip(MODALITIES, CONDITIONS[c], strict=True))
             fused = torch.cat([present[m] if flags[m] else absent[m] for m in fused_order], dim=-1)

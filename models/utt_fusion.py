@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.data import UtteranceSet
 from models.encoders import ModalityInputs, UtteranceEncoders
-from models.recipe import ItemBatch, condition_plan, prepare, start, train_and_test
+from models.recipe import ItemBatch, Parts, condition_plan, prepare, start, train_and_test
 from models.trainer import FoldOutcome, kaiming_init
+
+TAKES_VIEWS = True  # train_and_evaluate reads views (UtteranceSet.view) through models.batches, never copies
 
 
 class Classifier(nn.Module):
@@ -53,7 +54,7 @@ class UttFusion(nn.Module):
         return self.classifier(self.encoders(inputs))
 
 
-def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: dict, *, seed: int,
+def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed: int,
                        device: torch.device, init_state: dict | None = None) -> FoldOutcome:
     """Train one fold of utt_fusion / utt_fusion_aug (per `cfg`) and evaluate it on every test condition over the
     modalities the sets hold (any non-empty subset of audio, visual, text).

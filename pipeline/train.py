@@ -96,12 +96,37 @@ def model_config(params: dict[str, Any], model: str, corpus: str) -> dict[str, A
     return cfg
 
 
-def _pad(arrays: Sequence[np.ndarray], dim: int, cap: int | None) -> Sequences:
-    lengths = [min(len(a), cap) if cap else len(a) for a in arrays]
-    values = np.zeros((len(arrays), max([1, *lengths]), dim), np.float32)
-    for i, (a, n) in enumerate(zip(arrays, lengths, strict=True)):
-        values[i, :n] = a[:n]
-    return Sequences(torch.from_numpy(values), torch.tensor(lengths, dtype=torch.long))
+READ_BLOCK_BYTES = 32 << 20  # a store is read in runs of consecutive rows up to this size
+
+
+def _read_padded(store: FeatureStore, rows: np.ndarray, cap: int | None) -> Sequences:
+    """The store rows `rows` straight into one zero-padded float32 array [N, T, D] (T: the longest kept length,
+    at least 1), reading runs of consecutive rows in one call each: no per-utterance arrays, no second copy.
+    Absent utterances get length 0; frames marked invalid are dropped; `cap` truncates."""
+    lo, hi = store.offsets[rows], store.offsets[rows + 1]
+    valid = store._handle()["frame_valid"][:] if store.has_frame_valid else None
+    counts = (hi - lo) if valid is None else np.array([int(valid[a:b].sum()) for a, b in zip(lo, hi, strict=True)],
+                                                     dtype=np.int64)
+    lengths = np.where(store.present[rows], counts, 0)
+    if cap:
+        lengths = np.minimum(lengths, cap)
+    values = np.zeros((len(rows), max(1, int(lengths.max(initial=0))), store.dim), np.float32)
+    features = store._handle()["features"]
+    row_bytes = store.dim * 4
+    i = 0
+    while i < len(rows):
+        j = i + 1  # extend the block while the rows follow each other in the file and it stays small
+        while j < len(rows) and lo[j] == hi[j - 1] and (hi[j] - lo[i]) * row_bytes <= READ_BLOCK_BYTES:
+            j += 1
+        block = features[int(lo[i]):int(hi[j - 1])]
+        for k in range(i, j):
+            if lengths[k]:
+                frames = block[lo[k] - lo[i]:hi[k] - lo[i]]
+                if valid is not None:
+                    frames = frames[valid[lo[k]:hi[k]]]
+                values[k, :lengths[k]] = frames[:lengths[k]]
+        i = j
+    return Sequences(torch.from_numpy(values), torch.from_numpy(lengths.astype(np.int64)))
 
 
 def load_utterances(utts: Sequence[Utterance], classes: Sequence[str], stores: dict[str, FeatureStore],
@@ -121,9 +146,8 @@ def load_utterances(utts: Sequence[Utterance], classes: Sequence[str], stores: d
         if missing:
             raise ConfigError(f"{store.path} lacks {len(missing)} utterances of the split (first {missing[0]!r}); "
                               "re-run its extract stage")
-        arrays = [store.get(u.utt_id, valid_only=True) if store.is_present(u.utt_id)
-                  else np.zeros((0, store.dim), np.float32) for u in utts]
-        seqs[modality] = _pad(arrays, store.dim, caps.get(modality))
+        rows = np.array([store.index[u.utt_id] for u in utts], dtype=np.int64)
+        seqs[modality] = _read_padded(store, rows, caps.get(modality))
     labels = torch.tensor([index[u.label] if u.label is not None else UNLABELLED for u in utts], dtype=torch.long)
     return UtteranceSet([u.utt_id for u in utts], seqs["audio"], seqs["visual"], seqs["text"], labels,
                         [u.speaker for u in utts], [u.dialogue_id for u in utts], [u.turn for u in utts])
@@ -248,7 +272,10 @@ def run_job(data: UtteranceSet, job: Job, family_name: str, family_cfg: dict[str
     """Train and evaluate one run; everything it needs is in `data` and `job`, so it runs in any process."""
     if threads:
         torch.set_num_threads(threads)
-    parts = {p: data.subset(idx) for p, idx in job.parts.items()}
+    family = _family(family_name)
+    # views share the loaded arrays (no per-run copy) with the families that read them through models.batches
+    cut = data.view if getattr(family, "TAKES_VIEWS", False) else data.subset
+    parts: dict[str, Any] = {p: cut(idx) for p, idx in job.parts.items()}
     if job.hidden:
         labels = parts["train"].labels.clone()
         labels[job.hidden] = UNLABELLED
@@ -259,7 +286,7 @@ def run_job(data: UtteranceSet, job: Job, family_name: str, family_cfg: dict[str
     if family_name == "ssmm":
         kwargs["unlabelled"] = data.subset(job.unlabelled) if job.unlabelled else None
     start = time.perf_counter()
-    outcome = _family(family_name).train_and_evaluate(parts["train"], parts["val"], parts["test"], family_cfg,
+    outcome = family.train_and_evaluate(parts["train"], parts["val"], parts["test"], family_cfg,
                                                       **kwargs)
     outcome.extras = {**(outcome.extras or {}), "seconds": round(time.perf_counter() - start, 1)}
     return outcome
