@@ -1,0 +1,1 @@
+"""affectflow's networks, losses, training loops and metrics: pure torch, never a file format."""
