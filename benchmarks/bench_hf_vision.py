@@ -107,7 +107,8 @@ def main() -> None:
                 elif name == "bare":
                     bare(model, batches)
                 else:
-                    extract_to_store(ours, utts, root / f"hf_vision{r}.h5", progress=False)
+                    extract_to_store(ours, utts, root / f"hf_vision{r}.h5", progress=False,
+                                     executor_options={"workers": 1, "threads_per_worker": args.threads})
                 best[name] = min(best[name], time.perf_counter() - start)
     n = len(crops)
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}; "
