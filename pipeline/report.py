@@ -451,11 +451,12 @@ class _Renderer:
                 self.note(f"claim {claim.better} > {claim.worse} on {corpus} not tested: not run: {absent}")
                 continue
             condition = better.resolve(claim.condition, self.cfg["full_condition"])
-            if condition not in better.conditions() or condition not in worse.conditions():
-                self.note(f"claim {claim.better} > {claim.worse} on {corpus} not tested: condition {condition} is "
-                          "not among both models' test conditions")
+            worse_condition = worse.resolve(claim.worse_condition or claim.condition, self.cfg["full_condition"])
+            if condition not in better.conditions() or worse_condition not in worse.conditions():
+                self.note(f"claim {claim.name} on {corpus} not tested: condition {condition} or {worse_condition} "
+                          "is not among the models' test conditions")
                 continue
-            rows += evaluate_claim(claim, better, worse, settings, condition)
+            rows += evaluate_claim(claim, better, worse, settings, condition, worse_condition)
         if rows:
             self.claims_block(corpus, rows, settings)
 
@@ -470,8 +471,9 @@ class _Renderer:
                        "interval speaks of these runs.", "",
                        *claims_table_lines(rows, self.cfg["columns"], self.cfg["metric_labels"], decimals,
                                            settings.confidence), "", claims_summary(rows), ""]
-        bars = [(f"{r.claim.better} > {r.claim.worse}, {metric_label(r.claim.metric, self.cfg)} "
-                 f"{self.cfg['columns'].get(r.claim.condition, r.claim.condition)}"
+        bars = [(f"{r.claim.name}, {metric_label(r.claim.metric, self.cfg)}"
+                 + ("" if r.claim.worse_condition else
+                    f" {self.cfg['columns'].get(r.claim.condition, r.claim.condition)}")
                  + (f" @ {r.fraction}" if r.fraction is not None else ""), r.difference, r.low, r.high, r.holds)
                 for r in rows]
         title = f"Claimed orderings on {corpus}: paired differences over fold × seed runs"

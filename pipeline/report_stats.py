@@ -49,6 +49,14 @@ class Claim:
     condition: str
     fraction: str | None  # None: the runs at the largest labelled fraction; "all": one row per fraction
     paper: str
+    worse_condition: str | None = None  # the worse side's condition when it differs (one model, two conditions)
+
+    @property
+    def name(self) -> str:
+        """`better > worse`, naming the conditions when a claim compares one model's conditions."""
+        if self.worse_condition is None:
+            return f"{self.better} > {self.worse}"
+        return f"{self.better} [{self.condition}] > {self.worse} [{self.worse_condition}]"
 
 
 @dataclass(frozen=True)
@@ -98,12 +106,17 @@ def check_claims_config(cfg: Mapping[str, Any]) -> tuple[list[Claim], ClaimSetti
         fraction = entry.get("fraction")
         if fraction is not None and fraction != ALL_FRACTIONS and not isinstance(fraction, (int, float)):
             raise ConfigError(f"{where}.fraction must be a labelled fraction, 'all' or null, got {fraction!r}", where)
-        if entry["better"] == entry["worse"]:
-            raise ConfigError(f"{where}: a model cannot be claimed to beat itself ({entry['better']})", where)
-        claims.append(Claim(str(entry["better"]), str(entry["worse"]), str(entry["metric"]),
-                            str(entry.get("condition") or cfg["full_condition"]),
+        condition = str(entry.get("condition") or cfg["full_condition"])
+        worse_condition = entry.get("worse_condition")
+        if worse_condition is not None and (not isinstance(worse_condition, str) or worse_condition == condition):
+            raise ConfigError(f"{where}.worse_condition must name a condition other than {condition!r}, got "
+                              f"{worse_condition!r}", where)
+        if entry["better"] == entry["worse"] and worse_condition is None:
+            raise ConfigError(f"{where}: a model cannot be claimed to beat itself ({entry['better']})", where,
+                              "to compare one model's test conditions, give worse_condition")
+        claims.append(Claim(str(entry["better"]), str(entry["worse"]), str(entry["metric"]), condition,
                             None if fraction is None else ALL_FRACTIONS if fraction == ALL_FRACTIONS
-                            else f"{float(fraction):g}", str(entry.get("paper", ""))))
+                            else f"{float(fraction):g}", str(entry.get("paper", "")), worse_condition))
     return claims, settings
 
 
@@ -184,13 +197,14 @@ def claim_fractions(claim: Claim, better: ModelResults, worse: ModelResults) -> 
 
 
 def evaluate_claim(claim: Claim, better: ModelResults, worse: ModelResults, settings: ClaimSettings,
-               condition: str | None = None) -> list[PairedResult]:
+               condition: str | None = None, worse_condition: str | None = None) -> list[PairedResult]:
     """The claim on the two models' paired runs: one result, or one per labelled fraction."""
     condition = condition or claim.condition
+    worse_condition = worse_condition or claim.worse_condition or condition
     out = []
     for fraction in claim_fractions(claim, better, worse):
         a, b = pair_runs(run_values(better, condition, claim.metric, fraction),
-                         run_values(worse, condition, claim.metric, fraction), claim)
+                         run_values(worse, worse_condition, claim.metric, fraction), claim)
         diff = a - b
         low, high = paired_bootstrap(diff, settings.resamples, settings.confidence, settings.seed)
         out.append(PairedResult(claim, fraction, len(diff), float(a.mean()), float(b.mean()), float(diff.mean()),
@@ -216,10 +230,12 @@ def claims_table_lines(rows: Sequence[PairedResult], labels: Mapping[str, str], 
     for row in rows:
         claim = row.claim
         condition = labels.get(claim.condition, claim.condition)
+        if claim.worse_condition is not None:
+            condition += f" vs {labels.get(claim.worse_condition, claim.worse_condition)}"
         if row.fraction is not None:
             condition += f", labelled fraction {row.fraction}"
         interval = f"[{_number(row.low, decimals, True)}, {_number(row.high, decimals, True)}]"
-        lines.append(f"| {claim.better} > {claim.worse} | {claim.paper} | "
+        lines.append(f"| {claim.name} | {claim.paper} | "
                      f"{metric_labels.get(claim.metric, claim.metric)} | {condition} | {row.n} | "
                      f"{_number(row.mean_better, decimals)} | {_number(row.mean_worse, decimals)} | "
                      f"{_number(row.difference, decimals, True)} | {interval} | {_number(row.p_value, decimals)} | "
@@ -231,7 +247,7 @@ def claims_summary(rows: Sequence[PairedResult]) -> str:
     """One sentence: which claims hold on these runs and which do not."""
     def name(row: PairedResult) -> str:
         frac = f" (fraction {row.fraction})" if row.fraction is not None else ""
-        return f"{row.claim.better} > {row.claim.worse}{frac}"
+        return f"{row.claim.name}{frac}"
     held = [name(r) for r in rows if r.holds]
     failed = [name(r) for r in rows if not r.holds]
     return (f"Hold (interval above 0): {', '.join(held) or 'none'}. "

@@ -626,6 +626,7 @@ class ReportClaim:
     condition: str | None = setting(None)  # null: report.full_condition
     fraction: float | Literal["all"] | None = setting(None, gt=0, le=1)  # null: the full-label runs
     paper: str = setting("")
+    worse_condition: str | None = setting(None)  # null: `condition`; else one model's two conditions compared
 
 
 @dataclass(kw_only=True)
