@@ -193,5 +193,7 @@ def test_readme_claims_block_is_valid_configuration() -> None:
     check_params(params)
     parsed, settings = check_claims_config(params["report"])
     assert [(c.better, c.worse, c.fraction) for c in parsed] == [
-        ("mmin", "utt_fusion_aug", None), ("mmgcn", "mmgcn_nograph", None), ("ssmm", "ssmm_supervised", "all")]
+        ("mmin", "utt_fusion_aug", None), ("mmgcn", "mmgcn_nograph", None), ("ssmm", "ssmm_supervised", "all"),
+        ("utt_fusion", "utt_fusion", None)]
+    assert (parsed[-1].condition, parsed[-1].worse_condition) == ("zzl", "azz")
     assert settings == ClaimSettings(resamples=10000, confidence=0.95, seed=0)
