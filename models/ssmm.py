@@ -71,31 +71,6 @@ REQUIRED_KEYS = (
 )
 
 
-# ----------------------------------------------------------------------------------------------------- labels
-def hide_labels(labels: Sequence[int] | np.ndarray | Tensor, fraction: float, seed: int) -> np.ndarray:
-    """Keep `fraction` of the labels of each class (rounded, at least one per class when fraction > 0) and set the
-    rest to -1; labels already -1 stay -1. Stratified so a small fraction keeps every class.
-
-    For one seed the kept sets are nested across fractions (the 10% set lies inside the 30% set), so a curve of UA
-    against the labelled fraction compares like with like.
-    """
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"labelled fraction must lie in [0, 1], got {fraction}")
-    values = np.asarray(labels.cpu().numpy() if isinstance(labels, Tensor) else labels, dtype=np.int64)
-    if values.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, got shape {values.shape}")
-    if (values < UNLABELLED).any():
-        raise ValueError(f"labels must be >= {UNLABELLED}, got {int(values.min())}")
-    rng = np.random.default_rng(seed)
-    hidden = np.full_like(values, UNLABELLED)
-    for cls in np.unique(values[values != UNLABELLED]):
-        members = np.flatnonzero(values == cls)
-        order = members[rng.permutation(len(members))]  # drawn for every class whatever the fraction: nesting
-        keep = 0 if fraction == 0.0 else max(1, int(round(fraction * len(members))))
-        hidden[order[:keep]] = cls
-    return hidden
-
-
 # ------------------------------------------------------------------------------------------------------- MMD
 def pairwise_sq_distances(z: Tensor) -> Tensor:
     """[N, N] squared Euclidean distances between the rows of z."""
