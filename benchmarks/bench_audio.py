@@ -79,7 +79,7 @@ def bare_loop(paths: list[Path], one_pass: bool) -> tuple[float, float]:
 def child(spec: dict[str, Any]) -> None:
     """Runs in a fresh process: one extraction into a store, timed around `extract_to_store` only."""
     from pipeline.extract.compare import CompareExtractor
-    from pipeline.extract.stage import extract_to_store
+    from pipeline.extract.to_store import extract_to_store
     from pipeline.manifest import Segment, Utterance
 
     root = Path(spec["root"])

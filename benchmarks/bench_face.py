@@ -5,7 +5,7 @@ Three ways to turn the same video segment into Denseface rows at the same sampli
   loop       one frame at a time, the obvious script: cv2 `read()` every frame, keep the sampled ones,
              `MTCNN.detect` on one frame, crop, Denseface on one crop (PyTorch defaults: NCHW, batch 1)
   extractor  `DensefaceExtractor.process` (seek, grab skipped frames, MTCNN in frame batches, NHWC networks,
-             Denseface in crop batches)
+             Denseface in crop batches; the one-pass extractor of tests/denseface_one_pass.py)
   bare       the sampled frames decoded in advance, then MTCNN and Denseface in the same batches and memory format
              as the extractor: what the extractor costs beyond the two networks
 
@@ -35,8 +35,9 @@ from skimage import data
 
 from models.denseface import Denseface, DensefaceConfig
 from pipeline.denseface_checkpoint import Normalisation, save_checkpoint
-from pipeline.extract.face import DensefaceExtractor, crop_face, select_face
+from pipeline.extract.face import crop_face, select_face
 from pipeline.manifest import Utterance, VideoSegment
+from tests.denseface_one_pass import DensefaceExtractor
 
 NORMALISATION = Normalisation(64, 131.0754, 47.858177)
 

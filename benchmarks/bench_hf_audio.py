@@ -36,7 +36,7 @@ import torch
 from transformers import AutoFeatureExtractor, AutoModel
 
 from pipeline.extract.hf_audio import HfAudioExtractor
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import Segment, Utterance
 from tests.encoder_models import SAMPLE_RATE, speech_like
 

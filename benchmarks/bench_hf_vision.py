@@ -38,7 +38,7 @@ from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
 from pipeline.extract.face_track import COLUMNS, FaceTrack, FaceTrackExtractor
 from pipeline.extract.hf_vision import HfVisionExtractor
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import Utterance, VideoSegment
 from pipeline.store import StoreWriter, UtteranceFeatures
 

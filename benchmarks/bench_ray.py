@@ -25,7 +25,7 @@ from typing import Any
 
 from pipeline.extract import Extractor
 from pipeline.extract.ray_executor import ray_connection, ray_settings
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import Utterance
 from tests.toy_extractor import ToyExtractor, toy_utterances
 

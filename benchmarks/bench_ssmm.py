@@ -24,13 +24,13 @@ from models.ssmm import (
     FUSION_ORDER,
     PooledInputs,
     SSMMNet,
-    hide_labels,
     pool_utterances,
     train_and_evaluate,
 )
 from models.trainer import kaiming_init
 from pipeline.params import load_params, section
 from pipeline.train import PIPELINE_KEYS
+from tests.label_hiding import with_hidden_labels
 
 DEMO_DIMS = {"audio": 130, "visual": 342, "text": 384}
 
@@ -110,7 +110,7 @@ def claim(args: argparse.Namespace) -> None:
                                                        ("test", args.test)), start=1)}
             absent = torch.rand(args.train, generator=torch.Generator().manual_seed(seed)) < args.absent
             data["train"].labels[absent] = UNLABELLED  # utterances the corpus never labelled
-            data["train"].labels = torch.from_numpy(hide_labels(data["train"].labels, fraction, seed))
+            data["train"].labels = with_hidden_labels(data["train"].utt_ids, data["train"].labels, fraction, seed)
             logreg, pca_logreg = linear_references(data["train"], data["test"], args.pca)
             ua["logreg"].append(logreg)
             ua["pca_logreg"].append(pca_logreg)
@@ -187,7 +187,7 @@ def epoch(args: argparse.Namespace) -> None:
     print("fraction  variant     labelled unlabelled steps/epoch  s/epoch (after warm-up)  bare torch  ratio")
     for fraction in (0.1, 0.3, 1.0):
         part = full.subset(range(240))
-        part.labels = torch.from_numpy(hide_labels(train.labels, fraction, 0))
+        part.labels = with_hidden_labels(train.utt_ids, train.labels, fraction, 0)
         for variant in ("supervised", "ssmm"):
             cfg = {**CONFIG, "variant": variant, "epochs": args.epochs, "warmup_epochs": args.warmup}
             out = train_and_evaluate(part, val, test, cfg, seed=0, device=torch.device("cpu"))

@@ -31,7 +31,7 @@ import torch
 from transformers import AutoModel, BertConfig, BertModel
 
 from pipeline.extract.bert import DEFAULTS, BertExtractor
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import Utterance
 
 VOCABULARY = ("i you we they he she it is was are were be been not no yes yeah okay well oh so but and or because "

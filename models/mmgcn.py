@@ -39,7 +39,7 @@ from tqdm import tqdm
 from models.condition_names import full_condition
 from models.data import MODALITIES, UNLABELLED, UtteranceSet
 from models.metrics import classification_metrics
-from models.trainer import FoldOutcome, fit, seed_everything
+from models.trainer import FitResult, FoldOutcome, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -482,6 +482,18 @@ def build_model(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg:
     return model, data, n_classes
 
 
+def _check_sets(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, wanted: Sequence[str],
+                modalities: str) -> None:
+    """Every set holds the configured modalities and some labelled utterance."""
+    for name, uset in (("train", train), ("val", val), ("test", test)):
+        absent = [m for m in wanted if m not in uset.modalities]
+        if absent:
+            raise ValueError(f"MMGCN: modalities {modalities!r} name {absent}, which the {name} set does not "
+                             f"hold (it has {list(uset.modalities)})")
+        if len(uset.labelled()) == 0:
+            raise ValueError(f"MMGCN: the {name} set has no labelled utterance")
+
+
 def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: dict, *, seed: int,
                        device: torch.device, init_state: dict | None = None) -> FoldOutcome:
     """Train MMGCN (or the configured variant) on `train`, select the epoch by validation weighted F1, and
@@ -492,13 +504,7 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
     """
     validate_config(cfg)
     wanted = selected_modalities(cfg)
-    for name, uset in (("train", train), ("val", val), ("test", test)):
-        absent = [m for m in wanted if m not in uset.modalities]
-        if absent:
-            raise ValueError(f"MMGCN: modalities {cfg['modalities']!r} name {absent}, which the {name} set does not "
-                             f"hold (it has {list(uset.modalities)})")
-        if len(uset.labelled()) == 0:
-            raise ValueError(f"MMGCN: the {name} set has no labelled utterance")
+    _check_sets(train, val, test, wanted, cfg["modalities"])
     seed_everything(seed)
     model, (train_data, val_data, test_data), n_classes = build_model(train, val, test, cfg, device)
     if init_state is not None:
@@ -508,7 +514,6 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     shuffler = torch.Generator().manual_seed(seed)
     size = cfg["batch_dialogues"]
-    test_scores: list[dict[str, float]] = []
     progress = tqdm(total=cfg["epochs"], desc="mmgcn", unit="epoch", disable=None, leave=False)
 
     def step(batch: DialogueBatch, epoch: int) -> dict[str, Tensor]:
@@ -517,39 +522,44 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
             return {"loss": criterion(log_probs, batch.labels)}
         return {"loss": log_probs.sum() * 0.0}  # a batch of unlabelled dialogues only: context, no loss
 
-    def evaluate() -> dict[str, float]:
+    def select_on_val() -> dict[str, float]:
         _, y_val, p_val = predict(model, val_data, size)
-        _, y_test, p_test = predict(model, test_data, size)
-        test_scores.append(classification_metrics(y_test, p_test, n_classes))
         progress.update(1)
         return classification_metrics(y_val, p_val, n_classes)
 
+    def score_test(epoch: int) -> dict[str, float]:  # the authors' protocol column; never selects
+        _, y_test, p_test = predict(model, test_data, size)
+        return {f"test_{k}": v for k, v in classification_metrics(y_test, p_test, n_classes).items()}
+
     start = time.perf_counter()
     result = fit(model, epochs=cfg["epochs"], batches=lambda epoch: train_data.batches(size, shuffler), step=step,
-                 optimizer=optimizer, evaluate=evaluate, select="weighted_f1", clip_norm=cfg["clip_norm"],
-                 describe="mmgcn")
+                 optimizer=optimizer, evaluate=select_on_val, select="weighted_f1", clip_norm=cfg["clip_norm"],
+                 describe="mmgcn", observe=score_test)
     progress.close()
     seconds = time.perf_counter() - start
     model.load_state_dict(result.best_state)
     positions, y_true, y_pred = predict(model, test_data, size)
     metrics = classification_metrics(y_true, y_pred, n_classes)
-    for row, scores in zip(result.history, test_scores, strict=True):
-        row.update({f"test_{k}": v for k, v in scores.items()})
-    best_test = max(range(len(test_scores)), key=lambda e: test_scores[e]["weighted_f1"])
+    best_test = max(range(len(result.history)), key=lambda e: result.history[e]["test_weighted_f1"])
     log.info("mmgcn: %d epochs in %.1f s (%.2f s/epoch), %d/%d/%d dialogues; selected epoch %d (val weighted F1 "
              "%.4f), test weighted F1 %.4f; test-selected %.4f at epoch %d", cfg["epochs"], seconds,
              seconds / cfg["epochs"], len(train_data), len(val_data), len(test_data), result.best_epoch,
-             result.best_score, metrics["weighted_f1"], test_scores[best_test]["weighted_f1"], best_test)
+             result.best_score, metrics["weighted_f1"], result.history[best_test]["test_weighted_f1"], best_test)
     full = full_condition(wanted)
     return FoldOutcome(
         metrics={full: metrics},
         state={k: v.detach().cpu().clone() for k, v in result.best_state.items()},
         history=result.history,
         predictions={full: (y_true, y_pred)},
-        extras={"selected_epoch": result.best_epoch, "val_weighted_f1": result.best_score,
-                "test_selected_weighted_f1": test_scores[best_test]["weighted_f1"],
-                "test_selected_epoch": best_test,
-                "test_selected_note": "best test epoch, the authors' protocol (no validation set); optimistic",
-                "test_utt_ids": [test.utt_ids[int(i)] for i in positions],
-                "seconds_per_epoch": seconds / cfg["epochs"]},
+        extras=_extras(result, best_test, [test.utt_ids[int(i)] for i in positions], seconds / cfg["epochs"]),
     )
+
+
+def _extras(result: FitResult, best_test: int, test_utt_ids: list[str], seconds_per_epoch: float) -> dict[str, Any]:
+    """The selection, the authors' protocol figure (best test epoch) and the scored test utterances."""
+    return {"selected_epoch": result.best_epoch, "val_weighted_f1": result.best_score,
+            "test_selected_weighted_f1": result.history[best_test]["test_weighted_f1"],
+            "test_selected_epoch": best_test,
+            "test_selected_note": "best test epoch, the authors' protocol (no validation set); optimistic",
+            "test_utt_ids": test_utt_ids,
+            "seconds_per_epoch": seconds_per_epoch}

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from models.condition_names import full_condition
 from models.data import UNLABELLED, UtteranceSet
 from models.metrics import classification_metrics
-from models.trainer import FoldOutcome, fit, kaiming_init, seed_everything
+from models.trainer import FitResult, FoldOutcome, fit, kaiming_init, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -69,31 +69,6 @@ REQUIRED_KEYS = (
     "mmd_kernel_scales", "mismatch_mmd", "mismatch_weight", "kaiming_init", "select_after_warmup",
     "pseudo_label_weight", "pseudo_label_threshold",
 )
-
-
-# ----------------------------------------------------------------------------------------------------- labels
-def hide_labels(labels: Sequence[int] | np.ndarray | Tensor, fraction: float, seed: int) -> np.ndarray:
-    """Keep `fraction` of the labels of each class (rounded, at least one per class when fraction > 0) and set the
-    rest to -1; labels already -1 stay -1. Stratified so a small fraction keeps every class.
-
-    For one seed the kept sets are nested across fractions (the 10% set lies inside the 30% set), so a curve of UA
-    against the labelled fraction compares like with like.
-    """
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"labelled fraction must lie in [0, 1], got {fraction}")
-    values = np.asarray(labels.cpu().numpy() if isinstance(labels, Tensor) else labels, dtype=np.int64)
-    if values.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, got shape {values.shape}")
-    if (values < UNLABELLED).any():
-        raise ValueError(f"labels must be >= {UNLABELLED}, got {int(values.min())}")
-    rng = np.random.default_rng(seed)
-    hidden = np.full_like(values, UNLABELLED)
-    for cls in np.unique(values[values != UNLABELLED]):
-        members = np.flatnonzero(values == cls)
-        order = members[rng.permutation(len(members))]  # drawn for every class whatever the fraction: nesting
-        keep = 0 if fraction == 0.0 else max(1, int(round(fraction * len(members))))
-        hidden[order[:keep]] = cls
-    return hidden
 
 
 # ------------------------------------------------------------------------------------------------------- MMD
@@ -365,6 +340,96 @@ def _labelled_metrics(model: SSMMNet, inputs: PooledInputs, labels: Tensor, n_cl
     return classification_metrics(y_true, y_pred, n_classes), y_true, y_pred
 
 
+def _check_sets(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, unlabelled: UtteranceSet | None,
+                n_classes: int) -> None:
+    """Same feature dims everywhere, labels inside the classes (or -1), something labelled to select on."""
+    for name, part in (("val", val), ("test", test), ("unlabelled", unlabelled)):
+        if part is not None and part.dims != train.dims:
+            raise ValueError(f"{name} feature dims {part.dims} differ from train {train.dims}")
+    for name, part in (("train", train), ("val", val), ("test", test)):
+        if len(part) and (int(part.labels.max()) >= n_classes or int(part.labels.min()) < UNLABELLED):
+            bad = int(part.labels.max()) if int(part.labels.max()) >= n_classes else int(part.labels.min())
+            raise ValueError(f"{name} has label {bad} outside the {n_classes} classes (and -1 = no label)")
+    if len(val.labelled()) == 0:
+        raise ValueError("the validation set has no labelled utterance to select a model on")
+
+
+def _streams(train: UtteranceSet, unlabelled: UtteranceSet | None, pooling: str,
+             ) -> tuple[PooledInputs, Tensor, PooledInputs, int]:
+    """The labelled stream (inputs, labels), the unlabelled one (the training rows labelled -1, then every row of
+    `unlabelled`) and how many of its rows come from the training set."""
+    lab_idx = train.labelled()
+    unl_train_idx = (train.labels == UNLABELLED).nonzero().flatten()
+    if len(lab_idx) == 0:
+        raise ValueError("the training set has no labelled utterance")
+    lab_inputs = pool_utterances(train.subset(lab_idx), pooling)
+    lab_labels = train.labels[lab_idx].long()
+    unl_parts = [pool_utterances(train.subset(unl_train_idx), pooling)]
+    if unlabelled is not None and len(unlabelled):
+        unl_parts.append(pool_utterances(unlabelled, pooling))
+    return lab_inputs, lab_labels, PooledInputs.concat(unl_parts), len(unl_train_idx)
+
+
+def _build_model(dims: dict[str, int], n_classes: int, cfg: dict, init_state: dict | None, lab_inputs: PooledInputs,
+                 unl_inputs: PooledInputs | None) -> SSMMNet:
+    """The network, initialised (or loaded from `init_state`), normalised on the labelled stream, and on the
+    unlabelled one too when it is given."""
+    model = SSMMNet(dims, n_classes, [int(h) for h in cfg["hidden"]], int(cfg["latent"]),
+                    [int(h) for h in cfg["classifier_hidden"]], float(cfg["dropout"]))
+    if cfg["kaiming_init"]:
+        kaiming_init(model)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    if cfg["normalise"]:
+        model.set_normalisation(PooledInputs.concat([lab_inputs, unl_inputs]) if unl_inputs is not None
+                                else lab_inputs)
+    return model
+
+
+@dataclass
+class _Streams:
+    """The two training streams on the device; `unl_inputs` is None when the unlabelled stream is not trained on
+    (its size `n_unl` still sets the epoch length)."""
+
+    lab_inputs: PooledInputs
+    lab_labels: Tensor
+    unl_inputs: PooledInputs | None
+    n_unl: int
+    steps: int
+    batch: int
+
+
+def _fit_streams(model: SSMMNet, streams: _Streams, val_inputs: PooledInputs, val_labels: Tensor, cfg: dict,
+                 generator: torch.Generator, device: torch.device, chunk: int) -> FitResult:
+    """Train for `epochs` epochs of `steps` paired batches; select the epoch with the best validation UA."""
+    n_lab, n_unl, steps, batch = len(streams.lab_inputs), streams.n_unl, streams.steps, streams.batch
+    lab_inputs, lab_labels, unl_inputs = streams.lab_inputs, streams.lab_labels, streams.unl_inputs
+    n_classes = int(cfg["n_classes"])
+
+    def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor | None]]:
+        lab_order = _cycled(n_lab, steps * batch, generator).view(steps, batch)
+        unl_order = _cycled(n_unl, steps * batch, generator).view(steps, batch) if n_unl else None
+        for s in range(steps):
+            yield lab_order[s], (unl_order[s] if unl_order is not None else None)
+
+    def step(idx: tuple[Tensor, Tensor | None], epoch: int) -> dict[str, Tensor]:
+        li, ui = idx
+        li = li.to(device)
+        unl = unl_inputs.index(ui.to(device)) if unl_inputs is not None and ui is not None else None
+        return ssmm_losses(model, lab_inputs.index(li), lab_labels[li], unl, epoch, cfg, generator)
+
+    def evaluate() -> dict[str, float]:
+        return _labelled_metrics(model, val_inputs, val_labels, n_classes, chunk)[0]
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]),
+                                 betas=tuple(float(b) for b in cfg["betas"]), weight_decay=float(cfg["weight_decay"]))
+    clip = cfg["clip_norm"]
+    return fit(model, epochs=int(cfg["epochs"]), batches=batches, step=step, optimizer=optimizer,
+               evaluate=evaluate, select="ua", clip_norm=float(clip) if clip else None,
+               describe=f"ssmm-{cfg['variant']}",
+               select_from=int(cfg["warmup_epochs"]) if cfg["select_after_warmup"] else 0)
+
+
 def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: dict, *, seed: int,
                        device: torch.device, init_state: dict | None = None,
                        unlabelled: UtteranceSet | None = None) -> FoldOutcome:
@@ -383,41 +448,17 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
     check_config(cfg)
     start = time.perf_counter()
     n_classes = int(cfg["n_classes"])
-    for name, part in (("val", val), ("test", test), ("unlabelled", unlabelled)):
-        if part is not None and part.dims != train.dims:
-            raise ValueError(f"{name} feature dims {part.dims} differ from train {train.dims}")
-    for name, part in (("train", train), ("val", val), ("test", test)):
-        if len(part) and (int(part.labels.max()) >= n_classes or int(part.labels.min()) < UNLABELLED):
-            bad = int(part.labels.max()) if int(part.labels.max()) >= n_classes else int(part.labels.min())
-            raise ValueError(f"{name} has label {bad} outside the {n_classes} classes (and -1 = no label)")
-    if len(val.labelled()) == 0:
-        raise ValueError("the validation set has no labelled utterance to select a model on")
+    _check_sets(train, val, test, unlabelled, n_classes)
 
     generator = seed_everything(seed)
     pooling = cfg["pooling"]
-    lab_idx = train.labelled()
-    unl_train_idx = (train.labels == UNLABELLED).nonzero().flatten()
-    if len(lab_idx) == 0:
-        raise ValueError("the training set has no labelled utterance")
-    lab_inputs = pool_utterances(train.subset(lab_idx), pooling)
-    lab_labels = train.labels[lab_idx].long()
-    unl_parts = [pool_utterances(train.subset(unl_train_idx), pooling)]
-    if unlabelled is not None and len(unlabelled):
-        unl_parts.append(pool_utterances(unlabelled, pooling))
-    unl_inputs = PooledInputs.concat(unl_parts)
+    lab_inputs, lab_labels, unl_inputs, n_unl_train = _streams(train, unlabelled, pooling)
     n_lab, n_unl = len(lab_inputs), len(unl_inputs)
     use_unlabelled = cfg["variant"] == "ssmm" and n_unl > 0
     if cfg["variant"] == "ssmm" and n_unl == 0:
         log.warning("ssmm: no unlabelled utterance; training reduces to the supervised variant")
 
-    model = SSMMNet(train.dims, n_classes, [int(h) for h in cfg["hidden"]], int(cfg["latent"]),
-                    [int(h) for h in cfg["classifier_hidden"]], float(cfg["dropout"]))
-    if cfg["kaiming_init"]:
-        kaiming_init(model)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    if cfg["normalise"]:
-        model.set_normalisation(PooledInputs.concat([lab_inputs, unl_inputs]) if use_unlabelled else lab_inputs)
+    model = _build_model(train.dims, n_classes, cfg, init_state, lab_inputs, unl_inputs if use_unlabelled else None)
     model.to(device)
     lab_inputs, lab_labels, unl_inputs = lab_inputs.to(device), lab_labels.to(device), unl_inputs.to(device)
     val_inputs, test_inputs = pool_utterances(val, pooling), pool_utterances(test, pooling)
@@ -425,32 +466,10 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
     batch = int(cfg["batch_size"])
     steps = math.ceil(max(n_lab, n_unl) / batch)
     log.info("ssmm %s seed %d: %d labelled, %d unlabelled (%d in train), batch %d, %d steps/epoch, %d epochs on %s",
-             cfg["variant"], seed, n_lab, n_unl, len(unl_train_idx), batch, steps, cfg["epochs"], device)
-
-    def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor | None]]:
-        lab_order = _cycled(n_lab, steps * batch, generator).view(steps, batch)
-        unl_order = _cycled(n_unl, steps * batch, generator).view(steps, batch) if n_unl else None
-        for s in range(steps):
-            yield lab_order[s], (unl_order[s] if unl_order is not None else None)
-
-    def step(idx: tuple[Tensor, Tensor | None], epoch: int) -> dict[str, Tensor]:
-        li, ui = idx
-        li = li.to(device)
-        unl = unl_inputs.index(ui.to(device)) if use_unlabelled and ui is not None else None
-        return ssmm_losses(model, lab_inputs.index(li), lab_labels[li], unl, epoch, cfg, generator)
-
+             cfg["variant"], seed, n_lab, n_unl, n_unl_train, batch, steps, cfg["epochs"], device)
     chunk = max(int(cfg["batch_size"]), 1024)
-
-    def evaluate() -> dict[str, float]:
-        return _labelled_metrics(model, val_inputs, val.labels, n_classes, chunk)[0]
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]),
-                                 betas=tuple(float(b) for b in cfg["betas"]), weight_decay=float(cfg["weight_decay"]))
-    clip = cfg["clip_norm"]
-    result = fit(model, epochs=int(cfg["epochs"]), batches=batches, step=step, optimizer=optimizer,
-                 evaluate=evaluate, select="ua", clip_norm=float(clip) if clip else None,
-                 describe=f"ssmm-{cfg['variant']}",
-                 select_from=int(cfg["warmup_epochs"]) if cfg["select_after_warmup"] else 0)
+    streams = _Streams(lab_inputs, lab_labels, unl_inputs if use_unlabelled else None, n_unl, steps, batch)
+    result = _fit_streams(model, streams, val_inputs, val.labels, cfg, generator, device, chunk)
     model.load_state_dict(result.best_state)
     metrics, y_true, y_pred = _labelled_metrics(model, test_inputs, test.labels, n_classes, chunk)
     full = full_condition(train.modalities)

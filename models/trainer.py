@@ -93,9 +93,12 @@ def fit(model: nn.Module, *, epochs: int, batches: Callable[[int], Iterable[Any]
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, clip_norm: float | None = None,
         params_to_clip: Iterable[nn.Parameter] | None = None, loss_key: str = "loss",
         describe: str = "train", clip_groups: Sequence[Iterable[nn.Parameter]] | None = None,
-        select_from: int = 0) -> FitResult:
+        select_from: int = 0, observe: Callable[[int], dict[str, float]] | None = None) -> FitResult:
     """Train for `epochs`; after each, `evaluate()` on validation; keep the state with the best `select` score
     among epochs `select_from`..epochs-1 (earlier epochs are evaluated and logged, never selected).
+
+    `observe(epoch)`, a separate step after selection (in eval mode, without gradients), scores what must not
+    select (e.g. the test set, for a protocol that reports its best epoch); its columns join the epoch's row.
 
     `step(batch, epoch)` returns a dict of losses; `loss_key` is back-propagated, all are logged as means.
     `clip_groups` clips each group's gradient norm to `clip_norm` separately (the MMIN authors clip per network);
@@ -139,5 +142,8 @@ def fit(model: nn.Module, *, epochs: int, batches: Callable[[int], Iterable[Any]
         if epoch >= select_from and scores[select] > best_score:
             best_score, best_epoch = scores[select], epoch
             best_state = copy.deepcopy(model.state_dict())
+        if observe is not None:
+            with torch.no_grad():
+                row.update(observe(epoch))
         log.debug("%s epoch %d: %s", describe, epoch, row)
     return FitResult(best_state, best_epoch, best_score, history)

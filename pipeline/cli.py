@@ -44,13 +44,13 @@ def _split(args: argparse.Namespace, params: dict[str, Any]) -> None:
 
 
 def _extract(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from pipeline.extract.run import extract_corpus
+    from pipeline.extract.stage import extract_corpus
 
     extract_corpus(params, args.corpus, args.extractor)
 
 
 def _faces(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from pipeline.extract.run import track_faces
+    from pipeline.extract.stage import track_faces
 
     track_faces(params, args.corpus)
 

@@ -76,6 +76,26 @@ def _differences(configured: dict[str, Any], stored: dict[str, Any]) -> list[str
             for key in sorted(configured) if stored.get(key) != configured[key]]
 
 
+def _check_weights_fit(path: Path, network: DensefaceConfig, state: dict[str, Any]) -> None:
+    """The stored weights are exactly the declared network's: no name missing or extra, every shape equal."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        reference = Denseface(network, initialise=False).state_dict()
+    missing = sorted(set(reference) - set(state))
+    unexpected = sorted(set(state) - set(reference))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in reference.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} weights missing (first {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected weights (first {unexpected[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} weights of the wrong shape (first {wrong[0]})")
+        raise CheckpointError(f"{path}: the weights do not fit the network it declares "
+                              f"({network}): " + "; ".join(parts))
+
+
 def load_checkpoint(path: str | Path, expected_network: dict[str, Any] | None = None) -> DensefaceCheckpoint:
     """Read and check a checkpoint with `torch.load(weights_only=True)`.
 
@@ -112,22 +132,7 @@ def load_checkpoint(path: str | Path, expected_network: dict[str, Any] | None = 
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: invalid network settings in the checkpoint: {err}") from None
     state = payload["state_dict"]
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        reference = Denseface(network, initialise=False).state_dict()
-    missing = sorted(set(reference) - set(state))
-    unexpected = sorted(set(state) - set(reference))
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in reference.items()
-             if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} weights missing (first {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected weights (first {unexpected[0]})")
-        if wrong:
-            parts.append(f"{len(wrong)} weights of the wrong shape (first {wrong[0]})")
-        raise CheckpointError(f"{path}: the weights do not fit the network it declares "
-                              f"({network}): " + "; ".join(parts))
+    _check_weights_fit(path, network, state)
     classes = [str(c) for c in payload["classes"]]
     if len(classes) != network.n_classes:
         raise CheckpointError(f"{path}: {len(classes)} class names for a {network.n_classes}-class head")

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from models.denseface import Denseface, DensefaceConfig
-from models.trainer import fit, pick_device, seed_everything
+from models.trainer import FitResult, fit, pick_device, seed_everything
 from pipeline.denseface_checkpoint import Normalisation, save_checkpoint
 from pipeline.errors import AffectflowError
 from pipeline.fer import FerSet, check_reader_config, read_fer
@@ -156,14 +156,43 @@ class TrainingOutcome:
     history: list[dict[str, float]]
 
 
-def train_on_set(fer_set: FerSet, config: dict[str, Any], progress: bool = True) -> TrainingOutcome:
-    """Train on the Training faces, select the epoch with the best PublicTest accuracy, score PrivateTest."""
-    check_config(config)
+def _usage_splits(fer_set: FerSet) -> dict[str, FerSet]:
+    """The Training, PublicTest and PrivateTest parts, none of them empty."""
     splits = {usage: fer_set.subset(usage) for usage in ("Training", "PublicTest", "PrivateTest")}
     empty = [u for u, s in splits.items() if len(s) == 0]
     if empty:
         raise TrainConfigError(f"the FER set has no {empty} faces; training needs Training, PublicTest (model "
                                f"selection) and PrivateTest (the reported score)")
+    return splits
+
+
+def _sgd_with_steps(model: Denseface, optim_cfg: dict[str, Any],
+                    ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
+    """SGD (Nesterov when asked and momentum > 0) and its step decay at `lr_milestones` (fractions of the epochs)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=optim_cfg["lr"], momentum=optim_cfg["momentum"],
+                                nesterov=bool(optim_cfg["nesterov"]) and optim_cfg["momentum"] > 0,
+                                weight_decay=optim_cfg["weight_decay"])
+    epochs = optim_cfg["epochs"]
+    milestones = sorted({max(1, round(m * epochs)) for m in optim_cfg["lr_milestones"]})
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=optim_cfg["lr_gamma"])
+
+
+def _run_facts(fer_set: FerSet, config: dict[str, Any], network: DensefaceConfig, result: FitResult,
+               train_faces: int) -> dict[str, Any]:
+    """The metrics' entries after the two test scores: training losses, selection, network and data facts."""
+    return {
+        "train": {"faces": train_faces, "first_epoch_loss": result.history[0]["train_loss"],
+                  "last_epoch_loss": result.history[-1]["train_loss"]},
+        "best_epoch": result.best_epoch, "epochs": config["optim"]["epochs"], "feature_dim": network.feature_dim,
+        "targets": config["data"]["targets"], "classes": list(fer_set.classes),
+        "dropped": dict(sorted(fer_set.dropped.items())),
+    }
+
+
+def train_on_set(fer_set: FerSet, config: dict[str, Any], progress: bool = True) -> TrainingOutcome:
+    """Train on the Training faces, select the epoch with the best PublicTest accuracy, score PrivateTest."""
+    check_config(config)
+    splits = _usage_splits(fer_set)
     generator = seed_everything(int(config["seed"]))
     augment_generator = torch.Generator().manual_seed(int(config["seed"]) + 1)
     device = pick_device(config["device"])
@@ -173,12 +202,8 @@ def train_on_set(fer_set: FerSet, config: dict[str, Any], progress: bool = True)
     optim_cfg, aug_cfg = config["optim"], config["augment"]
     train, public, private = (FaceTensors.from_set(splits[u], norm.size)
                               for u in ("Training", "PublicTest", "PrivateTest"))
-    optimizer = torch.optim.SGD(model.parameters(), lr=optim_cfg["lr"], momentum=optim_cfg["momentum"],
-                                nesterov=bool(optim_cfg["nesterov"]) and optim_cfg["momentum"] > 0,
-                                weight_decay=optim_cfg["weight_decay"])
+    optimizer, scheduler = _sgd_with_steps(model, optim_cfg)
     epochs = optim_cfg["epochs"]
-    milestones = sorted({max(1, round(m * epochs)) for m in optim_cfg["lr_milestones"]})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=optim_cfg["lr_gamma"])
     batch_size = optim_cfg["batch_size"]
     log.info("train-denseface: %d train / %d public / %d private faces, %d classes, network %s (feature %d-d), "
              "%d epochs on %s", len(train), len(public), len(private), len(fer_set.classes), network,
@@ -218,11 +243,7 @@ def train_on_set(fer_set: FerSet, config: dict[str, Any], progress: bool = True)
         "public_test": {"accuracy": public_scores["accuracy"], "loss": public_scores["loss"], "faces": len(public)},
         "private_test": {"accuracy": private_scores["accuracy"], "loss": private_scores["loss"],
                          "faces": len(private)},
-        "train": {"faces": len(train), "first_epoch_loss": result.history[0]["train_loss"],
-                  "last_epoch_loss": result.history[-1]["train_loss"]},
-        "best_epoch": result.best_epoch, "epochs": epochs, "feature_dim": network.feature_dim,
-        "targets": config["data"]["targets"], "classes": list(fer_set.classes),
-        "dropped": dict(sorted(fer_set.dropped.items())),
+        **_run_facts(fer_set, config, network, result, len(train)),
     }
     log.info("train-denseface: best epoch %d, PublicTest accuracy %.4f, PrivateTest accuracy %.4f, %.0f s",
              result.best_epoch, public_scores["accuracy"], private_scores["accuracy"], seconds)

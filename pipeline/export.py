@@ -225,6 +225,48 @@ def _int2name(ids: Sequence[str]) -> np.ndarray:
     return np.array([[i.encode()] for i in ids], dtype=f"S{width}").reshape(len(ids), 1)
 
 
+def _check_stores_hold(stores: Mapping[str, FeatureStore], ids: Sequence[str]) -> None:
+    for store in stores.values():
+        absent = [i for i in ids if i not in store]
+        if absent:
+            raise ConfigError(f"{store.path} lacks {len(absent)} utterances of the split (first {absent[0]!r}); "
+                              "re-run its extract stage")
+
+
+def _write_mmin_features(tmp: Path, stores: Mapping[str, FeatureStore], ids: Sequence[str], cfg: Mapping[str, Any],
+                         ) -> tuple[dict[str, tuple[int, np.ndarray, np.ndarray]], int]:
+    """One h5 per modality (a dataset per utterance); returns the audio frames' moments per utterance and how
+    many modality entries had no frame."""
+    moments: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+    missing_rows = 0
+    for m in MODALITIES:
+        store = stores[m]
+        with _h5(tmp / "feature" / MMIN_DIRS[m] / f"{cfg['files'][m]}.h5") as h5:
+            for utt_id in tqdm(ids, desc=f"export mmin {m}", unit="utt", disable=None, leave=False):
+                frames = _frames(store, utt_id, cfg["valid_frames_only"])
+                if m == "audio":
+                    moments[utt_id] = _frame_moments(frames)
+                if len(frames) == 0:
+                    missing_rows += 1
+                    if cfg["missing"] == "zero_row":
+                        frames = np.zeros((1, store.dim), np.float32)
+                h5.create_dataset(utt_id, data=frames, track_times=False)
+    return moments, missing_rows
+
+
+def _write_mmin_targets(target: Path, fold: Mapping[str, Any], utts: Mapping[str, Utterance],
+                        classes: Sequence[str]) -> dict[str, int]:
+    """One fold's one-hot labels and int2name arrays per MMIN set; returns the utterances per set."""
+    target.mkdir(parents=True)
+    counts: dict[str, int] = {}
+    for part, set_name in MMIN_SETS.items():
+        part_ids = fold[part]
+        np.save(target / f"{set_name}_label.npy", _one_hot([utts[i].label for i in part_ids], classes))
+        np.save(target / f"{set_name}_int2name.npy", _int2name(part_ids))
+        counts[set_name] = len(part_ids)
+    return counts
+
+
 def export_mmin(root: str | Path, params: dict[str, Any], corpus: str, out: str | Path, fold: int | str | None = None,
                 protocol: str | None = None) -> Path:
     """Write the MMIN layout of `corpus` (all folds of the protocol, or one) under `out`; returns `out`.
@@ -242,28 +284,10 @@ def export_mmin(root: str | Path, params: dict[str, Any], corpus: str, out: str 
     chosen = range(len(folds)) if fold is None else [_fold_index(folds, fold)]
     stores = _stores(root, corpus, model_cfg["features"])
     ids = sorted({i for k in chosen for part in PARTS for i in folds[k][part]})
-    for store in stores.values():
-        absent = [i for i in ids if i not in store]
-        if absent:
-            raise ConfigError(f"{store.path} lacks {len(absent)} utterances of the split (first {absent[0]!r}); "
-                              "re-run its extract stage")
+    _check_stores_hold(stores, ids)
     files = cfg["files"]
-    missing_rows = 0
     with _output_dir(out) as tmp:
-        moments: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
-        for m in MODALITIES:
-            store = stores[m]
-            path = tmp / "feature" / MMIN_DIRS[m] / f"{files[m]}.h5"
-            with _h5(path) as h5:
-                for utt_id in tqdm(ids, desc=f"export mmin {m}", unit="utt", disable=None, leave=False):
-                    frames = _frames(store, utt_id, cfg["valid_frames_only"])
-                    if m == "audio":
-                        moments[utt_id] = _frame_moments(frames)
-                    if len(frames) == 0:
-                        missing_rows += 1
-                        if cfg["missing"] == "zero_row":
-                            frames = np.zeros((1, store.dim), np.float32)
-                    h5.create_dataset(utt_id, data=frames, track_times=False)
+        moments, missing_rows = _write_mmin_features(tmp, stores, ids, cfg)
         with _h5(tmp / "feature" / "A" / f"{cfg['mean_std']}.h5") as h5:
             for k in chosen:
                 mean, std = _merged_mean_std([moments[i] for i in folds[k]["train"]],
@@ -271,16 +295,8 @@ def export_mmin(root: str | Path, params: dict[str, Any], corpus: str, out: str 
                 group = h5.create_group(str(k + 1), track_order=False)
                 group.create_dataset("mean", data=mean, track_times=False)
                 group.create_dataset("std", data=std, track_times=False)
-        counts: dict[str, dict[str, int]] = {}
-        for k in chosen:
-            target = tmp / "target" / str(k + 1)
-            target.mkdir(parents=True)
-            counts[str(k + 1)] = {}
-            for part, set_name in MMIN_SETS.items():
-                part_ids = folds[k][part]
-                np.save(target / f"{set_name}_label.npy", _one_hot([utts[i].label for i in part_ids], info.classes))
-                np.save(target / f"{set_name}_int2name.npy", _int2name(part_ids))
-                counts[str(k + 1)][set_name] = len(part_ids)
+        counts = {str(k + 1): _write_mmin_targets(tmp / "target" / str(k + 1), folds[k], utts, info.classes)
+                  for k in chosen}
         final = out.resolve()
         _write_json(tmp / cfg["config_file"], {"data_root": lookup(params, f"corpora.{corpus}.root", None),
                                                "feature_root": str(final / "feature"),
@@ -354,6 +370,29 @@ def portable_pickle(value: Any, protocol: int) -> bytes:
     return buffer.getvalue()
 
 
+def _mmgcn_dialogues(sets: Mapping[str, UtteranceSet], vectors: Mapping[str, Mapping[str, Any]],
+                     speakers: Mapping[str, Any], parties: int, utts: Mapping[str, Utterance], speaker_code: str,
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """The pickle's first seven items (dialogue id -> per-utterance lists) and each part's dialogue order."""
+    video: dict[str, dict[str, Any]] = {name: {} for name in MMGCN_ITEMS[:7]}
+    order: dict[str, list[str]] = {}
+    for part in PARTS:
+        uset = sets[part]
+        order[part] = []
+        for dialogue in uset.dialogues():
+            key = _dialogue_key(uset, dialogue[0])
+            order[part].append(key)
+            video["videoIDs"][key] = [uset.utt_ids[i] for i in dialogue]
+            party = [int(speakers[part][i]) for i in dialogue]
+            video["videoSpeakers"][key] = ([LETTERS[p] for p in party] if speaker_code == "letters"
+                                           else [[int(p == k) for k in range(parties)] for p in party])
+            video["videoLabels"][key] = [int(uset.labels[i]) for i in dialogue]
+            for item, m in (("videoText", "text"), ("videoAudio", "audio"), ("videoVisual", "visual")):
+                video[item][key] = [vectors[part][m][i].numpy().astype(np.float32) for i in dialogue]
+            video["videoSentence"][key] = [utts[uset.utt_ids[i]].text or "" for i in dialogue]
+    return video, order
+
+
 def export_mmgcn(root: str | Path, params: dict[str, Any], corpus: str, out: str | Path,
                  fold: int | str | None = None, protocol: str | None = None) -> Path:
     """Write the MMGCN pickle of one fold of `corpus` under `out`; returns the pickle's path.
@@ -383,22 +422,7 @@ def export_mmgcn(root: str | Path, params: dict[str, Any], corpus: str, out: str
         raise ExportError(f"export.mmgcn.speakers: letters encodes {len(LETTERS)} parties, but a dialogue of "
                           f"{corpus} has {parties}; use onehot")
 
-    video: dict[str, dict[str, Any]] = {name: {} for name in MMGCN_ITEMS[:7]}
-    order: dict[str, list[str]] = {}
-    for part in PARTS:
-        uset = sets[part]
-        order[part] = []
-        for dialogue in uset.dialogues():
-            key = _dialogue_key(uset, dialogue[0])
-            order[part].append(key)
-            video["videoIDs"][key] = [uset.utt_ids[i] for i in dialogue]
-            party = [int(speakers[part][i]) for i in dialogue]
-            video["videoSpeakers"][key] = ([LETTERS[p] for p in party] if cfg["speakers"] == "letters"
-                                           else [[int(p == k) for k in range(parties)] for p in party])
-            video["videoLabels"][key] = [int(uset.labels[i]) for i in dialogue]
-            for item, m in (("videoText", "text"), ("videoAudio", "audio"), ("videoVisual", "visual")):
-                video[item][key] = [vectors[part][m][i].numpy().astype(np.float32) for i in dialogue]
-            video["videoSentence"][key] = [utts[uset.utt_ids[i]].text or "" for i in dialogue]
+    video, order = _mmgcn_dialogues(sets, vectors, speakers, parties, utts, cfg["speakers"])
     items: list[Any] = [video[name] for name in MMGCN_ITEMS[:7]]
     items += [order["train"] + order["val"], order["test"]]
     if cfg["layout"] == "meld":

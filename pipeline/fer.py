@@ -20,7 +20,7 @@ import csv
 import logging
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,22 @@ def _columns(header: list[str] | None, wanted: Sequence[str], source: Path) -> l
     return [names.index(w) for w in wanted]
 
 
+def _data_rows(path: Path, wanted: Sequence[str]) -> Iterator[tuple[int, list[str], list[int]]]:
+    """(line number, fields, the wanted columns' positions) for each non-blank row after the header; a row too
+    short for the wanted columns fails naming its line."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        cols = _columns(next(reader, None), wanted, path)
+        width = max(cols) + 1
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) < width:
+                raise FerFormatError(f"{len(row)} fields, expected at least {width}", source=path, line=line)
+            yield line, row, cols
+
+
 def _parse_pixels(text: str, source: Path, line: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -137,28 +153,19 @@ def read_fer2013(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     """images [N, 48, 48] uint8, emotion [N] int64 (0..6), usage [N], and each row's line number."""
     path = Path(path)
     images, emotions, usages, lines = [], [], [], []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
-        col_emotion, col_pixels, col_usage = _columns(next(reader, None), ("emotion", "pixels", "Usage"), path)
-        width = max(col_emotion, col_pixels, col_usage) + 1
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) < width:
-                raise FerFormatError(f"{len(row)} fields, expected at least {width}", source=path, line=line)
-            try:
-                emotion = int(row[col_emotion])
-            except ValueError:
-                raise FerFormatError(f"emotion {row[col_emotion]!r} is not an integer", source=path,
-                                     line=line) from None
-            if not 0 <= emotion < len(FER2013_CLASSES):
-                raise FerFormatError(f"emotion {emotion} outside 0..{len(FER2013_CLASSES) - 1}", source=path,
-                                     line=line)
-            images.append(_parse_pixels(row[col_pixels], path, line))
-            emotions.append(emotion)
-            usages.append(_usage(row[col_usage], path, line))
-            lines.append(line)
+    for line, row, (col_emotion, col_pixels, col_usage) in _data_rows(path, ("emotion", "pixels", "Usage")):
+        try:
+            emotion = int(row[col_emotion])
+        except ValueError:
+            raise FerFormatError(f"emotion {row[col_emotion]!r} is not an integer", source=path,
+                                 line=line) from None
+        if not 0 <= emotion < len(FER2013_CLASSES):
+            raise FerFormatError(f"emotion {emotion} outside 0..{len(FER2013_CLASSES) - 1}", source=path,
+                                 line=line)
+        images.append(_parse_pixels(row[col_pixels], path, line))
+        emotions.append(emotion)
+        usages.append(_usage(row[col_usage], path, line))
+        lines.append(line)
     if not images:
         raise FerFormatError("no data rows", source=path)
     return (np.stack(images), np.asarray(emotions, np.int64), np.asarray(usages, dtype=object), lines)
@@ -168,30 +175,21 @@ def read_ferplus_votes(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[s
     """votes [N, 10] int64 in FERPLUS_VOTE_COLUMNS order, usage [N], image names, and each row's line number."""
     path = Path(path)
     votes, usages, names, lines = [], [], [], []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
-        cols = _columns(next(reader, None), ("Usage", "Image name", *FERPLUS_VOTE_COLUMNS), path)
-        width = max(cols) + 1
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) < width:
-                raise FerFormatError(f"{len(row)} fields, expected at least {width}", source=path, line=line)
-            counts = []
-            for name, col in zip(FERPLUS_VOTE_COLUMNS, cols[2:], strict=True):
-                try:
-                    count = int(row[col])
-                except ValueError:
-                    raise FerFormatError(f"{name} votes {row[col]!r} is not an integer", source=path,
-                                         line=line) from None
-                if count < 0:
-                    raise FerFormatError(f"{name} votes {count} is negative", source=path, line=line)
-                counts.append(count)
-            votes.append(counts)
-            usages.append(_usage(row[cols[0]], path, line))
-            names.append(row[cols[1]].strip())
-            lines.append(line)
+    for line, row, cols in _data_rows(path, ("Usage", "Image name", *FERPLUS_VOTE_COLUMNS)):
+        counts = []
+        for name, col in zip(FERPLUS_VOTE_COLUMNS, cols[2:], strict=True):
+            try:
+                count = int(row[col])
+            except ValueError:
+                raise FerFormatError(f"{name} votes {row[col]!r} is not an integer", source=path,
+                                     line=line) from None
+            if count < 0:
+                raise FerFormatError(f"{name} votes {count} is negative", source=path, line=line)
+            counts.append(count)
+        votes.append(counts)
+        usages.append(_usage(row[cols[0]], path, line))
+        names.append(row[cols[1]].strip())
+        lines.append(line)
     if not votes:
         raise FerFormatError("no data rows", source=path)
     return np.asarray(votes, np.int64), np.asarray(usages, dtype=object), names, lines

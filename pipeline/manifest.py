@@ -257,13 +257,3 @@ def read_manifest(path: str | Path, classes: Sequence[str] | None = None,
         raise ManifestError(f"ids are not sorted: {ids[first]!r} after {ids[first - 1]!r}",
                             source=path, line=lines[first], field="utt_id")
     return utts
-
-
-def has_modality(utt: Utterance, modality: str) -> bool:
-    if modality == "audio":
-        return utt.audio is not None
-    if modality == "video":
-        return utt.video is not None
-    if modality == "text":
-        return utt.text is not None and bool(utt.text.strip())
-    raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")

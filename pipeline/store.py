@@ -74,7 +74,8 @@ class Shard:
     utt_ids: tuple[str, ...]
 
 
-def _jsonable(value: Any) -> Any:
+def _attribute_value(value: Any) -> Any:
+    """An HDF5 attribute value: a scalar as it is, anything else as sorted-key JSON text."""
     if isinstance(value, (str, int, float, bool, np.integer, np.floating, np.bool_)):
         return value
     return json.dumps(value, sort_keys=True, default=str)
@@ -82,7 +83,7 @@ def _jsonable(value: Any) -> Any:
 
 def _write_attrs(obj: h5py.HDFObject, attrs: dict[str, Any]) -> None:
     for key in sorted(attrs):
-        obj.attrs[key] = _jsonable(attrs[key])
+        obj.attrs[key] = _attribute_value(attrs[key])
 
 
 def _dataset(group: h5py.Group, name: str, data: np.ndarray | None = None, *, shape: tuple[int, ...] | None = None,
@@ -137,7 +138,7 @@ class StoreWriter:
         self.shards = [Shard(i // shard_size, tuple(ids[i:i + shard_size])) for i in range(0, len(ids), shard_size)]
         layout: dict[str, Any] = {"format": FORMAT_VERSION, "ids": ids, "dim": self.dim, "shard_size": shard_size,
                                   "frame_valid": frame_valid,
-                                  "attrs": {k: _jsonable(v) for k, v in self.attrs.items()}}
+                                  "attrs": {k: _attribute_value(v) for k, v in self.attrs.items()}}
         if self.dtype != np.float32 or self.columns:
             layout.update(dtype=str(self.dtype), columns=self.columns)
         blob = json.dumps(layout, sort_keys=True, default=str)

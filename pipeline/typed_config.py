@@ -142,6 +142,15 @@ def _type_error(tp: Any, value: Any, key: str, example: Any = _NO_DEFAULT) -> _M
                      key, fix)
 
 
+_SCALARS: dict[Any, Callable[[Any], bool]] = {
+    type(None): lambda v: v is None,
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
 def _parse(tp: Any, value: Any, key: str, partial: bool, example: Any = _NO_DEFAULT) -> Any:
     origin, args = get_origin(tp), get_args(tp)
     if tp is Any:
@@ -154,67 +163,62 @@ def _parse(tp: Any, value: Any, key: str, partial: bool, example: Any = _NO_DEFA
     if dataclasses.is_dataclass(tp):
         return _parse_dataclass(tp, value, key, partial)
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in args:
-            if option is type(None):
-                continue
-            try:
-                return _parse(option, value, key, partial, example)
-            except _Mismatch as err:
-                errors.append(err)
-        # one alternative that fits the value's kind (a mapping for a dataclass) gives the precise message
-        deeper = [e for e in errors if e.key != key]
-        if len(deeper) == 1:
-            raise deeper[0]
-        raise _type_error(tp, value, key, example)
+        return _parse_union(tp, value, key, partial, example)
     if origin is Literal:
         if any(value == a and type(value) is type(a) for a in args):
             return value
         close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
         fix = f"did you mean {close[0]}?" if close else f"use one of {', '.join(_yaml(a) for a in args)}"
         raise _Mismatch(f"{_leaf(key)} must be {describe(tp)}, got {value!r}", key, fix)
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _type_error(tp, value, key, example)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _type_error(tp, value, key, example)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _type_error(tp, value, key, example)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _type_error(tp, value, key, example)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _type_error(tp, value, key, example)
+    if isinstance(tp, type) and tp in _SCALARS:
+        if not _SCALARS[tp](value):
+            raise _type_error(tp, value, key, example)
+        return float(value) if tp is float else value
     if origin in (list, tuple):
         if not isinstance(value, list):
             raise _type_error(tp, value, key, example)
         item = args[0] if args else Any
         return [_parse(item, v, f"{key}[{i}]", partial) for i, v in enumerate(value)]
     if origin in (dict, Mapping):
-        if not isinstance(value, dict):
-            raise _type_error(tp, value, key, example)
-        key_tp, value_tp = args if args else (str, Any)
-        out = {}
-        for k, v in value.items():
-            try:
-                _parse(key_tp, k, f"{key}.{k}", partial)
-            except _Mismatch as err:
-                if key_tp is not Name:
-                    err.message = f"key {k!r} must be {describe(key_tp)}"
-                raise
-            out[k] = _parse(value_tp, v, f"{key}.{k}", partial)
-        return out
+        return _parse_mapping(tp, value, key, partial, example)
     raise TypeError(f"typed_config: unsupported annotation {tp!r} at {key}")
+
+
+def _parse_union(tp: Any, value: Any, key: str, partial: bool, example: Any) -> Any:
+    """The first alternative that parses; else the one precise message, or a message naming them all."""
+    args = get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for option in args:
+        if option is type(None):
+            continue
+        try:
+            return _parse(option, value, key, partial, example)
+        except _Mismatch as err:
+            errors.append(err)
+    # one alternative that fits the value's kind (a mapping for a dataclass) gives the precise message
+    deeper = [e for e in errors if e.key != key]
+    if len(deeper) == 1:
+        raise deeper[0]
+    raise _type_error(tp, value, key, example)
+
+
+def _parse_mapping(tp: Any, value: Any, key: str, partial: bool, example: Any) -> dict:
+    if not isinstance(value, dict):
+        raise _type_error(tp, value, key, example)
+    args = get_args(tp)
+    key_tp, value_tp = args if args else (str, Any)
+    out = {}
+    for k, v in value.items():
+        try:
+            _parse(key_tp, k, f"{key}.{k}", partial)
+        except _Mismatch as err:
+            if key_tp is not Name:
+                err.message = f"key {k!r} must be {describe(key_tp)}"
+            raise
+        out[k] = _parse(value_tp, v, f"{key}.{k}", partial)
+    return out
 
 
 def _limits(field: dataclasses.Field, value: Any, key: str) -> None:

@@ -17,8 +17,8 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from pipeline.extract import ExtractorConfigError, extractor_class
 from pipeline.extract.bert import BertExtractor, plan_batches
-from pipeline.extract.stage import extract_to_store
 from pipeline.extract.text_clean import clean_transcript
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import Utterance
 from pipeline.store import FeatureStore
 

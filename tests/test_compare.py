@@ -14,7 +14,7 @@ from scipy.signal import resample_poly
 
 from pipeline.extract import ExtractorConfigError, extractor_class
 from pipeline.extract.compare import CompareExtractor, CompareUtteranceExtractor
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import Segment, Utterance
 from pipeline.store import FeatureStore
 from tests.audio_media import tone, write_audio, write_video

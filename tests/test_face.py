@@ -16,11 +16,10 @@ from pipeline.extract.face import (
     NO_VIDEO,
     VIDEO_MISSING,
     VIDEO_UNREADABLE,
-    DensefaceExtractor,
     crop_face,
     select_face,
 )
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import Utterance, VideoSegment
 from pipeline.store import FeatureStore
 from tests._face_media import (
@@ -32,6 +31,7 @@ from tests._face_media import (
     write_checkpoint,
     write_video,
 )
+from tests.denseface_one_pass import DensefaceExtractor
 
 
 @pytest.fixture(scope="module")

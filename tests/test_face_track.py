@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 from pipeline.extract import FACE_EMBEDDERS, ExtractorConfigError, extractor_class
-from pipeline.extract.face import DensefaceExtractor
 from pipeline.extract.face_embed import DensefaceEmbedder
 from pipeline.extract.face_track import FaceTrack, FaceTrackExtractor
 from pipeline.extract.hf_vision import HfVisionExtractor
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import Utterance, VideoSegment
 from pipeline.store import FeatureStore, StoreError, StoreWriter, UtteranceFeatures
 from tests._face_media import (
@@ -30,6 +29,7 @@ from tests._face_media import (
     write_checkpoint,
     write_video,
 )
+from tests.denseface_one_pass import DensefaceExtractor
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import torch
 
 from pipeline.extract import ExtractorConfigError, extractor_class
 from pipeline.extract.hf_audio import HfAudioExtractor, chunk_spans, conv_frames
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import Segment, Utterance
 from pipeline.store import FeatureStore
 from tests.encoder_models import CONV, SAMPLE_RATE, save_speech_model, speech_like

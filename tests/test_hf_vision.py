@@ -17,7 +17,7 @@ from transformers import AutoModel
 from pipeline.extract import ExtractorConfigError, sha256_of_files
 from pipeline.extract.face_track import FaceTrack, FaceTrackExtractor
 from pipeline.extract.hf_vision import FAMILY_MEAN_STD, HfVisionExtractor
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import Utterance, VideoSegment, read_manifest
 from pipeline.store import FeatureStore
 from pipeline.train import train_model

@@ -12,14 +12,14 @@ import pytest
 from pipeline.extract import ExtractorConfigError
 from pipeline.extract.bert import BertExtractor
 from pipeline.extract.compare import CompareExtractor, CompareUtteranceExtractor
-from pipeline.extract.face import DensefaceExtractor
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import Segment, Utterance, VideoSegment
 from pipeline.missing import REASONS, UnknownReasonError, canonical_reasons, is_lfs_pointer
 from tests._face_media import astronaut_bgr, face_config, faceless, write_checkpoint
 from tests._face_media import write_video as write_face_video
 from tests.audio_media import tone, write_audio
 from tests.audio_media import write_video as write_av_video
+from tests.denseface_one_pass import DensefaceExtractor
 from tests.toy_extractor import ToyExtractor, toy_utterances
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import torch
 
 from pipeline.extract import ExtractorConfigError
 from pipeline.extract.ray_executor import RayExtractionError, ray_connection, ray_settings, run_ray
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import Segment, Utterance
 from pipeline.store import FeatureStore, StoreWriter
 from tests.crash_extractor import FaultyToyExtractor
@@ -57,7 +57,7 @@ def local_store(extractor: Any, utts: list[Utterance], path: Path, **options: An
 
 
 def test_importing_the_pipeline_does_not_import_ray() -> None:
-    code = ("import sys, pipeline.extract.ray_executor, pipeline.extract.stage, pipeline.extract.run; "
+    code = ("import sys, pipeline.extract.ray_executor, pipeline.extract.to_store, pipeline.extract.stage; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -202,7 +202,7 @@ def test_demo_audio_and_text_stores_are_byte_identical_to_local(cluster: Any, tm
     settings from params.yaml: the Ray executor writes the local executor's bytes."""
     from pipeline.corpora import demo
     from pipeline.extract import extractor_class
-    from pipeline.extract.run import extractor_settings
+    from pipeline.extract.stage import extractor_settings
     from pipeline.params import load_params
 
     params = load_params(ROOT / "params.yaml")

@@ -11,7 +11,7 @@ import yaml
 
 from pipeline.extract import extractor_class
 from pipeline.extract.hf_audio import HfAudioExtractor
-from pipeline.extract.run import extractor_settings
+from pipeline.extract.stage import extractor_settings
 from pipeline.schema import HfAudioConfig, check_params
 from pipeline.stages import render
 from tests.test_readme import blocks, readme, section

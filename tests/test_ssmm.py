@@ -13,7 +13,6 @@ from models.ssmm import (
     FUSION_ORDER,
     PooledInputs,
     SSMMNet,
-    hide_labels,
     mismatched_pairs_mmd,
     multi_kernel_mmd,
     pseudo_label_term,
@@ -21,6 +20,7 @@ from models.ssmm import (
     train_and_evaluate,
     unsupervised_terms,
 )
+from tests.label_hiding import with_hidden_labels
 
 SCALES = [0.25, 0.5, 1.0, 2.0, 4.0]
 DIMS = {"audio": 6, "visual": 9, "text": 12}
@@ -207,20 +207,17 @@ def test_a_few_steps_lower_the_loss() -> None:
 
 
 # ------------------------------------------------------------------------------------------------- labels
-def test_hide_labels_is_stratified_nested_and_keeps_absent_labels_absent() -> None:
-    labels = np.array([0] * 50 + [1] * 30 + [2] * 5 + [UNLABELLED] * 10)
-    tenth = hide_labels(labels, 0.1, seed=3)
+def test_hidden_labels_are_the_split_stages_nested_and_keep_absent_labels_absent() -> None:
+    """The labels SSMM trains without come from pipeline.splits.hide_labels (models/ has no second copy)."""
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 5 + [UNLABELLED] * 10)
+    ids = [f"u{i:03d}" for i in range(len(labels))]
+    tenth = with_hidden_labels(ids, labels, 0.1, seed=3)
     assert [int((tenth == c).sum()) for c in (0, 1, 2)] == [5, 3, 1]  # round, at least one per class
     assert (tenth[labels == UNLABELLED] == UNLABELLED).all()
     assert ((tenth == labels) | (tenth == UNLABELLED)).all()
-    third = hide_labels(torch.tensor(labels), 0.3, seed=3)
+    third = with_hidden_labels(ids, labels, 0.3, seed=3)
     assert ((tenth == UNLABELLED) | (third == tenth)).all()  # the 10% set lies inside the 30% set
-    assert np.array_equal(hide_labels(labels, 0.1, seed=3), tenth)
-    assert not np.array_equal(hide_labels(labels, 0.1, seed=4), tenth)
-    assert np.array_equal(hide_labels(labels, 1.0, seed=0), labels)
-    assert (hide_labels(labels, 0.0, seed=0) == UNLABELLED).all()
-    with pytest.raises(ValueError, match="fraction"):
-        hide_labels(labels, 1.5, seed=0)
+    assert torch.equal(with_hidden_labels(ids, labels, 1.0, seed=0), labels)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -230,7 +227,7 @@ def _history_without_time(rows: list[dict[str, float]]) -> list[dict[str, float]
 
 def test_train_and_evaluate_reports_avl_metrics_and_is_reproducible() -> None:
     train, val, test = clustered_set(60, 10, missing=0.1), clustered_set(30, 11), clustered_set(30, 12)
-    train.labels = torch.tensor(hide_labels(train.labels, 0.5, seed=0))
+    train.labels = with_hidden_labels(train.utt_ids, train.labels, 0.5, seed=0)
     extra = clustered_set(20, 13)
     runs = [train_and_evaluate(train, val, test, small_cfg(), seed=s, device=CPU, unlabelled=extra) for s in (0, 0, 1)]
     first, again, other = runs
@@ -249,7 +246,7 @@ def test_hidden_labels_never_reach_the_loss() -> None:
     """Poison every label of the unlabelled stream: nothing the training does may change."""
     full = clustered_set(80, 20)
     val, test = clustered_set(24, 21), clustered_set(24, 22)
-    hidden = hide_labels(full.labels[:60], 0.3, seed=1)
+    hidden = with_hidden_labels(full.utt_ids[:60], full.labels[:60], 0.3, seed=1)
     lab_idx = [i for i in range(60) if hidden[i] != UNLABELLED]
     hid_idx = [i for i in range(60) if hidden[i] == UNLABELLED]
     cfg = small_cfg(epochs=3, warmup_epochs=1)

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.extract.executor import WorkerSetupError
-from pipeline.extract.stage import ExtractionFailed, extract_to_store
+from pipeline.extract.to_store import ExtractionFailed, extract_to_store
 from pipeline.store import FeatureStore, StoreError, StoreWriter, UtteranceFeatures
 from tests.toy_extractor import BrokenSetupExtractor, ToyExtractor, toy_utterances
 
@@ -110,7 +110,7 @@ KILLED_RUN = """
 import sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.extract.executor import WorkerSetupError
 from tests.toy_extractor import BrokenSetupExtractor, ToyExtractor, toy_utterances
 extract_to_store(ToyExtractor({cfg!r}, Path({tmp!r})), toy_utterances(40), Path({out!r}), shard_size=4,

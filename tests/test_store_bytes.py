@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.store import FeatureStore, chunk_rows_for
 from tests.toy_extractor import ToyExtractor, toy_utterances
 

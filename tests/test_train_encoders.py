@@ -14,8 +14,8 @@ import soundfile as sf
 import torch
 
 from pipeline.extract.hf_audio import HfAudioExtractor
-from pipeline.extract.stage import extract_to_store
 from pipeline.extract.text_encoder import TextEncoderExtractor
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import CorpusInfo, Segment, read_manifest
 from pipeline.store import FeatureStore
 from pipeline.train import train_model

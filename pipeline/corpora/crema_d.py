@@ -147,6 +147,44 @@ def read_votes(path: Path, column: str, encoding: str) -> tuple[dict[str, str | 
     return votes, ties
 
 
+def _index_media(root: Path, opts: dict[str, Any], suffix: str, sentences: dict[str, str], bad_names: str,
+                 stats: dict[str, Any]) -> dict[str, dict[str, Path]]:
+    """clip stem -> {"audio": path, "video": path}; a badly named clip fails or, with `bad_names: skip`, is listed
+    in `stats["bad_names"]` and left out."""
+    media: dict[str, dict[str, Path]] = {}
+    for modality, folder, ext in (("audio", opts["audio_dir"], suffix), ("video", opts["video_dir"], ".flv")):
+        for stem, name in stem_index(root / folder, ext, CORPUS).items():
+            path = root / folder / name
+            problem = check_name(stem, sentences)
+            if problem is not None:
+                if bad_names == "error":
+                    raise ManifestError(f"clip name {path.name!r} {problem}; rename it (CREMA-D issue #6) or set "
+                                        "bad_names: skip", source=path, field="file name")
+                stats["bad_names"].append(relative(path, root))
+                continue
+            media.setdefault(stem, {})[modality] = path
+    return media
+
+
+def _clip_segments(clip: dict[str, Path], root: Path, bad: set[Path], from_video: bool,
+                   stats: dict[str, Any]) -> dict[str, Segment | None]:
+    """A clip's audio and video segments (None for a missing, empty or LFS-pointer file; audio read from the video
+    with `audio_from_video`), counted in `stats`."""
+    segments: dict[str, Segment | None] = {}
+    for modality, kind in (("audio", Segment), ("video", VideoSegment)):
+        path = clip.get(modality)
+        borrowed = modality == "audio" and path is None and from_video
+        if borrowed:
+            path = clip.get("video")
+        if path is not None and path not in bad and path.stat().st_size == 0:
+            stats["empty_media"] += 1
+            path = None
+        segments[modality] = kind(relative(path, root)) if path is not None and path not in bad else None
+        stats["audio_from_video"] += borrowed and segments[modality] is not None
+        stats[f"missing_{modality}"] += segments[modality] is None
+    return segments
+
+
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read a CREMA-D checkout at `root` into manifest records (see the module docstring)."""
     opts = resolve_options(CORPUS, DEFAULTS, options)
@@ -164,20 +202,9 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
                         hint="point it at the CREMA-D checkout (the folder holding AudioWAV/ and VideoFlash/)"
                         + ("" if from_video else ", or set audio_from_video: true to read audio from the FLVs"))
 
-    media: dict[str, dict[str, Path]] = {}
     stats: dict[str, Any] = {"bad_names": [], "lfs_pointers": 0, "empty_media": 0, "missing_audio": 0,
                              "missing_video": 0, "dropped_unlabelled": 0, "audio_from_video": 0}
-    for modality, folder, ext in (("audio", opts["audio_dir"], suffix), ("video", opts["video_dir"], ".flv")):
-        for stem, name in stem_index(root / folder, ext, CORPUS).items():
-            path = root / folder / name
-            problem = check_name(stem, sentences)
-            if problem is not None:
-                if bad_names == "error":
-                    raise ManifestError(f"clip name {path.name!r} {problem}; rename it (CREMA-D issue #6) or set "
-                                        "bad_names: skip", source=path, field="file name")
-                stats["bad_names"].append(relative(path, root))
-                continue
-            media.setdefault(stem, {})[modality] = path
+    media = _index_media(root, opts, suffix, sentences, bad_names, stats)
     if not media:
         raise CorpusLayoutError(f"{CORPUS}: no clips in {root / opts['audio_dir']} or {root / opts['video_dir']}")
 
@@ -202,18 +229,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     utterances = []
     for stem in sorted(media):
         parts = dict(zip(("actor", "sentence", "emotion", "level"), stem.split("_"), strict=True))
-        segments: dict[str, Segment | None] = {}
-        for modality, kind in (("audio", Segment), ("video", VideoSegment)):
-            path = media[stem].get(modality)
-            borrowed = modality == "audio" and path is None and from_video
-            if borrowed:
-                path = media[stem].get("video")
-            if path is not None and path not in bad and path.stat().st_size == 0:
-                stats["empty_media"] += 1
-                path = None
-            segments[modality] = kind(relative(path, root)) if path is not None and path not in bad else None
-            stats["audio_from_video"] += borrowed and segments[modality] is not None
-            stats[f"missing_{modality}"] += segments[modality] is None
+        segments = _clip_segments(media[stem], root, bad, from_video, stats)
         code = parts["emotion"] if source == "intended" else votes.get(stem)
         label, keep = scheme.assign(code)
         if not keep:

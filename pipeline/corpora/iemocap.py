@@ -33,6 +33,7 @@ from pipeline.corpora import PreparedCorpus
 from pipeline.corpora.common import (
     CorpusLayoutError,
     CorpusOptionError,
+    LabelScheme,
     label_scheme,
     list_files,
     number_turns,
@@ -200,57 +201,115 @@ def speaker_id(session: str, letter: str) -> str:
     return f"{session}_{letter}"
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """The adapter's options, resolved and checked."""
+
+    scheme: LabelScheme
+    sessions: list[int]
+    audio_source: str  # sentences | dialog | none
+    with_video: bool
+    sides: FaceSides
+    encoding: str
+
+
+def _settings(options: dict[str, Any]) -> _Settings:
+    opts = resolve_options(CORPUS, DEFAULTS, options)
+    return _Settings(scheme=label_scheme(CORPUS, opts, LABEL_SETS, CODES),
+                     sessions=option_list(CORPUS, opts, "sessions", allowed=[1, 2, 3, 4, 5]),
+                     audio_source=option_choice(CORPUS, opts, "audio", ["sentences", "dialog", "none"]),
+                     with_video=option_bool(CORPUS, opts, "video"), sides=FaceSides(opts),
+                     encoding=option_encoding(CORPUS, opts))
+
+
+@dataclass(frozen=True)
+class _DialogueFiles:
+    """One dialogue's id, session, transcript lines and media (paths relative to the corpus root)."""
+
+    dialogue: str
+    session: str
+    mocap_letter: str
+    texts: dict[str, str]
+    dialog_wav: str | None  # the dialogue's wav, when audio is cut from it
+    avi: str | None
+    wav_dir: str  # the per-utterance wavs' folder
+    wavs: dict[str, str]  # utt_id -> file name (.wav or .WAV)
+
+
+def _dialogue_files(root: Path, number: int, eval_path: Path, settings: _Settings,
+                    stats: dict[str, Any]) -> _DialogueFiles:
+    dialogue = eval_path.stem
+    match = DIALOGUE_PATTERN.match(dialogue)
+    if not match or int(match["session"]) != number:
+        raise ManifestError(f"file name {dialogue!r} is not a Session{number} dialogue id "
+                            f"(Ses{number:02d}F_impro01 style)", source=eval_path)
+    session_dir = root / f"Session{number}"
+    transcript_dir = session_dir / "dialog" / "transcriptions"
+    transcript_name = stem_index(transcript_dir, ".txt", CORPUS).get(dialogue)
+    texts: dict[str, str] = {}
+    if transcript_name is not None:
+        texts, skipped = parse_transcription(transcript_dir / transcript_name, settings.encoding)
+        stats["transcript_lines_skipped"] += skipped
+    dialog_wav = None
+    if settings.audio_source == "dialog":
+        dialog_wavs = stem_index(session_dir / "dialog" / "wav", ".wav", CORPUS)
+        if dialogue in dialog_wavs:
+            dialog_wav = relative(session_dir / "dialog" / "wav" / dialog_wavs[dialogue], root)
+    avi_dir = session_dir / "dialog" / "avi" / "DivX"
+    avis = stem_index(avi_dir, ".avi", CORPUS) if settings.with_video else {}
+    wav_dir = session_dir / "sentences" / "wav" / dialogue
+    return _DialogueFiles(dialogue=dialogue, session=f"Ses{match['session']}", mocap_letter=match["mocap"],
+                          texts=texts, dialog_wav=dialog_wav,
+                          avi=relative(avi_dir / avis[dialogue], root) if dialogue in avis else None,
+                          wav_dir=relative(wav_dir, root), wavs=stem_index(wav_dir, ".wav", CORPUS))
+
+
+def _utterance(block: Block, label: str | None, files: _DialogueFiles, settings: _Settings,
+               stats: dict[str, Any]) -> Utterance:
+    """The manifest record of one EmoEvaluation block; counts what it lacks in `stats`."""
+    speaker_letter = UTT_PATTERN.match(block.utt_id)["speaker"]
+    audio = None
+    if settings.audio_source == "sentences" and block.utt_id in files.wavs:
+        audio = Segment(f"{files.wav_dir}/{files.wavs[block.utt_id]}")
+    elif settings.audio_source == "dialog" and files.dialog_wav is not None:
+        audio = Segment(files.dialog_wav, block.start, block.end)
+    if audio is None and settings.audio_source != "none":
+        stats["missing_audio"] += 1
+    video = None
+    if files.avi is not None:
+        video = VideoSegment(files.avi, block.start, block.end,
+                             settings.sides.side(files.dialogue, files.session, files.mocap_letter, speaker_letter))
+    elif settings.with_video:
+        stats["missing_video"] += 1
+    text = files.texts.get(block.utt_id)
+    if text is None:
+        stats["missing_text"] += 1
+    return Utterance(utt_id=block.utt_id, corpus=CORPUS, speaker=speaker_id(files.session, speaker_letter),
+                     session=files.session, dialogue_id=files.dialogue, audio=audio, video=video, text=text,
+                     label=label, vad=block.vad, extra={"code": block.code})
+
+
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read IEMOCAP_full_release at `root` into manifest records (see the module docstring)."""
-    opts = resolve_options(CORPUS, DEFAULTS, options)
-    scheme = label_scheme(CORPUS, opts, LABEL_SETS, CODES)
-    sessions = option_list(CORPUS, opts, "sessions", allowed=[1, 2, 3, 4, 5])
-    audio_source = option_choice(CORPUS, opts, "audio", ["sentences", "dialog", "none"])
-    with_video = option_bool(CORPUS, opts, "video")
-    sides = FaceSides(opts)
-    encoding = option_encoding(CORPUS, opts)
-    root = require_root(root, CORPUS, [f"Session{n}" for n in sessions],
+    settings = _settings(options)
+    scheme = settings.scheme
+    root = require_root(root, CORPUS, [f"Session{n}" for n in settings.sessions],
                         hint="point it at IEMOCAP_full_release/ (the folder holding Session1..Session5)")
 
     stats: dict[str, Any] = {"missing_audio": 0, "missing_video": 0, "missing_text": 0, "dropped_unlabelled": 0,
                              "transcript_ids_without_utterance": 0, "transcript_lines_skipped": 0}
     utterances: list[Utterance] = []
     starts: dict[str, float] = {}
-    eval_files = [(n, f) for n in sorted(sessions)
+    eval_files = [(n, f) for n in sorted(settings.sessions)
                   for f in list_files(root / f"Session{n}" / "dialog" / "EmoEvaluation", ".txt")]
     if not eval_files:
         raise CorpusLayoutError(f"{CORPUS}: no EmoEvaluation files under {root}/Session*/dialog/EmoEvaluation")
     seen: dict[str, str] = {}
     for number, eval_path in tqdm(eval_files, desc="iemocap dialogues", unit="dlg", disable=None):
-        dialogue = eval_path.stem
-        match = DIALOGUE_PATTERN.match(dialogue)
-        if not match or int(match["session"]) != number:
-            raise ManifestError(f"file name {dialogue!r} is not a Session{number} dialogue id "
-                                f"(Ses{number:02d}F_impro01 style)", source=eval_path)
-        session = f"Ses{match['session']}"
-        mocap_letter = match["mocap"]
-        session_dir = root / f"Session{number}"
-        transcript_dir = session_dir / "dialog" / "transcriptions"
-        transcript_name = stem_index(transcript_dir, ".txt", CORPUS).get(dialogue)
-        texts: dict[str, str] = {}
-        if transcript_name is not None:
-            transcript_path = transcript_dir / transcript_name
-            texts, skipped = parse_transcription(transcript_path, encoding)
-            stats["transcript_lines_skipped"] += skipped
-        dialog_wav_path = None
-        if audio_source == "dialog":
-            dialog_wavs = stem_index(session_dir / "dialog" / "wav", ".wav", CORPUS)
-            if dialogue in dialog_wavs:
-                dialog_wav_path = relative(session_dir / "dialog" / "wav" / dialog_wavs[dialogue], root)
-        avi_dir = session_dir / "dialog" / "avi" / "DivX"
-        avis = stem_index(avi_dir, ".avi", CORPUS) if with_video else {}
-        avi_path = relative(avi_dir / avis[dialogue], root) if dialogue in avis else None
-        wav_dir = session_dir / "sentences" / "wav" / dialogue
-        wav_dir_path = relative(wav_dir, root)
-        wavs = stem_index(wav_dir, ".wav", CORPUS)  # utt_id -> file name (.wav or .WAV)
-        blocks = parse_emo_evaluation(eval_path, dialogue, encoding)
+        files = _dialogue_files(root, number, eval_path, settings, stats)
+        blocks = parse_emo_evaluation(eval_path, files.dialogue, settings.encoding)
         block_ids = {b.utt_id for b in blocks}
-        stats["transcript_ids_without_utterance"] += sum(1 for t in texts if t not in block_ids)
+        stats["transcript_ids_without_utterance"] += sum(1 for t in files.texts if t not in block_ids)
         for block in blocks:
             if block.utt_id in seen:
                 raise ManifestError(f"duplicate utterance {block.utt_id!r} (also in {seen[block.utt_id]})",
@@ -260,27 +319,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
             if not keep:
                 stats["dropped_unlabelled"] += 1
                 continue
-            speaker_letter = UTT_PATTERN.match(block.utt_id)["speaker"]
-            audio = None
-            if audio_source == "sentences" and block.utt_id in wavs:
-                audio = Segment(f"{wav_dir_path}/{wavs[block.utt_id]}")
-            elif audio_source == "dialog" and dialog_wav_path is not None:
-                audio = Segment(dialog_wav_path, block.start, block.end)
-            if audio is None and audio_source != "none":
-                stats["missing_audio"] += 1
-            video = None
-            if avi_path is not None:
-                video = VideoSegment(avi_path, block.start, block.end,
-                                     sides.side(dialogue, session, mocap_letter, speaker_letter))
-            elif with_video:
-                stats["missing_video"] += 1
-            text = texts.get(block.utt_id)
-            if text is None:
-                stats["missing_text"] += 1
-            utterances.append(Utterance(
-                utt_id=block.utt_id, corpus=CORPUS, speaker=speaker_id(session, speaker_letter), session=session,
-                dialogue_id=dialogue, audio=audio, video=video, text=text, label=label, vad=block.vad,
-                extra={"code": block.code}))
+            utterances.append(_utterance(block, label, files, settings, stats))
             starts[block.utt_id] = block.start
     utterances = number_turns(utterances, lambda u: starts[u.utt_id])
     stats.update(scheme.stats())

@@ -83,6 +83,14 @@ class Extractor(ABC):
         self.config = dict(config)
         self.corpus_root = Path(corpus_root)
 
+    @classmethod
+    def with_defaults(cls, config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+        """`defaults` overlaid with `config`, after refusing any key `defaults` does not know."""
+        unknown = sorted(set(config) - set(defaults))
+        if unknown:
+            raise ExtractorConfigError(f"{cls.name}: unknown config keys {unknown}; known: {sorted(defaults)}")
+        return {**defaults, **config}
+
     @property
     @abstractmethod
     def dim(self) -> int: ...

@@ -128,10 +128,7 @@ class HfAudioExtractor(Extractor):
     modality: ClassVar[str] = "audio"
 
     def __init__(self, config: dict[str, Any], corpus_root: Any = ".") -> None:
-        unknown = set(config) - set(DEFAULTS)
-        if unknown:
-            raise ExtractorConfigError(f"{self.name}: unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-        super().__init__({**DEFAULTS, **config}, corpus_root)
+        super().__init__(self.with_defaults(config, DEFAULTS), corpus_root)
         self._check_values()
         self.files: ModelFiles = resolve_model(self.config["model"], self.config["revision"])
         self.files.require(PREPROCESSOR_FILES, "the feature extractor's settings: sampling rate, normalisation")
@@ -242,20 +239,13 @@ class HfAudioExtractor(Extractor):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """On another host (a Ray worker) the model may live elsewhere: find it again by its name, same revision."""
         self.__dict__.update(state)
-        if not self.files.path.is_dir():
-            pinned = self.files.revision if self.files.source == "hf-cache" else self.config["revision"]
-            self.files = resolve_model(self.config["model"], pinned)
+        self.files = self.files.found_again(self.config["model"], self.config["revision"])
 
     def describe(self) -> dict[str, Any]:
         if self._identity is None:
             kind, count = self.layer_choice
             self._identity = {
-                "model": self.files.spec,
-                "model_source": self.files.source,
-                "model_revision": self.files.revision or "unknown",
-                "model_type": self.model_config.model_type,
-                "weight_files": [p.name for p in self.files.weight_files],
-                "weights_sha256": self.files.weights_sha256(),
+                **self.files.identity(self.model_config.model_type),
                 "preprocessor_sha256": self.files.preprocessor_sha256(),
                 "hidden_size": self.dim,
                 "num_hidden_layers": self.n_layers,

@@ -61,10 +61,7 @@ class HfVisionExtractor(FaceEmbedder):
     version = "1"
 
     def __init__(self, config: dict[str, Any], corpus_root: Path, face_track: str | Path | None = None) -> None:
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ExtractorConfigError(f"hf_vision: unknown config keys {unknown}; known: {sorted(DEFAULTS)}")
-        super().__init__({**DEFAULTS, **config}, corpus_root, face_track)
+        super().__init__(self.with_defaults(config, DEFAULTS), corpus_root, face_track)
         cfg = self.config
         if cfg["pooling"] not in POOLINGS:
             raise ExtractorConfigError(f"hf_vision: pooling must be cls or mean, got {cfg['pooling']!r}")
@@ -113,9 +110,7 @@ class HfVisionExtractor(FaceEmbedder):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """On another host (a Ray worker) the model may live elsewhere: find it again by its name, same revision."""
         self.__dict__.update(state)
-        if not self.files.path.is_dir():
-            pinned = self.files.revision if self.files.source == "hf-cache" else self.config["revision"]
-            self.files = resolve_model(self.config["model"], pinned)
+        self.files = self.files.found_again(self.config["model"], self.config["revision"])
 
     @property
     def dim(self) -> int:
@@ -124,10 +119,7 @@ class HfVisionExtractor(FaceEmbedder):
     def describe(self) -> dict[str, Any]:
         if self._identity is None:
             self._identity = {
-                "model": self.files.spec, "model_source": self.files.source,
-                "model_revision": self.files.revision or "unknown", "model_type": self.model_config.model_type,
-                "weight_files": [p.name for p in self.files.weight_files],
-                "weights_sha256": self.files.weights_sha256(),
+                **self.files.identity(self.model_config.model_type),
                 "hidden_size": self.dim, "pooling": self.config["pooling"],
                 "input_size": self.input_size, "image_mean": list(self.mean), "image_std": list(self.std),
                 "compute_device": self.device.split(":")[0], "compute_dtype": self.dtype_name,

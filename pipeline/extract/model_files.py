@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from pipeline.extract import ExtractorConfigError, sha256_of_files
 
@@ -52,6 +53,19 @@ class ModelFiles:
 
     def preprocessor_sha256(self) -> str:
         return sha256_of_files([self.path / name for name in PREPROCESSOR_FILES if (self.path / name).is_file()])
+
+    def identity(self, model_type: str) -> dict[str, Any]:
+        """The store attributes that name the model and its weights (never its local path)."""
+        return {"model": self.spec, "model_source": self.source, "model_revision": self.revision or "unknown",
+                "model_type": model_type, "weight_files": [p.name for p in self.weight_files],
+                "weights_sha256": self.weights_sha256()}
+
+    def found_again(self, model: str, revision: str | None) -> ModelFiles:
+        """These files, or on another host (a Ray worker), where the model lives there: the same name, the same
+        revision (the cache's commit, else the configured one)."""
+        if self.path.is_dir():
+            return self
+        return resolve_model(model, self.revision if self.source == "hf-cache" else revision)
 
     def require(self, names: tuple[str, ...], what: str) -> None:
         """Fail, naming the directory, unless one of `names` is there (a speech model's preprocessor_config.json)."""

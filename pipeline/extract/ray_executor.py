@@ -190,112 +190,150 @@ class ActorPool:
     def results(self, tasks: list[Task]) -> Iterator[tuple[int, int, list[UtteranceFeatures]]]:
         if not tasks:
             return
-        ray, s = self.ray, self.settings
-        exc = ray.exceptions
         if not self.actors:
-            self.start(min(s.actors, len(tasks)))
-        starting = self.starting
-        pids: dict[int, int] = {}  # ready actor -> its current process id
-        load: dict[int, int] = {}  # ready actor -> units in flight
-        in_flight: dict[Any, tuple[int, int, int]] = {}  # result ref -> (task index, actor, submission number)
-        submitted = 0
-        queue = deque(range(len(tasks)))
-        errors: Counter[int] = Counter()
-        deaths: list[str] = []
-        # per actor, the earliest (submission number, unit) whose call found it unreachable: a SIGKILLed actor can
-        # answer "unavailable" for the unit it was running before it is reported dead
-        unreachable: dict[int, tuple[int, int]] = {}
-        deadline = time.monotonic() + s.actor_start_timeout_s
-        while queue or in_flight:
-            for i in sorted(load, key=load.__getitem__):
-                while queue and load[i] < s.in_flight_per_actor:
-                    t = queue.popleft()
-                    in_flight[self.actors[i].process.remote(tasks[t][2])] = (t, i, submitted)
-                    submitted += 1
-                    load[i] += 1
-            if not in_flight and not starting:
-                raise RayExtractionError(
-                    f"{self.extractor.name}: all {len(self.actors)} Ray actors died (max_restarts="
-                    f"{s.max_restarts} each) with {len(queue)} units left; " + "; ".join(deaths[-3:]))
-            timeout = None if in_flight else max(deadline - time.monotonic(), 0.0)
-            done, _ = ray.wait([*in_flight, *starting], num_returns=1, timeout=timeout)
-            if not done:
-                raise RayExtractionError(
-                    f"{self.extractor.name}: no Ray actor was placed and set up within {s.actor_start_timeout_s} s; "
-                    f"each asks for {s.cpus_per_actor} CPUs and {s.gpus_per_actor} GPUs, the cluster has "
-                    f"{ray.cluster_resources()} ({ray.available_resources()} free)")
-            ref = done[0]
-            if ref in starting:
-                i = starting.pop(ref)
-                try:
-                    host, pid = ray.get(ref)
-                except exc.RayActorError as err:
-                    if err.actor_init_failed:  # setup() raised: the same would happen on every node
-                        raise RayExtractionError(f"{self.extractor.name}: setup failed in a Ray actor: {_cause(err)}") \
-                            from err
-                    deaths.append(f"actor {i} died while starting: {str(err).splitlines()[0]}")
-                    log.warning("ray %s", deaths[-1])
-                    continue
-                pids[i], load[i] = pid, 0
-                log.info("ray actor %d ready on %s (pid %d)", i, host, pid)
-                continue
-            t, i, number = in_flight.pop(ref)
-            if i in load:
-                load[i] -= 1
-            try:
-                pid, results = ray.get(ref)
-            except exc.RayTaskError as err:  # the extractor raised inside the unit
-                errors[t] += 1
-                if errors[t] > s.unit_retries:
-                    raise RayExtractionError(f"{self.extractor.name}: {_describe_unit(tasks[t])} raised "
-                                             f"{errors[t]} times; last error: {_cause(err)}") from err
-                self.retries += 1
-                log.warning("%s raised (try %d of %d), running it again: %s", _describe_unit(tasks[t]), errors[t],
-                            s.unit_retries + 1, _cause(err))
-                queue.appendleft(t)
-                continue
-            except exc.RayActorError as err:  # the actor is gone for good (restarts spent) or out of reach
-                if isinstance(err, getattr(exc, "ActorUnavailableError", ())):
-                    unreachable[i] = min(unreachable.get(i, (number, t)), (number, t))
-                    errors[t] += 1
-                    if errors[t] > s.unit_retries:
-                        raise RayExtractionError(f"{self.extractor.name}: {_describe_unit(tasks[t])}: its actor "
-                                                 f"stayed unreachable: {err}") from err
-                elif i in load:  # the first death reported for this actor
-                    # the units it held, in submission order: the first was running, unless the process died just
-                    # after finishing it and took the reply along, in which case the next one was
-                    held = sorted({(number, t), unreachable.get(i, (number, t)),
-                                   *((n, u) for u, a, n in in_flight.values() if a == i)})
-                    units = dict.fromkeys(u for _, u in held)  # a unit resubmitted after "unavailable" once
-                    del load[i]  # no more units for it; the queue goes to the others
-                    deaths.append(f"actor {i} (pid {pids.get(i)}) died holding "
-                                  + "; ".join(_describe_unit(tasks[u]) for u in units)
-                                  + f": {str(err).splitlines()[0]}")
-                    log.warning("ray %s", deaths[-1])
-                self.retries += 1
-                queue.appendleft(t)
-                continue
-            except exc.RayError as err:  # lost objects, worker crash outside an actor, OOM kill of the task
-                errors[t] += 1
-                if errors[t] > s.unit_retries:
-                    raise RayExtractionError(f"{self.extractor.name}: {_describe_unit(tasks[t])} failed "
-                                             f"{errors[t]} times in Ray: {err}") from err
-                self.retries += 1
-                queue.appendleft(t)
-                continue
-            unreachable.pop(i, None)  # it answered: an earlier "unavailable" was not its death
-            if pids.get(i) != pid:
-                self.restarts += 1
-                log.warning("ray actor %d was restarted (pid %s -> %d); its units were run again", i, pids.get(i),
-                            pid)
-                pids[i] = pid
-            pos, k, _ = tasks[t]
-            yield pos, k, results
+            self.start(min(self.settings.actors, len(tasks)))
+        yield from _PoolRun(self, tasks).results()
 
     def close(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)  # frees the cluster's resources at once; a restarting actor stays dead
         self.actors = []
+
+
+class _PoolRun:
+    """One `ActorPool.results` call: the units queued and in flight, and one handler per pool event (an actor
+    ready, a unit done, a unit raised, an actor lost, a Ray failure)."""
+
+    def __init__(self, pool: ActorPool, tasks: list[Task]) -> None:
+        self.pool, self.tasks = pool, tasks
+        self.ray, self.s, self.name = pool.ray, pool.settings, pool.extractor.name
+        self.pids: dict[int, int] = {}  # ready actor -> its current process id
+        self.load: dict[int, int] = {}  # ready actor -> units in flight
+        self.in_flight: dict[Any, tuple[int, int, int]] = {}  # result ref -> (task index, actor, submission number)
+        self.submitted = 0
+        self.queue = deque(range(len(tasks)))
+        self.errors: Counter[int] = Counter()
+        self.deaths: list[str] = []
+        # per actor, the earliest (submission number, unit) whose call found it unreachable: a SIGKILLed actor can
+        # answer "unavailable" for the unit it was running before it is reported dead
+        self.unreachable: dict[int, tuple[int, int]] = {}
+        self.deadline = time.monotonic() + self.s.actor_start_timeout_s
+
+    def results(self) -> Iterator[tuple[int, int, list[UtteranceFeatures]]]:
+        while self.queue or self.in_flight:
+            self._submit()
+            ref = self._next_done()
+            if ref in self.pool.starting:
+                self._on_actor_ready(ref)
+                continue
+            finished = self._on_unit_done(ref)
+            if finished is not None:
+                yield finished
+
+    def _submit(self) -> None:
+        """Fill every ready actor up to `in_flight_per_actor`, the least loaded first."""
+        actors, load, queue = self.pool.actors, self.load, self.queue
+        for i in sorted(load, key=load.__getitem__):
+            while queue and load[i] < self.s.in_flight_per_actor:
+                t = queue.popleft()
+                self.in_flight[actors[i].process.remote(self.tasks[t][2])] = (t, i, self.submitted)
+                self.submitted += 1
+                load[i] += 1
+
+    def _next_done(self) -> Any:
+        """The next finished reference: a unit's result or an actor's readiness."""
+        s, starting = self.s, self.pool.starting
+        if not self.in_flight and not starting:
+            raise RayExtractionError(
+                f"{self.name}: all {len(self.pool.actors)} Ray actors died (max_restarts="
+                f"{s.max_restarts} each) with {len(self.queue)} units left; " + "; ".join(self.deaths[-3:]))
+        timeout = None if self.in_flight else max(self.deadline - time.monotonic(), 0.0)
+        done, _ = self.ray.wait([*self.in_flight, *starting], num_returns=1, timeout=timeout)
+        if not done:
+            raise RayExtractionError(
+                f"{self.name}: no Ray actor was placed and set up within {s.actor_start_timeout_s} s; "
+                f"each asks for {s.cpus_per_actor} CPUs and {s.gpus_per_actor} GPUs, the cluster has "
+                f"{self.ray.cluster_resources()} ({self.ray.available_resources()} free)")
+        return done[0]
+
+    def _on_actor_ready(self, ref: Any) -> None:
+        i = self.pool.starting.pop(ref)
+        try:
+            host, pid = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as err:
+            if err.actor_init_failed:  # setup() raised: the same would happen on every node
+                raise RayExtractionError(f"{self.name}: setup failed in a Ray actor: {_cause(err)}") from err
+            self.deaths.append(f"actor {i} died while starting: {str(err).splitlines()[0]}")
+            log.warning("ray %s", self.deaths[-1])
+            return
+        self.pids[i], self.load[i] = pid, 0
+        log.info("ray actor %d ready on %s (pid %d)", i, host, pid)
+
+    def _on_unit_done(self, ref: Any) -> tuple[int, int, list[UtteranceFeatures]] | None:
+        """The unit's (shard position, unit position, results), or None when it failed and went back in the queue."""
+        exc = self.ray.exceptions
+        t, i, number = self.in_flight.pop(ref)
+        if i in self.load:
+            self.load[i] -= 1
+        try:
+            pid, results = self.ray.get(ref)
+        except exc.RayTaskError as err:  # the extractor raised inside the unit
+            self._on_unit_raised(t, err)
+            return None
+        except exc.RayActorError as err:  # the actor is gone for good (restarts spent) or out of reach
+            self._on_actor_lost(t, i, number, err)
+            return None
+        except exc.RayError as err:  # lost objects, worker crash outside an actor, OOM kill of the task
+            self._on_ray_failure(t, err)
+            return None
+        self.unreachable.pop(i, None)  # it answered: an earlier "unavailable" was not its death
+        if self.pids.get(i) != pid:
+            self.pool.restarts += 1
+            log.warning("ray actor %d was restarted (pid %s -> %d); its units were run again", i, self.pids.get(i),
+                        pid)
+            self.pids[i] = pid
+        pos, k, _ = self.tasks[t]
+        return pos, k, results
+
+    def _run_again(self, t: int) -> None:
+        self.pool.retries += 1
+        self.queue.appendleft(t)
+
+    def _on_unit_raised(self, t: int, err: Exception) -> None:
+        self.errors[t] += 1
+        if self.errors[t] > self.s.unit_retries:
+            raise RayExtractionError(f"{self.name}: {_describe_unit(self.tasks[t])} raised "
+                                     f"{self.errors[t]} times; last error: {_cause(err)}") from err
+        log.warning("%s raised (try %d of %d), running it again: %s", _describe_unit(self.tasks[t]), self.errors[t],
+                    self.s.unit_retries + 1, _cause(err))
+        self._run_again(t)
+
+    def _on_actor_lost(self, t: int, i: int, number: int, err: Exception) -> None:
+        if isinstance(err, getattr(self.ray.exceptions, "ActorUnavailableError", ())):
+            self.unreachable[i] = min(self.unreachable.get(i, (number, t)), (number, t))
+            self.errors[t] += 1
+            if self.errors[t] > self.s.unit_retries:
+                raise RayExtractionError(f"{self.name}: {_describe_unit(self.tasks[t])}: its actor "
+                                         f"stayed unreachable: {err}") from err
+        elif i in self.load:  # the first death reported for this actor
+            # the units it held, in submission order: the first was running, unless the process died just
+            # after finishing it and took the reply along, in which case the next one was
+            held = sorted({(number, t), self.unreachable.get(i, (number, t)),
+                           *((n, u) for u, a, n in self.in_flight.values() if a == i)})
+            units = dict.fromkeys(u for _, u in held)  # a unit resubmitted after "unavailable" once
+            del self.load[i]  # no more units for it; the queue goes to the others
+            self.deaths.append(f"actor {i} (pid {self.pids.get(i)}) died holding "
+                               + "; ".join(_describe_unit(self.tasks[u]) for u in units)
+                               + f": {str(err).splitlines()[0]}")
+            log.warning("ray %s", self.deaths[-1])
+        self._run_again(t)
+
+    def _on_ray_failure(self, t: int, err: Exception) -> None:
+        self.errors[t] += 1
+        if self.errors[t] > self.s.unit_retries:
+            raise RayExtractionError(f"{self.name}: {_describe_unit(self.tasks[t])} failed "
+                                     f"{self.errors[t]} times in Ray: {err}") from err
+        self._run_again(t)
 
 
 @contextmanager

@@ -1,108 +1,83 @@
-"""Run one extractor over a corpus's utterances into its feature store, with resume and a failure threshold."""
+"""The extract stage: `affectflow extract <corpus> <extractor>` -> `features/<corpus>/<extractor>.h5`.
+
+`extractors.<name>` in params.yaml holds the stage settings (executor, workers, threads, shard size, failure
+threshold) and, under `config`, exactly what the extractor itself reads; `corpora.<corpus>.extractors.<name>`
+overrides either for one corpus (the demo's text model, say). An entry runs the extractor registered under its
+own name, or the one its `extractor` key names, so that two entries can run one extractor with two models
+(`wavlm_large: {extractor: hf_audio, ...}` writes `features/<corpus>/wavlm_large.h5`). The extractor is built, and
+its configuration checked, before any work starts.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import AffectflowError
-from pipeline.extract import Extractor, ExtractorConfigError
-from pipeline.extract.executor import ExtractionSummary, run_local
-from pipeline.manifest import Utterance
-from pipeline.missing import LFS_POINTER, UnknownReasonError, canonical_reasons
-from pipeline.store import StoreError, StoreWriter
+from pipeline.extract import FACE_TRACK, extractor_class
+from pipeline.extract.executor import ExtractionSummary
+from pipeline.extract.to_store import extract_to_store
+from pipeline.manifest import CorpusInfo, read_manifest
+from pipeline.modalities import corpus_modalities, extractor_modality
+from pipeline.params import ConfigError, lookup, merged
+from pipeline.prepare import corpus_info_path, corpus_root, manifest_path
 
 log = logging.getLogger(__name__)
 
-LISTED_FAILURES = 10  # failed utterances named in the message; failures.jsonl lists them all
+STAGE_KEYS = ("modality", "extractor", "executor", "workers", "threads_per_worker", "start_method", "shard_size",
+              "max_failure_rate", "expected_missing", "ray", "config")
 
 
-class ExtractionFailed(AffectflowError, RuntimeError):
-    """Too many utterances failed; the finished shards are kept for the next run."""
+def extractor_settings(params: dict[str, Any], corpus: str, name: str) -> dict[str, Any]:
+    base = lookup(params, f"extractors.{name}")
+    override = lookup(params, f"corpora.{corpus}.extractors.{name}", {}) or {}
+    settings = merged(base, override)
+    unknown = sorted(set(settings) - set(STAGE_KEYS))
+    if unknown:
+        raise ConfigError(f"extractors.{name}: unknown keys {unknown}; stage keys are {list(STAGE_KEYS)} and the "
+                          "extractor's own settings go under `config`")
+    return settings
 
 
-def failures_path(store: str | Path) -> Path:
-    """`features/<corpus>/<extractor>.failures.jsonl`, beside the store."""
-    store = Path(store)
-    return store.with_name(store.name.removesuffix(".h5") + ".failures.jsonl")
+def store_path(corpus: str, name: str) -> Path:
+    return Path("features") / corpus / f"{name}.h5"
 
 
-def write_failures(path: Path, missing: Sequence[tuple[str, str]]) -> None:
-    """One JSON line per utterance whose modality is missing, `{"reason", "utt_id"}` in id order (temporary file,
-    then rename). Like the store, it depends only on the inputs and the extractor's config: whether a reason is
-    expected (`expected_missing`) is a stage setting, not part of the listing."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            for utt_id, reason in missing:
-                fh.write(json.dumps({"reason": reason, "utt_id": utt_id}, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(f"cannot write the failure list ({err.strerror or err})", str(path),
-                         "free space or fix the folder's permissions and run again") from None
+def track_faces(params: dict[str, Any], corpus: str) -> ExtractionSummary:
+    """The faces stage: MTCNN once over the corpus -> features/<corpus>/faces.h5 (`extractors.faces`)."""
+    return extract_corpus(params, corpus, FACE_TRACK)
 
 
-def executor_function(name: str):  # noqa: ANN201 - returns one of the run_* functions
-    if name == "local":
-        return run_local
-    if name == "ray":
-        from pipeline.extract.ray_executor import run_ray
+def check_corpus_has_modality(params: dict[str, Any], corpus: str, name: str) -> None:
+    """Refuse, before any work, an extractor whose modality the corpus does not declare."""
+    modality = extractor_modality(params, name)
+    have = corpus_modalities(params, corpus)
+    if modality not in have:
+        raise ConfigError(f"{params.get('_path', 'params.yaml')}: extractor {name!r} reads {modality}, which corpus "
+                          f"{corpus!r} does not have (corpora.{corpus}.modalities: {list(have)}); nothing to "
+                          f"extract - add {modality} to the corpus's modalities if it has it")
 
-        return run_ray
-    raise ExtractorConfigError(f"unknown executor {name!r}; expected 'local' or 'ray'")
 
-
-def extract_to_store(extractor: Extractor, utterances: Sequence[Utterance], out_path: str | Path, *,
-                     executor: str = "local", executor_options: dict[str, Any] | None = None,
-                     shard_size: int = 256, max_failure_rate: float = 1.0,
-                     expected_missing: Sequence[str] = (), progress: bool = True) -> ExtractionSummary:
-    """Extract every utterance (sorted by id) into `out_path`; reuse finished shards of an interrupted run.
-
-    Fails with ExtractionFailed, keeping the shards, when the share of failed utterances passes
-    `max_failure_rate`; the store is only written (atomically) when it does not. Reasons listed in
-    `expected_missing` (an empty transcript, a clip with no face) mark the modality missing but are not failures.
-    """
-    run = executor_function(executor)
-    try:
-        expected = set(canonical_reasons(expected_missing))
-    except UnknownReasonError as err:
-        raise ExtractorConfigError(f"{extractor.name}: {err}") from None
-    utts = sorted(utterances, key=lambda u: u.utt_id)
-    by_id = {u.utt_id: u for u in utts}
-    writer = StoreWriter(out_path, [u.utt_id for u in utts], extractor.dim, extractor.attributes(),
-                         shard_size=shard_size, frame_valid=extractor.has_frame_valid,
-                         signatures=[extractor.signature(u) for u in utts], dtype=extractor.store_dtype,
-                         columns=extractor.store_columns)
-    summary = run(extractor, writer, by_id, progress=progress, **(executor_options or {}))
-    missing = writer.missing_utterances()
-    failures = Counter(reason for _, reason in missing)
-    summary.failures = failures
-    log.info("%s: %s", extractor.name, summary.describe())
-    failed = [(u, r) for u, r in missing if r not in expected]
-    rate = len(failed) / max(len(utts), 1)
-    listing = failures_path(out_path)
-    if rate > max_failure_rate:
-        write_failures(listing, missing)
-        reasons = ", ".join(f"{r}: {c}" for r, c in Counter(r for _, r in failed).most_common())
-        first = ", ".join(f"{u} ({r})" for u, r in failed[:LISTED_FAILURES])
-        more = f" and {len(failed) - LISTED_FAILURES} more" if len(failed) > LISTED_FAILURES else ""
-        lfs = " Git LFS pointers: run `git lfs pull` in the corpus root." if any(r == LFS_POINTER for _, r in failed) \
-            else ""
-        raise ExtractionFailed(
-            f"{extractor.name}: {len(failed)} of {len(utts)} utterances failed ({rate:.1%} > max_failure_rate "
-            f"{max_failure_rate:.1%}; {reasons}): {first}{more}", str(listing),
-            f"fix the inputs and run again (the finished shards in {writer.parts_dir} are kept), raise "
-            f"max_failure_rate, or list expected reasons in expected_missing.{lfs}")
-    if utts and len(missing) == len(utts):
-        log.warning("%s: the modality is missing for every one of the %d utterances (%s); train refuses such a store "
-                    "unless the model's allow_absent_modalities lists it", extractor.name, len(utts),
-                    ", ".join(f"{r}: {c}" for r, c in failures.most_common(3)))
-    write_failures(listing, missing)  # first: a store never stands without its listing
-    writer.finalize()
-    return summary
+def extract_corpus(params: dict[str, Any], corpus: str, name: str) -> ExtractionSummary:
+    check_corpus_has_modality(params, corpus, name)
+    settings = extractor_settings(params, corpus, name)
+    info = CorpusInfo.read(corpus_info_path(corpus))
+    root = corpus_root(params, corpus)
+    utts = read_manifest(manifest_path(corpus), info.classes)
+    cls = extractor_class(settings.get("extractor") or name)
+    config = dict(settings.get("config") or {})
+    if cls.reads_face_track:  # a face embedder reads the crops the faces stage detected, never the video
+        extractor = cls(config, root, face_track=store_path(corpus, FACE_TRACK))
+    else:
+        extractor = cls(config, root)
+    executor = settings.get("executor", "local")
+    options: dict[str, Any] = {"workers": int(settings.get("workers", 1)),
+                               "threads_per_worker": int(settings.get("threads_per_worker", 1))}
+    if executor == "local" and "start_method" in settings:
+        options["start_method"] = str(settings["start_method"])
+    if executor == "ray":
+        options.update(settings.get("ray") or {})
+    return extract_to_store(extractor, utts, store_path(corpus, name), executor=executor,
+                            executor_options=options, shard_size=int(settings.get("shard_size", 256)),
+                            max_failure_rate=float(settings.get("max_failure_rate", 0.05)),
+                            expected_missing=list(settings.get("expected_missing") or []))

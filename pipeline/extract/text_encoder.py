@@ -94,10 +94,7 @@ class TextEncoderExtractor(Extractor):
     modality: ClassVar[str] = "text"
 
     def __init__(self, config: dict[str, Any], corpus_root: Any = ".") -> None:
-        unknown = set(config) - set(DEFAULTS)
-        if unknown:
-            raise ExtractorConfigError(f"{self.name}: unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-        super().__init__({**DEFAULTS, **config}, corpus_root)
+        super().__init__(self.with_defaults(config, DEFAULTS), corpus_root)
         cfg = self.config
         self.k_layers = layers_averaged(cfg["layer"], self.name)
         if cfg["pooling"] not in POOLINGS:
@@ -174,19 +171,12 @@ class TextEncoderExtractor(Extractor):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """On another host (a Ray worker) the model may live elsewhere: find it again by its name, same revision."""
         self.__dict__.update(state)
-        if not self.files.path.is_dir():
-            pinned = self.files.revision if self.files.source == "hf-cache" else self.config["revision"]
-            self.files = resolve_model(self.config["model"], pinned)
+        self.files = self.files.found_again(self.config["model"], self.config["revision"])
 
     def describe(self) -> dict[str, Any]:
         if self._identity is None:  # hashing BERT-large's 1.3 GB takes a second or two: once
             self._identity = {
-                "model": self.files.spec,
-                "model_source": self.files.source,
-                "model_revision": self.files.revision or "unknown",
-                "model_type": self.model_config.model_type,
-                "weight_files": [p.name for p in self.files.weight_files],
-                "weights_sha256": self.files.weights_sha256(),
+                **self.files.identity(self.model_config.model_type),
                 "tokenizer_sha256": self.files.tokenizer_sha256(),
                 "hidden_size": self.dim,
                 "num_hidden_layers": int(self.model_config.num_hidden_layers),

@@ -23,7 +23,7 @@ import numpy as np
 import psutil
 import pytest
 
-from pipeline.extract.stage import extract_to_store
+from pipeline.extract.to_store import extract_to_store
 from pipeline.manifest import CorpusInfo, Segment, Utterance, write_manifest
 from pipeline.splits import load_splits
 from pipeline.store import RESTORE, FeatureStore
