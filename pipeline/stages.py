@@ -45,8 +45,8 @@ DECLARE_FAILURE_LISTS = True
 ENTRY_MODULES: dict[str, tuple[str, ...]] = {
     "prepare": ("pipeline.prepare",),
     "split": ("pipeline.splits",),
-    "extract": ("pipeline.extract.run",),
-    "faces": ("pipeline.extract.run",),
+    "extract": ("pipeline.extract.stage",),
+    "faces": ("pipeline.extract.stage",),
     "train-denseface": ("pipeline.denseface_train",),
     "train": ("pipeline.train",),
     "report": ("pipeline.report",),
