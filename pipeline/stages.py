@@ -373,6 +373,9 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
         for corpus in corpora:
             if not model_fits_corpus(params, model, corpus):  # no shared modality, or MMIN over one
                 continue
+            chosen = lookup(params, f"corpora.{corpus}.train_models", None)
+            if chosen is not None and model not in chosen:  # a corpus that trains only some models (demo_b: none)
+                continue
             cfg = model_settings(params, model, corpus)
             stores = [f"features/{corpus}/{x}.h5" for x in model_extractors(params, model, corpus).values()]
             start = [f"checkpoints/{lookup(params, 'finetune_from')}/{corpus}"] if kind == "finetune" else []
