@@ -683,6 +683,22 @@ class ReportClaims:
 
 
 @dataclass(kw_only=True)
+class ReportCrossTsne:
+    before: Name = setting(example="culture_source_only")
+    after: Name = setting(example="culture_adv")
+
+
+@dataclass(kw_only=True)
+class ReportCross:
+    """`report.cross` (pipeline/report_cross.py): the cross-corpus protocols' tables, claims and t-SNE."""
+
+    protocols: list[Name] = setting(example=["demo_to_demo_b"])
+    models: dict[str, Name] = setting(example={"Adversarial": "culture_adv"})
+    metrics: list[str] = setting(example=["wa", "ua", "macro_f1"])
+    tsne: ReportCrossTsne | None = setting(None)
+
+
+@dataclass(kw_only=True)
 class Report:
     """`report:` (pipeline/report.py checks the tables' content when it renders them)."""
 
@@ -698,6 +714,7 @@ class Report:
     tables: list[ReportTable] = setting(example=[{"title": "T", "kind": "full", "models": ["mmgcn"],
                                                   "metrics": ["ua"]}])
     claims: ReportClaims | None = setting(None)
+    cross: ReportCross | None = setting(None)
 
     def check(self) -> None:
         inside_project(self.out_dir, "out_dir")
