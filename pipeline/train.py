@@ -331,13 +331,13 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
     """
     from pipeline.cross_corpus import cross_protocols
 
-    if corpus in cross_protocols(params):
-        from pipeline.cross_training import train_cross
-
-        return train_cross(params, model, corpus)
     guard = SignalGuard()
     with guard.installed():
         try:
+            if corpus in cross_protocols(params):
+                from pipeline.cross_training import train_cross
+
+                return train_cross(params, model, corpus)
             return _train_model(params, model, corpus, guard)
         except (Stopped, KeyboardInterrupt) as stop:
             name = stop.name if isinstance(stop, Stopped) else "SIGINT"
