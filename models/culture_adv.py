@@ -184,8 +184,10 @@ def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed
             torch.cat([cultures[batch.utterances], torch.full((n_tgt,), target_culture, device=device)]),
             torch.arange(n_src + n_tgt, device=device) < n_src)
         weighted = losses["emotion"] + float(cfg["culture_weight"]) * (losses["loss"] - losses["emotion"])
+        cultures_batch = torch.cat([cultures[batch.utterances], torch.full((n_tgt,), target_culture, device=device)])
+        accuracy = culture_accuracy(torch.cat([culture_src, culture_tgt]).detach(), cultures_batch)
         return {"loss": weighted, "emotion": losses["emotion"], "culture": losses["culture"],
-                "reversal_weight": torch.tensor(model.reversal.weight)}
+                "culture_accuracy": torch.tensor(accuracy), "reversal_weight": torch.tensor(model.reversal.weight)}
 
     enc = model.encoders
     outcome = train_and_test(model, enc, model.classifier, folds, cfg, step=step,
@@ -193,6 +195,8 @@ def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed
                              device=device, describe=f"culture_{variant}", plan=plan)
     if adversarial:
         outcome.extras.update(_culture_extras(model, folds, cultures, target_culture, cfg, trim))
+        # the discriminator on the training batches of the last epoch (the selected epoch may be an early one)
+        outcome.extras["culture_accuracy_last_epoch"] = float(outcome.history[-1]["train_culture_accuracy"])
     return outcome
 
 

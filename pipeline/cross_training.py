@@ -170,6 +170,8 @@ def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, 
                    "conditions": _summary(outcomes)}
         if accuracy:
             metrics["culture_accuracy"] = mean_std(accuracy)
+            metrics["culture_accuracy_last_epoch"] = mean_std([r["extras"]["culture_accuracy_last_epoch"]
+                                                               for r in runs])
         outputs.write_text(metrics_path(model, protocol), json.dumps(metrics, indent=1, sort_keys=True) + "\n")
         recorded = {k: v for k, v in cfg.items() if k not in ("device", "threads", "workers")}
         outputs.write_text(outputs.staging / "runs.json",

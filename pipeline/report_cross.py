@@ -40,7 +40,10 @@ def cross_table(renderer: Any, protocol: str, cross: Mapping[str, Any]) -> list[
         results = renderer.results(model, protocol)
         runs = f"{results.n_folds} × {len(results.seeds)}" if results else "—"
         acc = (results.metrics.get("culture_accuracy") or {}) if results else {}
+        last = (results.metrics.get("culture_accuracy_last_epoch") or {}) if results else {}
         accuracy = f"{acc['mean']:.{decimals}f} ± {acc['std']:.{decimals}f}" if "mean" in acc else "—"
+        if "mean" in last:
+            accuracy += f" (last epoch, training batches: {last['mean']:.{decimals}f} ± {last['std']:.{decimals}f})"
         cells = [_cell(results, condition, m, decimals) for m in metrics]
         lines.append(f"| {label} (`{model}`) | {runs} | {' | '.join(cells)} | {accuracy} |")
         if results is None:
@@ -133,7 +136,8 @@ def render_cross(renderer: Any) -> None:
         renderer.lines += [f"## Cross-corpus: {protocol}", "",
                            "Trained on the source corpora, tested on the target's held-out speakers (in-corpus: "
                            "trained on the target's other speakers, the upper bound). Culture discriminator "
-                           "accuracy: balanced over the source validation and target test utterances (0.5 = "
-                           "cultures indistinguishable).", "", *cross_table(renderer, protocol, cross)]
+                           "accuracy: the selected network's, balanced over the source validation and target test "
+                           "utterances (0.5 = cultures indistinguishable); in brackets the discriminator's accuracy on "
+                           "the last epoch's training batches.", "", *cross_table(renderer, protocol, cross)]
         renderer.lines += [*cross_claims(renderer, protocol), ""]
         cross_tsne(renderer, protocol, cross)
