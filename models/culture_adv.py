@@ -17,7 +17,8 @@ weight. With the weight 0 the same network is the source-only baseline ("culture
 still trains (its accuracy is reported) but no gradient reaches the encoders from it.
 
 Target labels never reach the loss: `culture_losses` masks the emotion term to source rows with a label.
-This module holds the network and its losses; the fold's training loop comes with the cross-corpus protocol.
+`train_and_evaluate` is the fold's training loop (utt_fusion's recipe: Adam, constant-then-decay schedule,
+selection on validation UA) over a cross-corpus protocol's parts; pipeline/cross_training.py hands them over.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.batches import FoldTensors, prepare_fold
+from models.data import UtteranceView
 from models.encoders import ModalityInputs, UtteranceEncoders
-from models.trainer import kaiming_init
+from models.recipe import ItemBatch, Parts, condition_plan, start, train_and_test
+from models.trainer import FoldOutcome, kaiming_init
 from models.utt_fusion import Classifier
 
 
@@ -111,3 +115,99 @@ def reversal_schedule(epochs: int, steps_per_epoch: int, gamma: float, maximum: 
     """The reversal weight of every optimiser step, p = step / total steps."""
     total = max(epochs * steps_per_epoch - 1, 1)
     return [dann_weight(step / total, gamma, maximum) for step in range(epochs * steps_per_epoch)]
+
+
+VARIANTS = ("adversarial", "source_only", "in_corpus")
+
+
+def _zero_labels(part: Parts) -> UtteranceView:
+    """The adaptation pool with every label replaced by 0: `prepare_fold` keeps labelled rows only, and whatever
+    a target row's label holds must never reach the loss (culture_losses reads no target label either)."""
+    view = UtteranceView.of(part)
+    return UtteranceView(view.source, view.rows, torch.zeros_like(view.labels))
+
+
+@torch.no_grad()
+def embed(model: CultureAdversarial, data: FoldTensors, batch_size: int, trim: bool) -> Tensor:
+    """The fused embedding [N, width] of every row of `data` (full modalities)."""
+    model.eval()
+    parts = [model.encoders(data.inputs(torch.arange(s, min(s + batch_size, len(data)), device=data.rows.device),
+                                        trim=trim)) for s in range(0, len(data), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, model.encoders.output_dim)
+
+
+def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed: int, device: torch.device,
+                       adaptation: Parts | None = None, train_cultures: Tensor | None = None,
+                       target_culture: int = 1, n_cultures: int = 2) -> FoldOutcome:
+    """One fold and seed of culture_adv / culture_source_only (labelled `train` from the source corpora, whose
+    culture ids are `train_cultures`, and the unlabelled target `adaptation` pool, culture `target_culture`) or of
+    culture_in_corpus (the target's own labelled parts, no pool). Selected on `val` UA; tested on `test`.
+
+    Each step draws a target batch of the source batch's size from the pool; the reversal weight follows DANN's
+    schedule times `reversal.max_weight` (0 for source_only, whose discriminator still learns). The adaptation
+    pool's labels are never read (replaced by 0 before anything else happens)."""
+    variant = cfg["variant"]
+    if variant not in VARIANTS:
+        raise ValueError(f"culture: variant must be one of {VARIANTS}, got {variant!r}")
+    adversarial = variant != "in_corpus"
+    if adversarial and (adaptation is None or train_cultures is None or len(train_cultures) != len(train)):
+        raise ValueError(f"culture ({variant}): needs the adaptation pool and one culture id per training row")
+    generator = start(cfg, seed, f"culture_{variant}")
+    splits = {"train": train, "val": val, "test": test}
+    if adversarial:
+        splits["adaptation"] = _zero_labels(adaptation)
+    folds = prepare_fold(splits, int(cfg["n_classes"]), cfg["frames"], cfg["normalise"], device)
+    plan = condition_plan(cfg, folds["train"].modalities, f"culture_{variant}")
+    model = CultureAdversarial(folds["train"].dims, int(cfg["n_classes"]), max(n_cultures, 2), cfg).to(device)
+    trim = not cfg["encoder"]["pool_over_padding"]
+    source, pool = folds["train"], folds.get("adaptation")
+    batch_size = int(cfg["batch_size"])
+    epochs = int(cfg["epochs_constant"]) + int(cfg["epochs_decay"])
+    steps = math.ceil(len(source) * len(plan.train) / batch_size)
+    maximum = float(cfg["reversal"]["max_weight"]) if variant == "adversarial" else 0.0
+    schedule = reversal_schedule(epochs, steps, float(cfg["reversal"]["gamma"]), maximum)
+    cultures = train_cultures.to(device) if train_cultures is not None else None
+    counter = [0]
+
+    def step(batch: ItemBatch, epoch: int) -> dict[str, Tensor]:
+        emotion_src, culture_src = model(source.inputs(batch.utterances, batch.presence, trim=trim))
+        if pool is None:
+            return {"loss": F.cross_entropy(emotion_src, source.labels[batch.utterances])}
+        model.reversal.weight = schedule[min(counter[0], len(schedule) - 1)]
+        counter[0] += 1
+        rows = torch.randint(len(pool), (len(batch.utterances),), generator=generator).to(device)
+        emotion_tgt, culture_tgt = model(pool.inputs(rows, trim=trim))
+        n_src, n_tgt = len(batch.utterances), len(rows)
+        losses = culture_losses(
+            torch.cat([emotion_src, emotion_tgt]), torch.cat([culture_src, culture_tgt]),
+            torch.cat([source.labels[batch.utterances], pool.labels[rows]]),
+            torch.cat([cultures[batch.utterances], torch.full((n_tgt,), target_culture, device=device)]),
+            torch.arange(n_src + n_tgt, device=device) < n_src)
+        weighted = losses["emotion"] + float(cfg["culture_weight"]) * (losses["loss"] - losses["emotion"])
+        cultures_batch = torch.cat([cultures[batch.utterances], torch.full((n_tgt,), target_culture, device=device)])
+        accuracy = culture_accuracy(torch.cat([culture_src, culture_tgt]).detach(), cultures_batch)
+        return {"loss": weighted, "emotion": losses["emotion"], "culture": losses["culture"],
+                "culture_accuracy": torch.tensor(accuracy), "reversal_weight": torch.tensor(model.reversal.weight)}
+
+    enc = model.encoders
+    outcome = train_and_test(model, enc, model.classifier, folds, cfg, step=step,
+                             networks=[*enc.parts(), model.classifier, model.discriminator], generator=generator,
+                             device=device, describe=f"culture_{variant}", plan=plan)
+    if adversarial:
+        outcome.extras.update(_culture_extras(model, folds, cultures, target_culture, cfg, trim))
+        # the discriminator on the training batches of the last epoch (the selected epoch may be an early one)
+        outcome.extras["culture_accuracy_last_epoch"] = float(outcome.history[-1]["train_culture_accuracy"])
+    return outcome
+
+
+def _culture_extras(model: CultureAdversarial, folds: Mapping[str, FoldTensors], cultures: Tensor | None,
+                    target_culture: int, cfg: Mapping[str, Any], trim: bool) -> dict[str, Any]:
+    """The selected network's culture discriminator accuracy on the source validation part and the target test
+    part together (balanced: the mean of the two parts' accuracies), and their embeddings for the t-SNE."""
+    size = int(cfg["eval_batch_size"])
+    source, target = embed(model, folds["val"], size, trim), embed(model, folds["test"], size, trim)
+    with torch.no_grad():
+        src_hit = model.discriminator(source).argmax(-1) != target_culture
+        tgt_hit = model.discriminator(target).argmax(-1) == target_culture
+    return {"culture_accuracy": 0.5 * (float(src_hit.float().mean()) + float(tgt_hit.float().mean())),
+            "embeddings_source": source.cpu().numpy(), "embeddings_target": target.cpu().numpy()}

@@ -58,7 +58,7 @@ def _faces(args: argparse.Namespace, params: dict[str, Any]) -> None:
 def _train(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from pipeline.train import train_model
 
-    train_model(params, args.model, args.corpus)
+    train_model(params, args.model, args.corpus)  # a cross_corpus protocol's name: pipeline/cross_training.py
 
 
 def _train_denseface(args: argparse.Namespace, params: dict[str, Any]) -> None:
@@ -86,13 +86,13 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, dict[str, Any]], No
     "faces": ("detect faces once (MTCNN) in a corpus's videos into the face track features/<corpus>/faces.h5 that "
               "every face embedder reads", _faces, [("corpus", "a key under `corpora` in params.yaml")]),
     "split": ("build the corpus's folds, condition table and unlabelled pools into splits/<corpus>.json",
-              _split, [("corpus", "a key under `corpora` in params.yaml")]),
+              _split, [("corpus", "a key under `corpora` (or `cross_corpus`) in params.yaml")]),
     "train-denseface": ("train the Denseface network on a FER2013/FER+-format set into "
                         "checkpoints/denseface/<set>.pt", _train_denseface,
                         [("set", "a key under `denseface.sets` in params.yaml")]),
     "train": ("train and evaluate a model on a corpus over its folds and seeds into metrics/<model>/<corpus>.json",
               _train, [("model", "a key under `models` in params.yaml"),
-                       ("corpus", "a key under `corpora` in params.yaml")]),
+                       ("corpus", "a key under `corpora` (or `cross_corpus`) in params.yaml")]),
     "report": ("render reports/results.md and reports/plots/ from every model's metrics, runs and curves",
                _report, []),
 }
@@ -168,7 +168,9 @@ def check_arguments(args: argparse.Namespace, params: dict[str, Any]) -> None:
         if not re.fullmatch(NAME_PATTERN, name):
             raise ConfigError(f"{arg} name {name!r} may hold only letters, digits, _ and -", f"command line: {arg}",
                               f"give the name of an entry under {section} in {source}")
-        entries = lookup(params, section, {}) or {}
+        entries = dict(lookup(params, section, {}) or {})
+        if arg == "corpus" and getattr(args, "command", None) in ("split", "train"):  # a cross-corpus protocol
+            entries.update(lookup(params, "cross_corpus", {}) or {})
         if name not in entries:
             close = difflib.get_close_matches(name, [str(e) for e in entries], n=1)
             fix = (f"did you mean '{close[0]}'?" if close else

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -111,6 +112,10 @@ def check_cross_fold(fold: Mapping[str, Any], target: str) -> None:
         wrong = [i for i in fold[part] if split_qualified(i)[0] != target]
         if wrong:
             raise CrossCorpusError(f"{fold['name']}: source utterance {wrong[0]!r} in the target {part} part")
+    if not fold["in_corpus"]["train"]:
+        raise CrossCorpusError(f"{fold['name']}: the in-corpus upper bound has no training utterance (the target's "
+                               "test and validation groups hold every labelled one)",
+                               fix="raise target_folds to at least 3")
     in_corpus = set(fold["in_corpus"]["train"]) | set(fold["in_corpus"]["val"])
     if in_corpus & set(fold["test"]):
         raise CrossCorpusError(f"{fold['name']}: the in-corpus training parts hold test utterances")
@@ -163,3 +168,39 @@ def build_cross_corpus(name: str, cfg: Mapping[str, Any], manifests: Mapping[str
             "cultures": {c: i for i, c in enumerate([*sources, target])},
             "mapping": {c: dict(cfg["mapping"][c]) for c in [*sources, target]}, "dropped": dropped,
             "labels": {q: lbl for q, lbl in sorted(labels.items()) if lbl is not None}, "folds": folds}
+
+
+def cross_protocols(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The `cross_corpus` section: protocol name -> its settings (empty when there is none)."""
+    return dict(params.get("cross_corpus") or {})
+
+
+def cross_corpora(cfg: Mapping[str, Any]) -> list[str]:
+    """The corpora a protocol reads: its sources in order, then its target."""
+    return [*cfg["sources"], cfg["target"]]
+
+
+def split_cross_corpus(params: Mapping[str, Any], name: str) -> Path:
+    """The split stage of a cross-corpus protocol: every named corpus's manifest -> `splits/<name>.json`."""
+    import logging
+
+    from pipeline.manifest import CorpusInfo, read_manifest
+    from pipeline.params import lookup
+    from pipeline.prepare import corpus_info_path, manifest_path
+    from pipeline.splits import write_splits
+
+    cfg = cross_protocols(params)[name]
+    manifests: dict[str, list[Utterance]] = {}
+    classes: dict[str, list[str]] = {}
+    for corpus in cross_corpora(cfg):
+        info = CorpusInfo.read(corpus_info_path(corpus))
+        classes[corpus] = list(info.classes)
+        manifests[corpus] = read_manifest(manifest_path(corpus), info.classes)
+    split = build_cross_corpus(name, cfg, manifests, classes, int(lookup(params, "splits.seed", 0)))
+    out = Path("splits") / f"{name}.json"
+    write_splits(out, split)
+    sizes = [(len(f["train"]), len(f["val"]), len(f["test"]), len(f["adaptation"])) for f in split["folds"]]
+    logging.getLogger(__name__).info(
+        "split %s: %s -> %s, %d folds, train/val/test/adaptation %s; dropped %s", name, split["sources"],
+        split["target"], len(sizes), sizes, split["dropped"])
+    return out

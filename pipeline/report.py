@@ -41,6 +41,7 @@ from tqdm import tqdm
 from models.condition_names import missing_conditions, modalities_of
 from models.metrics import confusion_matrix
 from pipeline.params import ConfigError, section
+from pipeline.report_cross import cross_models, render_cross
 from pipeline.report_figures import (
     claims_figure,
     condition_bars_figure,
@@ -380,6 +381,7 @@ class _Renderer:
             self.claims(corpus)
             self.confusions(corpus)
             self.embeddings(corpus)
+        render_cross(self)  # report.cross: the cross-corpus protocols (pipeline/report_cross.py)
         if not self.lock:
             self.notes.append("dvc.lock not found or empty: provenance unknown for every model")
         markdown = "\n".join(self.lines).rstrip() + "\n"
@@ -444,7 +446,7 @@ class _Renderer:
         if not claims:
             return
         rows: list[PairedResult] = []
-        for claim in claims:
+        for claim in (c for c in claims if not {c.better, c.worse} <= cross_models(self.cfg)):
             better, worse = self.results(claim.better, corpus), self.results(claim.worse, corpus)
             if better is None or worse is None:
                 absent = ", ".join(m for m, r in ((claim.better, better), (claim.worse, worse)) if r is None)

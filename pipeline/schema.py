@@ -117,6 +117,9 @@ class Corpus:
     extractors: dict[Name, ExtractorOverride] = setting({})
     train: CorpusTrain | None = setting(None)
     splits: dict[Name, Protocol] | None = setting(None)
+    # which of `train_models` / `finetune_models` get a stage on this corpus (null: all); [] for a corpus that is
+    # only a cross-corpus target (demo_b)
+    train_models: list[Name] | None = setting(None)
 
     def check(self) -> None:
         if not self.adapter:
@@ -402,14 +405,14 @@ class Denseface:
 
 # ------------------------------------------------------------------------------------------------------ models
 
-FAMILY_NAMES = ("utt_fusion", "mmin", "mmgcn", "ssmm")
+FAMILY_NAMES = ("utt_fusion", "mmin", "mmgcn", "ssmm", "culture")
 
 
 @dataclass(kw_only=True)
 class ModelBase(RunSettings):
     """What every model entry holds besides its family's hyper-parameters (pipeline/train.py)."""
 
-    family: Literal["utt_fusion", "mmin", "mmgcn", "ssmm"] = setting(example="utt_fusion")
+    family: Literal["utt_fusion", "mmin", "mmgcn", "ssmm", "culture"] = setting(example="utt_fusion")
     protocol: Name = setting(example="speaker")
     init_from: Name | None = setting(None)
     labelled_fractions: list[float] | None = setting(None, gt=0, le=1, example=[0.05, 0.1, 0.3, 1.0])
@@ -582,9 +585,47 @@ class SsmmModel(ModelBase):
                           f"({self.warmup_epochs})", "warmup_epochs", "lower warmup_epochs or raise epochs")
 
 
+@dataclass(kw_only=True)
+class Reversal:
+    gamma: float = setting(example=10.0, gt=0)
+    max_weight: float = setting(example=1.0, ge=0)
+
+
+@dataclass(kw_only=True)
+class CultureModel(UttFusionModel):
+    """The culture family (models/culture_adv.py): trained on a cross-corpus protocol (`cross_models`)."""
+
+    variant: Literal["adversarial", "source_only", "in_corpus"] = setting(example="adversarial")
+    discriminator_hidden: list[int] = setting(example=[128], ge=1)
+    culture_weight: float = setting(example=1.0, ge=0)
+    reversal: Reversal = setting(example={"gamma": 10.0, "max_weight": 1.0})
+
+
 # The family of a model entry decides its schema; a new family is one dataclass and one line here.
 FAMILIES: dict[str, type] = {"utt_fusion": UttFusionModel, "mmin": MminModel, "mmgcn": MmgcnModel,
-                             "ssmm": SsmmModel}
+                             "ssmm": SsmmModel, "culture": CultureModel}
+
+
+# ------------------------------------------------------------------------------------------------ cross-corpus
+
+@dataclass(kw_only=True)
+class CrossCorpus:
+    """`cross_corpus.<name>` (pipeline/cross_corpus.py): source corpora -> a target corpus over a shared class
+    set; each corpus's labels mapped onto it (unmapped labels dropped and counted)."""
+
+    sources: list[Name] = setting(example=["iemocap"])
+    target: Name = setting(example="msp_improv")
+    classes: list[str] = setting(example=["ang", "hap", "neu", "sad"])
+    mapping: dict[Name, dict[str, str]] = setting(example={"iemocap": {"exc": "hap"}})
+    target_folds: int = setting(example=4, ge=2)
+    source_val: float = setting(example=0.1, ge=0, lt=1)
+    train: CorpusTrain | None = setting(None)  # run settings and model overrides for this protocol
+
+    def check(self) -> None:
+        _non_empty(self.sources, "sources")
+        _unique(self.sources, "sources")
+        _non_empty(self.classes, "classes")
+        _unique(self.classes, "classes")
 
 
 # ------------------------------------------------------------------------------------------------ report, export
@@ -643,6 +684,22 @@ class ReportClaims:
 
 
 @dataclass(kw_only=True)
+class ReportCrossTsne:
+    before: Name = setting(example="culture_source_only")
+    after: Name = setting(example="culture_adv")
+
+
+@dataclass(kw_only=True)
+class ReportCross:
+    """`report.cross` (pipeline/report_cross.py): the cross-corpus protocols' tables, claims and t-SNE."""
+
+    protocols: list[Name] = setting(example=["demo_to_demo_b"])
+    models: dict[str, Name] = setting(example={"Adversarial": "culture_adv"})
+    metrics: list[str] = setting(example=["wa", "ua", "macro_f1"])
+    tsne: ReportCrossTsne | None = setting(None)
+
+
+@dataclass(kw_only=True)
 class Report:
     """`report:` (pipeline/report.py checks the tables' content when it renders them)."""
 
@@ -658,6 +715,7 @@ class Report:
     tables: list[ReportTable] = setting(example=[{"title": "T", "kind": "full", "models": ["mmgcn"],
                                                   "metrics": ["ua"]}])
     claims: ReportClaims | None = setting(None)
+    cross: ReportCross | None = setting(None)
 
     def check(self) -> None:
         inside_project(self.out_dir, "out_dir")
@@ -753,6 +811,8 @@ class Params:
     models: dict[Name, dict[str, Any]] | None = setting(None)  # each parsed by its family in check_params
     report: Report | None = setting(None)
     export: Export | None = setting(None)
+    cross_corpus: dict[Name, CrossCorpus] | None = setting(None)
+    cross_models: list[Name] | None = setting(None)  # trained on every cross_corpus protocol (train-cross stages)
 
 
 def inside_project(path: str, key: str) -> None:
@@ -927,6 +987,19 @@ def _check_references(data: dict[str, Any], source: str) -> None:
             if name not in models:
                 raise ConfigError(f"{list_key} names '{name}', which `models` does not define",
                                   f"{source}: {list_key}[{i}]", _closest(name, models))
+    for i, name in enumerate(data.get("cross_models") or []):
+        if name not in models:
+            raise ConfigError(f"cross_models names '{name}', which `models` does not define",
+                              f"{source}: cross_models[{i}]", _closest(name, models))
+    corpora = data.get("corpora") or {}
+    for name, cross in (data.get("cross_corpus") or {}).items():
+        if name in corpora:
+            raise ConfigError(f"cross_corpus '{name}' has the name of a corpus (both write splits/{name}.json)",
+                              f"{source}: cross_corpus.{name}", "rename it, e.g. <source>_to_<target>")
+        for corpus in [*(cross or {}).get("sources", []), (cross or {}).get("target")]:
+            if corpus not in corpora:
+                raise ConfigError(f"cross_corpus.{name} names corpus '{corpus}', which `corpora` does not define",
+                                  f"{source}: cross_corpus.{name}", _closest(corpus, corpora))
     finetune_from = data.get("finetune_from")
     if finetune_from is not None and finetune_from not in models:
         raise ConfigError(f"finetune_from names '{finetune_from}', which `models` does not define",

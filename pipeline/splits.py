@@ -339,8 +339,13 @@ def summarise(splits: dict[str, Any]) -> str:
 
 
 def split_corpus(params: dict[str, Any], corpus: str) -> Path:
-    """The split stage: `data/<corpus>/manifest.jsonl` -> `splits/<corpus>.json`."""
+    """The split stage: `data/<corpus>/manifest.jsonl` -> `splits/<corpus>.json`; for a `cross_corpus` protocol's
+    name, every corpus it names -> `splits/<name>.json` (pipeline/cross_corpus.py)."""
     from pipeline import corpora
+    from pipeline.cross_corpus import cross_protocols, split_cross_corpus
+
+    if corpus in cross_protocols(params):
+        return split_cross_corpus(params, corpus)
     from pipeline.manifest import CorpusInfo, read_manifest
     from pipeline.modalities import corpus_modalities
     from pipeline.params import lookup

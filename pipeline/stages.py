@@ -373,6 +373,9 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
         for corpus in corpora:
             if not model_fits_corpus(params, model, corpus):  # no shared modality, or MMIN over one
                 continue
+            chosen = lookup(params, f"corpora.{corpus}.train_models", None)
+            if chosen is not None and model not in chosen:  # a corpus that trains only some models (demo_b: none)
+                continue
             cfg = model_settings(params, model, corpus)
             stores = [f"features/{corpus}/{x}.h5" for x in model_extractors(params, model, corpus).values()]
             start = [f"checkpoints/{lookup(params, 'finetune_from')}/{corpus}"] if kind == "finetune" else []
@@ -387,7 +390,30 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
                                 {"dvclive/${item.model}/${item.corpus}": {"cache": False}}]),
                  Instance(f"{model}-{corpus}", {"model": model, "corpus": corpus},
                           [*start, *stores, *code("train", family_module(str(cfg.get("family"))))], own))
+    _add_cross_stages(groups, params, code)
     return groups
+
+
+def _add_cross_stages(groups: dict[str, Group], params: dict[str, Any], code: Any) -> None:
+    """`split-cross@<protocol>` (every named corpus's manifest -> splits/<protocol>.json) and
+    `train-cross@<model>-<protocol>` for each of `cross_models` (the stores of every corpus it reads)."""
+    for name, cfg in (lookup(params, "cross_corpus", {}) or {}).items():
+        corpora = [*cfg["sources"], cfg["target"]]
+        manifests = [f"data/{c}/{f}" for c in corpora for f in ("manifest.jsonl", "corpus.json")]
+        _add(groups, Group("split-cross", "affectflow split ${key}", [], ["splits.seed", "cross_corpus.${key}"],
+                           ["splits/${key}.json"]),
+             Instance(name, {}, [*manifests, *code("split")]))
+        for model in lookup(params, "cross_models", []) or []:
+            features = dict(lookup(params, "train.features", {}) or {})
+            features.update(lookup(params, f"models.{model}.features", {}) or {})
+            stores = [f"features/{c}/{x}.h5" for c in corpora for x in features.values()]
+            _add(groups, Group("train-cross", "affectflow train ${item.model} ${item.protocol}",
+                               ["splits/${item.protocol}.json"],
+                               ["train", "models.${item.model}", "cross_corpus.${item.protocol}"],
+                               ["checkpoints/${item.model}/${item.protocol}",
+                                {"metrics/${item.model}/${item.protocol}.json": {"cache": False}}]),
+                 Instance(f"{model}-{name}", {"model": model, "protocol": name},
+                          [*manifests, *stores, *code("train", "pipeline.cross_training", "models.culture_adv")]))
 
 
 def render(params: dict[str, Any], root: Path) -> str:
@@ -398,7 +424,8 @@ def render(params: dict[str, Any], root: Path) -> str:
                          "do": {"cmd": "affectflow stages --check", "deps": ["pipeline/stages.py"],
                                 "params": [k for k in ("extract", "train_models", "finetune_models")
                                            if _has(params, k)]}}}
-    for name in ("prepare", "split", "extract", "faces", "train-denseface", "extract-face", "train", "finetune"):
+    for name in ("prepare", "split", "extract", "faces", "train-denseface", "extract-face", "train", "finetune",
+                 "split-cross", "train-cross"):
         if name in groups:
             stages[name] = groups[name].render()
     stages["report"] = {"cmd": "affectflow report",

@@ -327,10 +327,17 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
     """Run every selected fold and seed (and labelled fraction, for a sweep) of one model on one corpus.
 
     SIGINT and SIGTERM stop it at any point (loading included) with `Interrupted`; nothing is left at its outputs.
+    A `cross_corpus` protocol's name in place of the corpus trains a culture model on it (pipeline/cross_training.py).
     """
+    from pipeline.cross_corpus import cross_protocols
+
     guard = SignalGuard()
     with guard.installed():
         try:
+            if corpus in cross_protocols(params):
+                from pipeline.cross_training import train_cross
+
+                return train_cross(params, model, corpus)
             return _train_model(params, model, corpus, guard)
         except (Stopped, KeyboardInterrupt) as stop:
             name = stop.name if isinstance(stop, Stopped) else "SIGINT"

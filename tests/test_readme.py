@@ -188,3 +188,24 @@ def test_use_a_real_corpus_entries_prepare_and_split(block: int, tmp_path: Path)
         assert {"speaker", "dialogue"} <= set(splits["protocols"])
         for protocol, settings in (written[name].get("splits") or {}).items():
             assert splits["protocols"][protocol]["kind"] == settings["protocol"]
+
+
+def test_cross_corpus_example_passes_the_schema_and_its_mappings_fit_the_adapters() -> None:
+    """The README's IEMOCAP -> MSP-IMPROV and CREMA-D -> RAVDESS block, in the project's params: the whole-params
+    check, and every mapping's labels are labels of its corpus (the adapter's label set) onto the shared classes."""
+    from pipeline import corpora as registry
+    from pipeline.cross_corpus import check_mapping
+    from pipeline.schema import check_params
+
+    block = yaml.safe_load(blocks(section(readme(), "Cross-corpus (cross-culture) evaluation"), "yaml")[0])
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params.update(block)
+    params["report"]["cross"]["protocols"] = list(block["cross_corpus"])
+    check_params(params)
+    for name, cfg in block["cross_corpus"].items():
+        for corpus in [*cfg["sources"], cfg["target"]]:
+            entry = block["corpora"][corpus]
+            module = registry.adapter(entry["adapter"])
+            label_set = (entry.get("options") or {}).get("label_set") or module.DEFAULTS["label_set"]
+            check_mapping(name, corpus, cfg["mapping"][corpus], module.LABEL_SETS[label_set]["classes"],
+                          cfg["classes"])

@@ -28,6 +28,7 @@ FAMILY_CHECKS = {
     "mmin": lambda cfg: (mmin.check_mmin_cfg(cfg), recipe.check_recipe_cfg(cfg, "mmin")),
     "mmgcn": mmgcn.validate_config,
     "ssmm": ssmm.check_config,
+    "culture": lambda cfg: recipe.check_recipe_cfg(cfg, "culture"),
 }
 
 
@@ -53,7 +54,7 @@ def accepted(tp: type, cfg: dict[str, Any]) -> bool:
     return True
 
 
-@pytest.mark.parametrize("model", ["utt_fusion", "mmin", "mmgcn", "ssmm"])
+@pytest.mark.parametrize("model", ["utt_fusion", "mmin", "mmgcn", "ssmm", "culture_adv"])
 def test_every_model_setting_the_schema_accepts_the_family_accepts(model: str) -> None:
     base = model_settings(PARAMS, model, "demo")
     family = FAMILY_CHECKS[base["family"]]

@@ -78,6 +78,10 @@ def stage_modules(params: dict, stage: str) -> list[str]:
         return [*ENTRY_MODULES["extract"], extractor_module(key.rpartition("-")[2])]
     if group == "faces":
         return [*ENTRY_MODULES["faces"], extractor_module("faces")]
+    if group == "split-cross":  # a cross-corpus protocol: pipeline/cross_corpus.py through the split stage
+        return list(ENTRY_MODULES["split"])
+    if group == "train-cross":
+        return [*ENTRY_MODULES["train"], "pipeline.cross_training", "models.culture_adv"]
     if group in ("train", "finetune"):
         model, corpus = key.rsplit("-", 1)
         return [*ENTRY_MODULES["train"], family_module(model_settings(params, model, corpus)["family"])]

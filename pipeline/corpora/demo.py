@@ -86,7 +86,7 @@ def generate(root: Path, options: dict[str, Any], progress: bool = True) -> dict
         table = csv.writer(fh, delimiter="\t", lineterminator="\n")
         table.writerow(TSV_COLUMNS)
         for plan in tqdm(plans, desc="demo corpus", unit="utt", disable=not progress, mininterval=1.0):
-            wave = synthesize_speech(plan, classes, sr, valence_cue)
+            wave = synthesize_speech(plan, classes, sr, valence_cue, options["voice_shift"])
             audio_rel = f"wav/{plan.dialogue_id}/{plan.utt_id}.wav"
             (root / audio_rel).parent.mkdir(parents=True, exist_ok=True)
             sf.write(root / audio_rel, wave, sr, subtype="PCM_16")
@@ -95,7 +95,7 @@ def generate(root: Path, options: dict[str, Any], progress: bool = True) -> dict
             video_rel = f"video/{plan.dialogue_id}/{plan.utt_id}.mp4"
             write_video(root / video_rel, frames, fps)
             faces_drawn += sum(visible)
-            text = compose_text(plan, classes)
+            text = compose_text(plan, classes, str(options["lexicon"]))
             table.writerow([plan.utt_id, plan.dialogue_id, plan.turn, plan.speaker.speaker_id,
                             plan.speaker.session, plan.emotion if plan.labelled else "xxx", audio_rel, video_rel,
                             text])
@@ -107,8 +107,9 @@ def generate(root: Path, options: dict[str, Any], progress: bool = True) -> dict
         for row in truth_rows:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
     seed = int(options["seed"])
-    fer_rows = write_fer_set(root, options, make_speakers(np.random.default_rng([seed, 0]), int(options["sessions"])),
-                             seed)
+    fer_rows = write_fer_set(root, options, make_speakers(np.random.default_rng([seed, 0]), int(options["sessions"]),
+                                                          str(options["speaker_prefix"])),
+                             seed) if options["fer_set"] else 0
     stats = {"utterances": len(plans), "dialogues": len({p.dialogue_id for p in plans}),
              "speakers": len({p.speaker.speaker_id for p in plans}),
              "unlabelled": sum(not p.labelled for p in plans), "frames_with_face": faces_drawn,
@@ -118,7 +119,7 @@ def generate(root: Path, options: dict[str, Any], progress: bool = True) -> dict
     return stats
 
 
-def read_transcripts(root: Path, classes: list[str]) -> list[Utterance]:
+def read_transcripts(root: Path, classes: list[str], corpus: str = "demo") -> list[Utterance]:
     """Parse `transcripts.tsv` into manifest records; errors name the file and line."""
     path = Path(root) / "transcripts.tsv"
     if not path.exists():
@@ -143,7 +144,7 @@ def read_transcripts(root: Path, classes: list[str]) -> list[Utterance]:
                 raise ManifestError(f"turn {rec['turn']!r} is not an integer", source=path, line=number,
                                     field="turn") from None
             utts.append(Utterance(
-                utt_id=rec["utt_id"], corpus="demo", speaker=rec["speaker"], session=rec["session"],
+                utt_id=rec["utt_id"], corpus=corpus, speaker=rec["speaker"], session=rec["session"],
                 dialogue_id=rec["dialogue_id"], turn=turn, audio=Segment(rec["audio"]),
                 video=VideoSegment(rec["video"], face_region="full"), text=rec["text"], label=label))
     return utts
@@ -157,4 +158,4 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     options = resolve_demo_options(options)  # an unknown or bad option fails before any file is written
     classes = list(options["classes"])
     stats = generate(Path(root), options)
-    return PreparedCorpus(read_transcripts(Path(root), classes), classes, stats)
+    return PreparedCorpus(read_transcripts(Path(root), classes, str(options["corpus"])), classes, stats)

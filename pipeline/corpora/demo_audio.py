@@ -41,10 +41,20 @@ def voice_profile(emotion: str, valence_cue: float) -> dict[str, float]:
     return {key: mean[key] + valence_cue * (VOICES[emotion][key] - mean[key]) for key in mean}
 
 
-def synthesize_speech(plan: Plan, classes: list[str], sr: int, valence_cue: float = 1.0) -> np.ndarray:
-    """A speech-like utterance: syllables of voiced vowels with fricative onsets, pauses between words."""
+def shifted(voice: dict[str, float], shift: dict[str, float] | None) -> dict[str, float]:
+    """A voice with its pitch and energy baselines multiplied by `shift`'s ratios (another culture's voice)."""
+    return {**voice, **{key: voice[key] * ratio for key, ratio in (shift or {}).items()}} if shift else voice
+
+
+def synthesize_speech(plan: Plan, classes: list[str], sr: int, valence_cue: float = 1.0,
+                      voice_shift: dict[str, dict[str, float]] | None = None) -> np.ndarray:
+    """A speech-like utterance: syllables of voiced vowels with fricative onsets, pauses between words.
+    `voice_shift`: per emotion, ratios on its pitch and energy baselines (neutral's shift moves every voice's
+    starting point)."""
     rng = np.random.default_rng([*plan.seed, 1])
-    neutral, target = VOICES["neu"], voice_profile(plan.emotion, valence_cue)
+    shift = voice_shift or {}
+    neutral = shifted(VOICES["neu"], shift.get("neu"))
+    target = shifted(voice_profile(plan.emotion, valence_cue), shift.get(plan.emotion))
     k = plan.audio_intensity
     voice = {key: neutral[key] + k * (target[key] - neutral[key]) for key in neutral}
     spk = plan.speaker

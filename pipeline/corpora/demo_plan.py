@@ -39,7 +39,16 @@ DEFAULTS: dict[str, Any] = {
     "voice_valence_cue": 1.0,  # how much of a voice tells the emotions of one arousal level apart (1: all of it)
     "face_intensity": [0.3, 1.0],
     "articulation": 0.0,  # jaw opening of a talking face (0: the face does not talk)
+    # Another "culture" from the same generator (demo_b): the corpus name in the manifest, a prefix that keeps its
+    # speaker, session, dialogue and utterance ids apart from demo's, per-emotion ratios on the voice's pitch and
+    # energy baselines ({} keeps VOICES), the word list carrying the text cues, and whether to write a FER set.
+    "corpus": "demo",
+    "speaker_prefix": "ses",
+    "voice_shift": {},  # {emotion: {pitch: ratio, energy: ratio}}
+    "lexicon": "default",  # default | alternate (demo_text.LEXICONS)
+    "fer_set": True,
 }
+SHIFT_KEYS = ("pitch", "energy")
 FRACTIONS = ("voice_valence_cue", "mood_persistence", "unlabelled_fraction", "no_face_fraction",
              "partial_face_fraction", "empty_text_fraction", "text_cue_probability", "text_misleading_probability")
 
@@ -88,9 +97,31 @@ def resolve_demo_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     opts["face_intensity"] = _range("face_intensity", opts["face_intensity"])
     _number("expression_strength", opts["expression_strength"])
     _number("articulation", opts["articulation"])
+    _identity_options(opts)
     opts["video"] = _sub_options(opts, "video")
     opts["fer"] = _sub_options(opts, "fer")
     return opts
+
+
+def _identity_options(opts: dict[str, Any]) -> None:
+    """The options that make another corpus ("culture") of the same generator: checked in place."""
+    import re
+
+    for name in ("corpus", "speaker_prefix"):
+        if not isinstance(opts[name], str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", opts[name]):
+            raise CorpusOptionError(f"{CORPUS}: option {name!r} must be a name of letters, digits and _, "
+                                    f"got {opts[name]!r}")
+    shift = opts["voice_shift"] or {}
+    if not isinstance(shift, Mapping) or any(e not in EMOTIONS or not isinstance(v, Mapping)
+                                             or set(v) - set(SHIFT_KEYS) for e, v in shift.items()):
+        raise CorpusOptionError(f"{CORPUS}: option 'voice_shift' must map emotions {list(EMOTIONS)} to "
+                                f"{{pitch: ratio, energy: ratio}}, got {shift!r}")
+    opts["voice_shift"] = {e: {k: _number(f"voice_shift.{e}.{k}", r, 0.25, 4.0) for k, r in v.items()}
+                           for e, v in sorted(shift.items())}
+    if opts["lexicon"] not in ("default", "alternate"):
+        raise CorpusOptionError(f"{CORPUS}: option 'lexicon' must be default or alternate, got {opts['lexicon']!r}")
+    if not isinstance(opts["fer_set"], bool):
+        raise CorpusOptionError(f"{CORPUS}: option 'fer_set' must be true or false, got {opts['fer_set']!r}")
 
 
 @dataclass
@@ -123,13 +154,13 @@ class Plan:
     seed: tuple[int, ...]
 
 
-def make_speakers(rng: np.random.Generator, sessions: int) -> list[Speaker]:
+def make_speakers(rng: np.random.Generator, sessions: int, prefix: str = "ses") -> list[Speaker]:
     speakers = []
     for s in range(1, sessions + 1):
         for gender in ("F", "M"):
             female = gender == "F"
             speakers.append(Speaker(
-                speaker_id=f"ses{s}{gender}", session=f"ses{s}", gender=gender,
+                speaker_id=f"{prefix}{s}{gender}", session=f"{prefix}{s}", gender=gender,
                 f0=float(rng.uniform(185, 235) if female else rng.uniform(95, 135)),
                 rate=float(rng.uniform(3.6, 5.0)), loudness=float(rng.uniform(0.75, 1.25)),
                 formant_scale=float(rng.uniform(1.05, 1.15) if female else rng.uniform(0.9, 1.0)),
@@ -145,7 +176,7 @@ def plan_corpus(options: Mapping[str, Any]) -> list[Plan]:
     seed = int(opts["seed"])
     classes = list(opts["classes"])
     rng = np.random.default_rng([seed, 0])
-    speakers = make_speakers(rng, int(opts["sessions"]))
+    speakers = make_speakers(rng, int(opts["sessions"]), str(opts["speaker_prefix"]))
     lo, hi = opts["turns"]
     persistence = float(opts["mood_persistence"])
     no_face, partial_face = float(opts["no_face_fraction"]), float(opts["partial_face_fraction"])

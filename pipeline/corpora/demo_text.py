@@ -24,6 +24,21 @@ LEXICON: dict[str, list[str]] = {
             "it hurts to even think about it", "I wish things were different", "I can't stop crying",
             "nobody cares anymore", "I really let everyone down"],
 }
+# Another culture's wording of the same emotions (demo_b: `lexicon: alternate`): other words carry the cues.
+ALTERNATE_LEXICON: dict[str, list[str]] = {
+    "ang": ["enough of this nonsense", "I have had it with you", "leave me alone this instant",
+            "you are impossible", "that was a rotten thing to do", "stop it right now",
+            "I will not put up with this", "what a disgrace", "you keep wrecking things", "shut the door on it"],
+    "hap": ["brilliant, simply brilliant", "we are over the moon", "such a joy to see you", "hooray, it worked",
+            "what a delight", "I could dance all night", "lovely, just lovely", "cheers to that",
+            "that cheered me right up", "a perfect afternoon"],
+    "neu": ["right, carry on", "very well then", "as you wish", "noted, thanks", "fair enough", "of course",
+            "that will do", "understood", "certainly", "we shall see"],
+    "sad": ["my heart is heavy", "all of it is gone", "there is no point anymore", "I keep thinking of him",
+            "such a grey and empty week", "I am worn out and lonely", "it never gets better", "tears again tonight",
+            "I failed them all", "nobody came"],
+}
+LEXICONS = {"default": LEXICON, "alternate": ALTERNATE_LEXICON}
 FILLERS = ["the meeting is at three tomorrow", "I put the keys on the kitchen table", "we need to buy milk and bread",
            "the train leaves from platform four", "my sister called this morning", "it rained all weekend",
            "the report is due on friday", "he moved to another city last year", "the car is parked outside",
@@ -34,7 +49,7 @@ OPENERS = ["", "", "", "well, ", "look, ", "you know, ", "honestly, ", "so ", "o
 PUNCT = {"ang": ["!", "!", "."], "hap": ["!", "!", "."], "neu": [".", "."], "sad": ["...", ".", "."]}
 
 
-def compose_text(plan: Plan, classes: list[str]) -> str:
+def compose_text(plan: Plan, classes: list[str], lexicon: str = "default") -> str:
     rng = np.random.default_rng([*plan.seed, 3])
     if plan.text_mode == "empty":
         return ""
@@ -45,7 +60,8 @@ def compose_text(plan: Plan, classes: list[str]) -> str:
         if plan.text_mode == "misleading":
             others = [c for c in classes if c != plan.emotion]
             source = others[int(rng.integers(len(others)))]
-        body = LEXICON[source][int(rng.integers(len(LEXICON[source])))]
+        words = LEXICONS[lexicon][source]
+        body = words[int(rng.integers(len(words)))]
         punct = PUNCT[source][int(rng.integers(len(PUNCT[source])))]
         if rng.random() < 0.4:
             body = f"{body}, {FILLERS[int(rng.integers(len(FILLERS)))]}"

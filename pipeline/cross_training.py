@@ -1,0 +1,185 @@
+"""The train stage on a cross-corpus protocol (`affectflow train <model> <protocol>`, `cross_models`): the stores of
+every corpus the protocol names -> the culture family (models/culture_adv.py) per fold and seed ->
+`metrics/<model>/<protocol>.json` and `checkpoints/<model>/<protocol>/` (weights, runs.json, the first run's
+embeddings for the report's t-SNE).
+
+Each modality is read from the same extractor's store in every corpus (`train.features`), checked to be the same
+extractor with the same width; utterance ids are qualified `<corpus>/<utt_id>` and labels are the shared classes
+the split file maps them onto. The target's adaptation pool reaches the model without labels (-1 here, 0 inside
+the family, never in the loss); culture_in_corpus trains on the fold's in-corpus parts of the target instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.data import MODALITIES, UNLABELLED, Sequences, UtteranceSet, UtteranceView
+from models.metrics import mean_std
+from models.trainer import pick_device
+from pipeline.cross_corpus import cross_corpora, cross_protocols, qualified, split_qualified
+from pipeline.errors import AffectflowError
+from pipeline.manifest import CorpusInfo, read_manifest
+from pipeline.params import ConfigError, lookup, merged
+from pipeline.prepare import corpus_info_path, manifest_path
+from pipeline.splits import load_splits
+from pipeline.stage_outputs import StagedOutputs, torch_bytes
+from pipeline.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+PIPELINE_KEYS = ("family", "protocol", "features", "folds", "seeds", "device", "threads", "workers", "init_from",
+                 "labelled_fractions", "use_unlabelled", "allow_absent_modalities", "modalities")
+
+
+class CrossStoreError(AffectflowError):
+    """Two corpora's stores of one modality that a model cannot read together (another extractor, another width)."""
+
+
+def cross_model_config(params: dict[str, Any], model: str, protocol: str) -> dict[str, Any]:
+    """`train`, the protocol's `train`, `models.<model>` and the protocol's `train.models.<model>`, merged."""
+    base = lookup(params, f"models.{model}")
+    if not isinstance(base, dict) or base.get("family") != "culture":
+        raise ConfigError(f"models.{model} is not of the culture family; a cross-corpus protocol trains only "
+                          "culture models (cross_models)", f"models.{model}.family", "family: culture")
+    run = dict(lookup(params, f"cross_corpus.{protocol}.train", {}) or {})
+    overrides = dict(run.pop("models", {}) or {})
+    cfg = merged(merged(merged(dict(lookup(params, "train", {}) or {}), run), base), overrides.get(model, {}) or {})
+    cfg["features"] = {**(lookup(params, "train.features", {}) or {}), **(base.get("features") or {})}
+    return cfg
+
+
+def open_stores(corpora: Sequence[str], features: Mapping[str, str]) -> dict[str, dict[str, FeatureStore]]:
+    """corpus -> modality -> its store; every modality's stores hold the same extractor at the same width."""
+    stores = {c: {m: FeatureStore(Path("features") / c / f"{x}.h5") for m, x in features.items()} for c in corpora}
+    first = corpora[0]
+    for corpus in corpora[1:]:
+        for modality in features:
+            a, b = stores[first][modality], stores[corpus][modality]
+            if (a.attrs.get("extractor"), a.dim) != (b.attrs.get("extractor"), b.dim):
+                raise CrossStoreError(
+                    f"the {modality} stores differ: {a.path} holds {a.attrs.get('extractor')} ({a.dim}-d), "
+                    f"{b.path} holds {b.attrs.get('extractor')} ({b.dim}-d)", f"{a.path}, {b.path}",
+                    "extract every corpus of the protocol with the same extractor and settings (train.features)")
+    return stores
+
+
+def _pad_cat(parts: Sequence[Sequences]) -> Sequences:
+    longest = max(p.values.shape[1] for p in parts)
+    values = [torch.nn.functional.pad(p.values, (0, 0, 0, longest - p.values.shape[1])) for p in parts]
+    return Sequences(torch.cat(values), torch.cat([p.lengths for p in parts]))
+
+
+def concat_sets(sets: Sequence[UtteranceSet]) -> UtteranceSet:
+    """One set of several corpora's sets (each modality zero-padded to the longest)."""
+    seqs = {m: _pad_cat([getattr(s, m) for s in sets]) if getattr(sets[0], m) is not None else None
+            for m in MODALITIES}
+    return UtteranceSet([i for s in sets for i in s.utt_ids], seqs["audio"], seqs["visual"], seqs["text"],
+                        torch.cat([s.labels for s in sets]), [x for s in sets for x in s.speakers],
+                        [x for s in sets for x in s.dialogue_ids], [x for s in sets for x in s.turns])
+
+
+def load_cross(split: Mapping[str, Any], stores: Mapping[str, Mapping[str, FeatureStore]],
+               caps: Mapping[str, int | None]) -> UtteranceSet:
+    """Every utterance of the split's corpora that the split names, qualified ids, shared-class labels (-1 where
+    it has none: unlabelled, or a target utterance offered only for adaptation)."""
+    from pipeline.train import load_utterances
+
+    named = {i for f in split["folds"] for part in ("train", "val", "test", "adaptation") for i in f[part]}
+    named |= {i for f in split["folds"] for part in ("train", "val") for i in f["in_corpus"][part]}
+    sets = []
+    for corpus in split["cultures"]:
+        info = CorpusInfo.read(corpus_info_path(corpus))
+        utts = [u for u in read_manifest(manifest_path(corpus), info.classes) if qualified(corpus, u.utt_id) in named]
+        data = load_utterances(utts, info.classes, dict(stores[corpus]), dict(caps))
+        data.utt_ids = [qualified(corpus, i) for i in data.utt_ids]
+        index = {c: k for k, c in enumerate(split["classes"])}
+        data.labels = torch.tensor([index[split["labels"][i]] if i in split["labels"] else UNLABELLED
+                                    for i in data.utt_ids], dtype=torch.long)
+        sets.append(data)
+    return concat_sets(sets)
+
+
+def fold_parts(data: UtteranceSet, fold: Mapping[str, Any], variant: str) -> dict[str, Any]:
+    """The family's arguments for one fold: views of the loaded set (the adaptation pool with its labels -1)."""
+    position = {u: k for k, u in enumerate(data.utt_ids)}
+
+    def view(ids: Sequence[str]) -> UtteranceView:
+        return data.view([position[i] for i in ids])
+
+    if variant == "in_corpus":
+        return {"train": view(fold["in_corpus"]["train"]), "val": view(fold["in_corpus"]["val"]),
+                "test": view(fold["test"])}
+    pool = view(fold["adaptation"])
+    return {"train": view(fold["train"]), "val": view(fold["val"]), "test": view(fold["test"]),
+            "adaptation": UtteranceView(pool.source, pool.rows, torch.full_like(pool.labels, UNLABELLED))}
+
+
+def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, Any]:
+    """Every selected fold and seed of one culture model on one cross-corpus protocol."""
+    from models import culture_adv
+    from pipeline.train import _jsonable, _summary, checkpoint_dir, metrics_path, select_folds
+
+    cfg = cross_model_config(params, model, protocol)
+    split = load_splits(Path("splits") / f"{protocol}.json")
+    corpora = cross_corpora(cross_protocols(params)[protocol])
+    stores = open_stores(corpora, cfg["features"])
+    caps = {m: (cfg.get("frames") or {}).get(m) for m in cfg["features"]}
+    data = load_cross(split, stores, caps)
+    folds = select_folds(split["folds"], cfg.get("folds", "all"))
+    seeds = [int(s) for s in cfg.get("seeds", [0])]
+    device = pick_device(str(cfg.get("device", "auto")))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    family_cfg = {**{k: v for k, v in cfg.items() if k not in PIPELINE_KEYS}, "n_classes": len(split["classes"])}
+    outputs = StagedOutputs(checkpoint_dir(model, protocol), [metrics_path(model, protocol)])
+    outputs.check_writable()
+    outcomes, runs = [], []
+    outputs.begin()
+    try:
+        for fold in tqdm(folds, desc=f"train {model} on {protocol}", unit="fold"):
+            parts = fold_parts(data, fold, cfg["variant"])
+            train_cultures = torch.tensor([split["cultures"][split_qualified(i)[0]] for i in fold["train"]])
+            for seed in seeds:
+                outcome = culture_adv.train_and_evaluate(
+                    parts["train"], parts["val"], parts["test"], family_cfg, seed=seed, device=device,
+                    adaptation=parts.get("adaptation"), train_cultures=train_cultures,
+                    target_culture=int(split["cultures"][split["target"]]), n_cultures=len(split["cultures"]))
+                outputs.write_bytes(outputs.staging / f"{fold['name']}_seed{seed}.pt", torch_bytes(outcome.state))
+                arrays = {k: v for k, v in outcome.extras.items() if isinstance(v, np.ndarray)}
+                if arrays and not runs:
+                    outputs.write_bytes(outputs.staging / "extras.pt",
+                                        torch_bytes({k: torch.from_numpy(v) for k, v in arrays.items()}))
+                outcomes.append(outcome)
+                runs.append({"fold": fold["name"], "seed": seed, "metrics": outcome.metrics,
+                             "history": [{k: v for k, v in r.items() if k != "seconds"} for r in outcome.history],
+                             "predictions": {c: {"y_true": _jsonable(t), "y_pred": _jsonable(p)}
+                                             for c, (t, p) in outcome.predictions.items()},
+                             "extras": {k: v for k, v in outcome.extras.items() if isinstance(v, (int, float))}})
+        accuracy = [r["extras"]["culture_accuracy"] for r in runs if "culture_accuracy" in r["extras"]]
+        metrics = {"model": model, "family": "culture", "variant": cfg["variant"], "corpus": protocol,
+                   "protocol": "cross_corpus", "sources": split["sources"], "target": split["target"],
+                   "folds": len(folds), "fold_names": [f["name"] for f in folds], "seeds": seeds,
+                   "conditions": _summary(outcomes)}
+        if accuracy:
+            metrics["culture_accuracy"] = mean_std(accuracy)
+            metrics["culture_accuracy_last_epoch"] = mean_std([r["extras"]["culture_accuracy_last_epoch"]
+                                                               for r in runs])
+        outputs.write_text(metrics_path(model, protocol), json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+        recorded = {k: v for k, v in cfg.items() if k not in ("device", "threads", "workers")}
+        outputs.write_text(outputs.staging / "runs.json",
+                           json.dumps({"model": model, "corpus": protocol, "config": _jsonable(recorded),
+                                       "classes": split["classes"], "runs": runs}, sort_keys=True) + "\n")
+        outputs.commit()
+    except BaseException:
+        outputs.discard()
+        raise
+    log.info("trained %s on %s: %d runs", model, protocol, len(runs))
+    return metrics
