@@ -136,6 +136,18 @@ def embed(model: CultureAdversarial, data: FoldTensors, batch_size: int, trim: b
     return torch.cat(parts) if parts else torch.zeros(0, model.encoders.output_dim)
 
 
+def _check_variant(cfg: Mapping[str, Any], train: Parts, adaptation: Parts | None,
+                   train_cultures: Tensor | None) -> tuple[str, bool]:
+    """The variant and whether it adapts (needs the target's pool and a culture id per training row)."""
+    variant = cfg["variant"]
+    if variant not in VARIANTS:
+        raise ValueError(f"culture: variant must be one of {VARIANTS}, got {variant!r}")
+    adversarial = variant != "in_corpus"
+    if adversarial and (adaptation is None or train_cultures is None or len(train_cultures) != len(train)):
+        raise ValueError(f"culture ({variant}): needs the adaptation pool and one culture id per training row")
+    return variant, adversarial
+
+
 def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed: int, device: torch.device,
                        adaptation: Parts | None = None, train_cultures: Tensor | None = None,
                        target_culture: int = 1, n_cultures: int = 2) -> FoldOutcome:
@@ -146,12 +158,7 @@ def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed
     Each step draws a target batch of the source batch's size from the pool; the reversal weight follows DANN's
     schedule times `reversal.max_weight` (0 for source_only, whose discriminator still learns). The adaptation
     pool's labels are never read (replaced by 0 before anything else happens)."""
-    variant = cfg["variant"]
-    if variant not in VARIANTS:
-        raise ValueError(f"culture: variant must be one of {VARIANTS}, got {variant!r}")
-    adversarial = variant != "in_corpus"
-    if adversarial and (adaptation is None or train_cultures is None or len(train_cultures) != len(train)):
-        raise ValueError(f"culture ({variant}): needs the adaptation pool and one culture id per training row")
+    variant, adversarial = _check_variant(cfg, train, adaptation, train_cultures)
     generator = start(cfg, seed, f"culture_{variant}")
     splits = {"train": train, "val": val, "test": test}
     if adversarial:

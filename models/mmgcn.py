@@ -42,6 +42,7 @@ from models.metrics import classification_metrics
 from models.trainer import FitResult, FoldOutcome, fit, seed_everything
 
 log = logging.getLogger(__name__)
+NARROWS_MODALITIES = True  # its `modalities` setting becomes the letters of the modalities it is given
 
 MODALITY_LETTERS: dict[str, str] = {"a": "audio", "v": "visual", "t": "text"}
 # The authors keep cosine similarities inside (-1, 1) so that arccos and its gradient stay finite.

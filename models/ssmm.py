@@ -59,6 +59,7 @@ from models.metrics import classification_metrics
 from models.trainer import FitResult, FoldOutcome, fit, kaiming_init, seed_everything
 
 log = logging.getLogger(__name__)
+USES_UNLABELLED = True  # train_and_evaluate takes the fold's unlabelled pool (`unlabelled=`) besides its parts
 
 FUSION_ORDER = ("audio", "text", "visual")  # A, L, V as everywhere in the project (over the modalities present)
 VARIANTS = ("ssmm", "supervised")

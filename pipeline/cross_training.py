@@ -122,6 +122,26 @@ def fold_parts(data: UtteranceSet, fold: Mapping[str, Any], variant: str) -> dic
             "adaptation": UtteranceView(pool.source, pool.rows, torch.full_like(pool.labels, UNLABELLED))}
 
 
+def _run_record(fold: str, seed: int, outcome: Any) -> dict[str, Any]:
+    """One run's entry in runs.json: metrics, history, predictions and scalar extras."""
+    from pipeline.train import _jsonable
+
+    return {"fold": fold, "seed": seed, "metrics": outcome.metrics,
+            "history": [{k: v for k, v in r.items() if k != "seconds"} for r in outcome.history],
+            "predictions": {c: {"y_true": _jsonable(t), "y_pred": _jsonable(p)}
+                            for c, (t, p) in outcome.predictions.items()},
+            "extras": {k: v for k, v in outcome.extras.items() if isinstance(v, (int, float))}}
+
+
+def _discriminator_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The culture discriminator's accuracy over the runs (selected epoch, and last epoch's training batches)."""
+    accuracy = [r["extras"]["culture_accuracy"] for r in runs if "culture_accuracy" in r["extras"]]
+    if not accuracy:
+        return {}
+    return {"culture_accuracy": mean_std(accuracy),
+            "culture_accuracy_last_epoch": mean_std([r["extras"]["culture_accuracy_last_epoch"] for r in runs])}
+
+
 def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, Any]:
     """Every selected fold and seed of one culture model on one cross-corpus protocol."""
     from models import culture_adv
@@ -158,20 +178,11 @@ def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, 
                     outputs.write_bytes(outputs.staging / "extras.pt",
                                         torch_bytes({k: torch.from_numpy(v) for k, v in arrays.items()}))
                 outcomes.append(outcome)
-                runs.append({"fold": fold["name"], "seed": seed, "metrics": outcome.metrics,
-                             "history": [{k: v for k, v in r.items() if k != "seconds"} for r in outcome.history],
-                             "predictions": {c: {"y_true": _jsonable(t), "y_pred": _jsonable(p)}
-                                             for c, (t, p) in outcome.predictions.items()},
-                             "extras": {k: v for k, v in outcome.extras.items() if isinstance(v, (int, float))}})
-        accuracy = [r["extras"]["culture_accuracy"] for r in runs if "culture_accuracy" in r["extras"]]
+                runs.append(_run_record(fold["name"], seed, outcome))
         metrics = {"model": model, "family": "culture", "variant": cfg["variant"], "corpus": protocol,
                    "protocol": "cross_corpus", "sources": split["sources"], "target": split["target"],
                    "folds": len(folds), "fold_names": [f["name"] for f in folds], "seeds": seeds,
-                   "conditions": _summary(outcomes)}
-        if accuracy:
-            metrics["culture_accuracy"] = mean_std(accuracy)
-            metrics["culture_accuracy_last_epoch"] = mean_std([r["extras"]["culture_accuracy_last_epoch"]
-                                                               for r in runs])
+                   "conditions": _summary(outcomes), **_discriminator_summary(runs)}
         outputs.write_text(metrics_path(model, protocol), json.dumps(metrics, indent=1, sort_keys=True) + "\n")
         recorded = {k: v for k, v in cfg.items() if k not in ("device", "threads", "workers")}
         outputs.write_text(outputs.staging / "runs.json",

@@ -317,7 +317,6 @@ def _add_face_stages(groups: dict[str, Group], params: dict[str, Any], corpus: s
 
 
 def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
-    corpora = list(lookup(params, "corpora"))
     groups: dict[str, Group] = {}
     code_cache: dict[tuple[str, tuple[str, ...]], list[str]] = {}
 
@@ -327,36 +326,48 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
             code_cache[key] = stage_code(command, extra, root)
         return code_cache[key]
 
+    for corpus in lookup(params, "corpora"):
+        _add_corpus_stages(groups, params, corpus, code)
+    _add_denseface_stages(groups, params, code)
+    _add_train_stages(groups, params, code)
+    _add_cross_stages(groups, params, code)
+    return groups
+
+
+def _add_corpus_stages(groups: dict[str, Group], params: dict[str, Any], corpus: str, code: Any) -> None:
+    """prepare@, split@, extract@ and (with a visual modality) the face stages of one corpus."""
     from pipeline.extract import FACE_TRACK  # the faces stage's own extractor, never an extract@ stage
 
-    for corpus in corpora:
-        modalities = corpus_modalities(params, corpus)
-        own = [f"corpora.{corpus}.{k}" for k in ("options",) if _has(params, f"corpora.{corpus}.{k}")]
-        _add(groups, Group("prepare", "affectflow prepare ${key}", [], ["corpora.${key}.adapter"],
-                           ["data/${key}"]),
-             Instance(corpus, {}, code("prepare", adapter_module(params, corpus)), own))
-        own = [f"corpora.{corpus}.{k}" for k in ("splits", "modalities") if _has(params, f"corpora.{corpus}.{k}")]
-        _add(groups, Group("split", "affectflow split ${key}", ["data/${key}/manifest.jsonl",
-                                                                  "data/${key}/corpus.json"],
-                           ["splits"], ["splits/${key}.json"]),
-             Instance(corpus, {}, code("split", adapter_module(params, corpus)), own))  # its PROTOCOLS
-        extract_outs: list[Any] = ["features/${item.corpus}/${item.extractor}.h5"]
-        if DECLARE_FAILURE_LISTS:
-            extract_outs.append({"features/${item.corpus}/${item.extractor}.failures.jsonl": {"cache": False}})
-        embedders = face_embedders(params)
-        for name in lookup(params, "extract"):
-            if name in embedders or name == FACE_TRACK or extractor_modality(params, name) not in modalities:
-                continue
-            own = [f"corpora.{corpus}.extractors.{name}.config"] \
-                if _has(params, f"corpora.{corpus}.extractors.{name}.config") else []
-            _add(groups, Group("extract", "affectflow extract ${item.corpus} ${item.extractor}",
-                               ["data/${item.corpus}/manifest.jsonl", "data/${item.corpus}/corpus.json"],
-                               ["extractors.${item.extractor}.config"], extract_outs),
-                 Instance(f"{corpus}-{name}", {"corpus": corpus, "extractor": name},
-                          code("extract", extractor_module(extractor_kind(params, name))), own))
-        if "visual" in modalities and embedders:
-            _add_face_stages(groups, params, corpus, embedders, extract_outs, code)
+    modalities = corpus_modalities(params, corpus)
+    own = [f"corpora.{corpus}.{k}" for k in ("options",) if _has(params, f"corpora.{corpus}.{k}")]
+    _add(groups, Group("prepare", "affectflow prepare ${key}", [], ["corpora.${key}.adapter"],
+                       ["data/${key}"]),
+         Instance(corpus, {}, code("prepare", adapter_module(params, corpus)), own))
+    own = [f"corpora.{corpus}.{k}" for k in ("splits", "modalities") if _has(params, f"corpora.{corpus}.{k}")]
+    _add(groups, Group("split", "affectflow split ${key}", ["data/${key}/manifest.jsonl",
+                                                              "data/${key}/corpus.json"],
+                       ["splits"], ["splits/${key}.json"]),
+         Instance(corpus, {}, code("split", adapter_module(params, corpus)), own))  # its PROTOCOLS
+    extract_outs: list[Any] = ["features/${item.corpus}/${item.extractor}.h5"]
+    if DECLARE_FAILURE_LISTS:
+        extract_outs.append({"features/${item.corpus}/${item.extractor}.failures.jsonl": {"cache": False}})
+    embedders = face_embedders(params)
+    for name in lookup(params, "extract"):
+        if name in embedders or name == FACE_TRACK or extractor_modality(params, name) not in modalities:
+            continue
+        own = [f"corpora.{corpus}.extractors.{name}.config"] \
+            if _has(params, f"corpora.{corpus}.extractors.{name}.config") else []
+        _add(groups, Group("extract", "affectflow extract ${item.corpus} ${item.extractor}",
+                           ["data/${item.corpus}/manifest.jsonl", "data/${item.corpus}/corpus.json"],
+                           ["extractors.${item.extractor}.config"], extract_outs),
+             Instance(f"{corpus}-{name}", {"corpus": corpus, "extractor": name},
+                      code("extract", extractor_module(extractor_kind(params, name))), own))
+    if "visual" in modalities and embedders:
+        _add_face_stages(groups, params, corpus, embedders, extract_outs, code)
 
+
+def _add_denseface_stages(groups: dict[str, Group], params: dict[str, Any], code: Any) -> None:
+    """train-denseface@<set> for each of denseface.sets."""
     for name in lookup(params, "denseface.sets", {}) or {}:
         data = merged(lookup(params, "denseface.train.data", {}) or {},
                       lookup(params, f"denseface.sets.{name}.data", {}) or {})
@@ -367,6 +378,10 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
                            [{"metrics/denseface/${key}.json": {"cache": False}}]),
              Instance(name, {}, [*files, *code("train-denseface")]))
 
+
+def _add_train_stages(groups: dict[str, Group], params: dict[str, Any], code: Any) -> None:
+    """train@<model>-<corpus> and finetune@<model>-<corpus> for the models that fit each corpus."""
+    corpora = list(lookup(params, "corpora"))
     runs = [("train", m) for m in lookup(params, "train_models", []) or []]
     runs += [("finetune", m) for m in lookup(params, "finetune_models", []) or []]
     for kind, model in runs:
@@ -390,8 +405,6 @@ def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
                                 {"dvclive/${item.model}/${item.corpus}": {"cache": False}}]),
                  Instance(f"{model}-{corpus}", {"model": model, "corpus": corpus},
                           [*start, *stores, *code("train", family_module(str(cfg.get("family"))))], own))
-    _add_cross_stages(groups, params, code)
-    return groups
 
 
 def _add_cross_stages(groups: dict[str, Group], params: dict[str, Any], code: Any) -> None:

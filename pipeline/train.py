@@ -283,7 +283,7 @@ def run_job(data: UtteranceSet, job: Job, family_name: str, family_cfg: dict[str
     kwargs: dict[str, Any] = {"seed": job.seed, "device": torch.device(device)}
     if job.init_state is not None:
         kwargs["init_state"] = load_state_file(job.init_state)
-    if family_name == "ssmm":
+    if getattr(family, "USES_UNLABELLED", False):
         kwargs["unlabelled"] = data.subset(job.unlabelled) if job.unlabelled else None
     start = time.perf_counter()
     outcome = family.train_and_evaluate(parts["train"], parts["val"], parts["test"], family_cfg,
@@ -346,32 +346,59 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
                               ) from None
 
 
-def _train_model(params: dict[str, Any], model: str, corpus: str, guard: SignalGuard) -> dict[str, Any]:
+@dataclass
+class TrainPlan:
+    """What one train stage runs: the model's settings, the corpus's folds and the loaded features."""
+
+    model: str
+    corpus: str
+    cfg: dict[str, Any]
+    family_cfg: dict[str, Any]
+    classes: list[str]
+    modalities: list[str]
+    protocol: dict[str, Any]
+    folds: list[dict[str, Any]]
+    seeds: list[int]
+    fractions: list[float]
+    device: torch.device
+    data: UtteranceSet
+    outputs: StagedOutputs
+
+
+def _model_settings(params: dict[str, Any], model: str, corpus: str) -> tuple[dict[str, Any], list[str]]:
+    """The model's configuration on the corpus, its family checked and its features narrowed to its modalities."""
     cfg = model_config(params, model, corpus)
     _family(cfg["family"])  # fail early when the family has no train_and_evaluate
     modalities = model_modalities(params, model, corpus)  # fails early when the model cannot train on the corpus
     cfg["features"] = {m: cfg["features"][m] for m in modalities}
     if "modalities" in cfg:  # recorded as it took effect
         cfg["modalities"] = _letters(modalities) if isinstance(cfg["modalities"], str) else list(modalities)
-    info = CorpusInfo.read(corpus_info_path(corpus))
-    utts = {u.utt_id: u for u in read_manifest(manifest_path(corpus), info.classes)}
+    return cfg, list(modalities)
+
+
+def _protocol_folds(cfg: dict[str, Any], model: str, corpus: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The model's protocol in the corpus's split file, its selected folds and its labelled fractions checked."""
     splits = load_splits(Path("splits") / f"{corpus}.json")
     if cfg["protocol"] not in splits["protocols"]:
         raise ConfigError(f"models.{model}.protocol {cfg['protocol']!r} is not a protocol of corpora.{corpus}.splits "
                           f"({sorted(splits['protocols'])})")
     protocol = splits["protocols"][cfg["protocol"]]
-    folds = select_folds(protocol["folds"], cfg.get("folds", "all"))
-    seeds = [int(s) for s in cfg.get("seeds", [0])]
-    fractions = [float(f) for f in cfg.get("labelled_fractions", [1.0])]
-    for fraction in fractions:
+    for fraction in (float(f) for f in cfg.get("labelled_fractions", [1.0])):
         if fraction < 1.0 and f"{fraction:g}" not in protocol["hidden_labels"]:
             raise ConfigError(f"models.{model}: labelled fraction {fraction} is not in splits.labelled_fractions")
-    init_from = cfg.get("init_from")
+    return protocol, select_folds(protocol["folds"], cfg.get("folds", "all"))
+
+
+def plan_training(params: dict[str, Any], model: str, corpus: str) -> TrainPlan:
+    """Check the settings, the split and the stores, then load every utterance the selected folds use."""
+    cfg, modalities = _model_settings(params, model, corpus)
+    info = CorpusInfo.read(corpus_info_path(corpus))
+    utts = {u.utt_id: u for u in read_manifest(manifest_path(corpus), info.classes)}
+    protocol, folds = _protocol_folds(cfg, model, corpus)
     device = pick_device(str(cfg.get("device", "auto")))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
-    features = cfg["features"]
-    stores = {m: FeatureStore(store_path(corpus, features[m])) for m in modalities}
+    stores = {m: FeatureStore(store_path(corpus, cfg["features"][m])) for m in modalities}
     check_modalities_present(stores, sorted({i for f in folds for i in f["train"]}),
                              cfg.get("allow_absent_modalities", []), model, corpus)
     outputs = StagedOutputs(checkpoint_dir(model, corpus), [metrics_path(model, corpus), curves_path(model, corpus)],
@@ -379,117 +406,146 @@ def _train_model(params: dict[str, Any], model: str, corpus: str, guard: SignalG
     outputs.check_writable()  # a read-only or full metrics/ fails now, not after hours of training
     family_cfg = {**{k: v for k, v in cfg.items() if k not in PIPELINE_KEYS}, "n_classes": len(info.classes)}
     family_cfg.pop("modalities", None)
-    if cfg["family"] == "mmgcn":  # MMGCN's own setting, narrowed to the modalities it gets
+    if getattr(_family(cfg["family"]), "NARROWS_MODALITIES", False):  # MMGCN: its setting, as the letters it gets
         family_cfg["modalities"] = _letters(modalities)
     caps = {m: (cfg.get("frames") or {}).get(m) for m in modalities}
-
     needed = sorted({i for f in folds for part in ("train", "val", "test", "unlabelled") for i in f[part]})
     data = load_utterances([utts[i] for i in needed], info.classes, stores, caps)
-    position = {u: i for i, u in enumerate(data.utt_ids)}
-    out_dir = outputs.staging  # renamed onto checkpoint_dir(model, corpus) when every run is done
+    return TrainPlan(model, corpus, cfg, family_cfg, list(info.classes), modalities, protocol, folds,
+                     [int(s) for s in cfg.get("seeds", [0])], [float(f) for f in cfg.get("labelled_fractions", [1.0])],
+                     device, data, outputs)
 
-    def finish(job: Job, outcome: FoldOutcome) -> None:
-        """Save one run's weights and record its metrics, predictions and curves (no timings: outputs are
-        deterministic)."""
-        fold_name, seed, fraction = job.fold, job.seed, job.fraction
-        suffix = f"_frac{fraction:g}" if len(fractions) > 1 else ""
-        outputs.write_bytes(out_dir / f"{fold_name}_seed{seed}{suffix}.pt", torch_bytes(outcome.state))
-        arrays = {k: v for k, v in (outcome.extras or {}).items() if not isinstance(v, (int, float, str))}
-        if fraction == max(fractions) and fold_name == folds[0]["name"] and seed == seeds[0] and arrays:
-            outputs.write_bytes(out_dir / "extras.pt", torch_bytes(_tensors(arrays)))  # first run's embeddings etc.
-        by_fraction[fraction].append(outcome)
-        history = [{k: v for k, v in row.items() if k != "seconds"} for row in outcome.history]
-        runs.append({"fold": fold_name, "seed": seed, "labelled_fraction": fraction,
-                     "metrics": outcome.metrics, "history": history,
-                     "best_epoch": outcome.extras.get("best_epoch") if outcome.extras else None,
-                     "predictions": {c: {"y_true": _jsonable(t), "y_pred": _jsonable(p)}
-                                     for c, (t, p) in outcome.predictions.items()},
-                     "extras": {k: _jsonable(v) for k, v in (outcome.extras or {}).items()
-                                if isinstance(v, (int, float, str)) and "seconds" not in k}})
-        full = outcome.metrics.get(full_condition(modalities), {})
-        log.info("%s %s seed %d fraction %g: %s (%.1f s)", model, fold_name, seed, fraction,
-                 {k: round(v, 4) for k, v in (outcome.metrics.get("average") or full).items()},
-                 outcome.extras.get("seconds", float("nan")) if outcome.extras else float("nan"))
 
+def build_jobs(plan: TrainPlan) -> list[Job]:
+    """One job per labelled fraction, fold and seed, as positions into the loaded data; a run that starts from
+    another model's checkpoint fails now when that checkpoint is absent or unreadable."""
+    position = {u: i for i, u in enumerate(plan.data.utt_ids)}
+    init_from, cfg = plan.cfg.get("init_from"), plan.cfg
+    uses_pool = getattr(_family(cfg["family"]), "USES_UNLABELLED", False) and cfg.get("use_unlabelled", True)
     jobs = []
-    for fraction in fractions:
-        for fold in folds:
-            for seed in seeds:
-                hidden = set(protocol["hidden_labels"].get(f"{fraction:g}", {}).get(fold["name"], [])
+    for fraction in plan.fractions:
+        for fold in plan.folds:
+            for seed in plan.seeds:
+                hidden = set(plan.protocol["hidden_labels"].get(f"{fraction:g}", {}).get(fold["name"], [])
                              if fraction < 1 else [])
                 state_file = None
                 if init_from:
-                    state_file = checkpoint_dir(init_from, corpus) / f"{fold['name']}_seed{seed}.pt"
+                    state_file = checkpoint_dir(init_from, plan.corpus) / f"{fold['name']}_seed{seed}.pt"
                     if not state_file.exists():
-                        raise ConfigError(f"models.{model}.init_from: {state_file} does not exist; run the train "
-                                          f"stage of {init_from} on {corpus} with the same folds and seeds first")
+                        raise ConfigError(f"models.{plan.model}.init_from: {state_file} does not exist; run the train "
+                                          f"stage of {init_from} on {plan.corpus} with the same folds and seeds first")
                     load_state_file(state_file)  # a truncated, empty or LFS-pointer checkpoint fails before training
-                pool = fold["unlabelled"] if cfg["family"] == "ssmm" and cfg.get("use_unlabelled", True) else []
+                pool = fold["unlabelled"] if uses_pool else []
                 jobs.append(Job(fold["name"], seed, fraction,
                                 {p: [position[i] for i in fold[p]] for p in ("train", "val", "test")},
                                 [position[i] for i in pool],
                                 [k for k, u in enumerate(fold["train"]) if u in hidden], state_file))
+    return jobs
 
-    runs, by_fraction = [], {f: [] for f in fractions}
-    workers = int(cfg.get("workers", 1) or 1)
-    if device.type != "cpu":
-        workers = 1  # one process drives the GPU
-    start = time.perf_counter()
-    spec = (cfg["family"], family_cfg, str(device), int(cfg.get("threads") or 0))
-    pool_ = None
+
+class RunRecorder:
+    """Saves each finished run's weights into the staging folder and keeps its metrics, predictions and curves
+    (no timings: the outputs are deterministic)."""
+
+    def __init__(self, plan: TrainPlan) -> None:
+        self.plan = plan
+        self.runs: list[dict[str, Any]] = []
+        self.by_fraction: dict[float, list[FoldOutcome]] = {f: [] for f in plan.fractions}
+
+    def add(self, job: Job, outcome: FoldOutcome) -> None:
+        plan, out_dir = self.plan, self.plan.outputs.staging
+        suffix = f"_frac{job.fraction:g}" if len(plan.fractions) > 1 else ""
+        plan.outputs.write_bytes(out_dir / f"{job.fold}_seed{job.seed}{suffix}.pt", torch_bytes(outcome.state))
+        extras = outcome.extras or {}
+        arrays = {k: v for k, v in extras.items() if not isinstance(v, (int, float, str))}
+        first = job.fraction == max(plan.fractions) and job.fold == plan.folds[0]["name"] and job.seed == plan.seeds[0]
+        if first and arrays:
+            plan.outputs.write_bytes(out_dir / "extras.pt", torch_bytes(_tensors(arrays)))  # embeddings etc.
+        self.by_fraction[job.fraction].append(outcome)
+        self.runs.append({
+            "fold": job.fold, "seed": job.seed, "labelled_fraction": job.fraction, "metrics": outcome.metrics,
+            "history": [{k: v for k, v in row.items() if k != "seconds"} for row in outcome.history],
+            "best_epoch": extras.get("best_epoch"),
+            "predictions": {c: {"y_true": _jsonable(t), "y_pred": _jsonable(p)}
+                            for c, (t, p) in outcome.predictions.items()},
+            "extras": {k: _jsonable(v) for k, v in extras.items()
+                       if isinstance(v, (int, float, str)) and "seconds" not in k}})
+        full = outcome.metrics.get(full_condition(plan.modalities), {})
+        log.info("%s %s seed %d fraction %g: %s (%.1f s)", plan.model, job.fold, job.seed, job.fraction,
+                 {k: round(v, 4) for k, v in (outcome.metrics.get("average") or full).items()},
+                 extras.get("seconds", float("nan")))
+
+
+def run_jobs(plan: TrainPlan, jobs: list[Job], guard: SignalGuard, recorder: RunRecorder) -> None:
+    """Run the jobs in this process or in a pool of `workers` processes (CPU only), recording each as it ends."""
+    workers = int(plan.cfg.get("workers", 1) or 1) if plan.device.type == "cpu" else 1  # one process drives a GPU
+    spec = (plan.cfg["family"], plan.family_cfg, str(plan.device), int(plan.cfg.get("threads") or 0))
+    pool = None
     try:
-        outputs.begin()
         if workers > 1:
             with guard.critical():  # a signal while the pool starts is handled once it exists
-                pool_ = mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_job_worker,
-                                                     initargs=(data, spec))
-            outcomes = pool_.imap(_run_job_in_worker, jobs)
+                pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_job_worker,
+                                                    initargs=(plan.data, spec))
+            outcomes = pool.imap(_run_job_in_worker, jobs)
         else:
-            outcomes = (run_job(data, job, *spec) for job in jobs)
+            outcomes = (run_job(plan.data, job, *spec) for job in jobs)
         for job, outcome in tqdm(zip(jobs, outcomes, strict=True), total=len(jobs),
-                                 desc=f"train {model} on {corpus}", unit="run"):
-            finish(job, outcome)
-        if pool_ is not None:
-            pool_.close()
-            pool_.join()
-            pool_ = None
-        full = max(fractions)
-        metrics: dict[str, Any] = {"model": model, "family": cfg["family"], "corpus": corpus,
-                                   "protocol": cfg["protocol"], "folds": len(folds),
-                                   "fold_names": [f["name"] for f in folds], "seeds": seeds,
-                                   "conditions": _summary(by_fraction[full])}
-        if len(fractions) > 1:
-            metrics["sweep"] = {"labelled_fraction": {f"{f:g}": {"conditions": _summary(by_fraction[f])}
-                                                      for f in fractions}}
-        recorded = {k: v for k, v in cfg.items() if k not in RUN_SETTINGS}  # how it ran never changes results
-        outputs.write_text(metrics_path(model, corpus), json.dumps(metrics, indent=1, sort_keys=True) + "\n")
-        outputs.write_text(out_dir / "runs.json",
-                           json.dumps({"model": model, "corpus": corpus, "config": _jsonable(recorded),
-                                       "classes": info.classes, "runs": runs}, sort_keys=True) + "\n")
-        outputs.write_text(curves_path(model, corpus),
-                           _curves_csv([r["history"] for r in runs if r["labelled_fraction"] == full]))
-        log_runs(outputs.staged(live_dir(model, corpus)), metrics, [r for r in runs if r["labelled_fraction"] == full],
-                 info.classes, full_condition(modalities))
-        with guard.critical():
-            outputs.commit()
-    except (Stopped, KeyboardInterrupt):
+                                 desc=f"train {plan.model} on {plan.corpus}", unit="run"):
+            recorder.add(job, outcome)
+        if pool is not None:
+            pool.close()
+            pool.join()
+            pool = None
+    finally:
         with guard.shielded():  # a second Ctrl-C does not cut the cleanup short
-            _stop_pool(pool_)
-            outputs.discard()
-        raise
+            _stop_pool(pool)
+
+
+def write_outputs(plan: TrainPlan, recorder: RunRecorder, guard: SignalGuard) -> dict[str, Any]:
+    """metrics.json, runs.json, the curves and dvclive's summaries, staged; then committed all at once."""
+    model, corpus, cfg, outputs = plan.model, plan.corpus, plan.cfg, plan.outputs
+    full = max(plan.fractions)
+    metrics: dict[str, Any] = {"model": model, "family": cfg["family"], "corpus": corpus,
+                               "protocol": cfg["protocol"], "folds": len(plan.folds),
+                               "fold_names": [f["name"] for f in plan.folds], "seeds": plan.seeds,
+                               "conditions": _summary(recorder.by_fraction[full])}
+    if len(plan.fractions) > 1:
+        metrics["sweep"] = {"labelled_fraction": {f"{f:g}": {"conditions": _summary(recorder.by_fraction[f])}
+                                                  for f in plan.fractions}}
+    recorded = {k: v for k, v in cfg.items() if k not in RUN_SETTINGS}  # how it ran never changes results
+    full_runs = [r for r in recorder.runs if r["labelled_fraction"] == full]
+    outputs.write_text(metrics_path(model, corpus), json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    outputs.write_text(outputs.staging / "runs.json",
+                       json.dumps({"model": model, "corpus": corpus, "config": _jsonable(recorded),
+                                   "classes": plan.classes, "runs": recorder.runs}, sort_keys=True) + "\n")
+    outputs.write_text(curves_path(model, corpus), _curves_csv([r["history"] for r in full_runs]))
+    log_runs(outputs.staged(live_dir(model, corpus)), metrics, full_runs, plan.classes,
+             full_condition(plan.modalities))
+    with guard.critical():
+        outputs.commit()
+    return metrics
+
+
+def _train_model(params: dict[str, Any], model: str, corpus: str, guard: SignalGuard) -> dict[str, Any]:
+    plan = plan_training(params, model, corpus)
+    jobs = build_jobs(plan)
+    recorder = RunRecorder(plan)
+    start = time.perf_counter()
+    try:
+        plan.outputs.begin()
+        run_jobs(plan, jobs, guard, recorder)
+        metrics = write_outputs(plan, recorder, guard)
     except OSError as err:
         with guard.shielded():
-            _stop_pool(pool_)
-            outputs.discard()
+            plan.outputs.discard()
         raise OutputError(f"cannot write the outputs of train {model} on {corpus}: {os_reason(err)}",
-                          str(outputs.declared(err.filename)),
+                          str(plan.outputs.declared(err.filename)),
                           "free space or make the folder writable and run again (earlier outputs are "
                           "unchanged)") from None
     except BaseException:
-        with guard.shielded():
-            _stop_pool(pool_)
-            outputs.discard()
+        with guard.shielded():  # a second Ctrl-C does not cut the cleanup short
+            plan.outputs.discard()
         raise
-    log.info("trained %s on %s: %d runs in %.1f s on %s", model, corpus, len(runs), time.perf_counter() - start,
-             device)
+    log.info("trained %s on %s: %d runs in %.1f s on %s", model, corpus, len(recorder.runs),
+             time.perf_counter() - start, plan.device)
     return metrics

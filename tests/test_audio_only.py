@@ -20,6 +20,8 @@ import numpy as np
 import soundfile as sf
 import yaml
 
+from tests.trimmed_params import without_cross_corpus
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CLASSES = ["low", "mid", "high"]
@@ -85,7 +87,7 @@ def tones_params() -> dict:
     params["denseface"]["sets"] = {}  # no video: no face model to train
     params["report"]["corpora"] = ["tones"]
     params["report"]["plots"]["tsne"]["models"] = []
-    return params
+    return without_cross_corpus(params)
 
 
 def make_project(dest: Path) -> Path:

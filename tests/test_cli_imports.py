@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.trimmed_params import without_cross_corpus
+
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("torch", "transformers", "opensmile", "facenet_pytorch")
 PROBE = """
@@ -38,6 +40,7 @@ def test_prepare_split_and_help_import_no_model_library(tmp_path: Path) -> None:
         "fer": {"train_per_class": 1, "test_per_class": 1}},
         "splits": {"speaker": {"protocol": "speaker_folds", "val": "next"}}}}
     params["report"]["corpora"] = ["tiny"]
+    without_cross_corpus(params)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for args in (["--help"], ["prepare", "--help"], ["prepare", "tiny"], ["split", "tiny"]):
         out = probe(tmp_path, *args)

@@ -9,10 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 # Functions still over the limit, in files another change owns; remove a name when its function is cut.
-PENDING = {
-    "pipeline/train.py:_train_model",
-    "pipeline/stages.py:build_groups",
-}
+PENDING: set[str] = set()  # functions allowed over the limit while a cut is under way (none now)
 
 
 def _tool():

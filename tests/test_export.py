@@ -32,6 +32,7 @@ from pipeline.manifest import CorpusInfo, Utterance, read_manifest, write_manife
 from pipeline.splits import build_splits, write_splits
 from pipeline.store import FeatureStore, StoreWriter, UtteranceFeatures
 from pipeline.train import PIPELINE_KEYS, load_utterances, model_config
+from tests.trimmed_params import without_cross_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["ang", "hap", "neu", "sad"]
@@ -106,6 +107,7 @@ def tiny_corpus(root: Path, third_speaker: bool = True) -> list[Utterance]:
 def tiny_params(**mmgcn: object) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["corpora"] = {"tiny": {}}
+    without_cross_corpus(params)
     params["export"] = copy.deepcopy(EXPORT)
     params["models"]["mmgcn"].update(mmgcn)
     return params

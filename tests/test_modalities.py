@@ -26,6 +26,7 @@ from pipeline.params import ConfigError
 from pipeline.report import build_report
 from pipeline.train import train_model
 from tests.test_train import ROOT, tiny_corpus, tiny_params
+from tests.trimmed_params import without_cross_corpus
 
 SIX = ["azz", "zvz", "zzl", "avz", "azl", "zvl"]
 
@@ -64,6 +65,7 @@ def params_with(modalities: list[str] | None = None, **models: dict) -> dict:
     params = tiny_params()
     params["train"]["seeds"] = [0]
     params["corpora"] = {"tiny": {} if modalities is None else {"modalities": modalities}}
+    without_cross_corpus(params)
     for model, entry in models.items():
         params["models"][model].update(entry)
     return params
@@ -88,6 +90,7 @@ def test_model_modalities_intersect_corpus_model_and_features() -> None:
 def test_extract_refuses_an_extractor_whose_modality_the_corpus_lacks(tmp_path: Path, monkeypatch, capsys) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["corpora"] = {"tones": {"adapter": "demo", "root": "raw", "modalities": ["audio"]}}
+    without_cross_corpus(params)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     assert main(["extract", "tones", "bert"]) == 2

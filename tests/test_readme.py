@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests import corpus_fixtures as fx
+from tests.trimmed_params import without_cross_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -57,6 +58,7 @@ def tiny_params(corpora: dict[str, Any], models: list[str]) -> dict[str, Any]:
     """The project's params.yaml trimmed to `corpora`, the models given, one fold, one seed, two epochs."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["corpora"] = corpora
+    without_cross_corpus(params)
     for entry in corpora.values():
         entry["train"] = {"folds": [0], "threads": 1, "workers": 1,
                           "models": {"utt_fusion": {"batch_size": 16, "lr": 1.0e-3, "epochs_constant": 1,

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from pipeline.corpora.demo import generate
+from tests.trimmed_params import without_cross_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -95,6 +96,7 @@ def tracked_copy(dest: Path, corpus_root: Path) -> None:
                                                                               "text": None}}}}
     demo["extractors"]["faces"]["workers"] = 1
     params["corpora"] = {"demo": demo}
+    without_cross_corpus(params)
     params["extract"] = ["compare", "bert"]
     params["extractors"][EXTRACTOR].update(workers=1, shard_size=2)
     params["extractors"][EXTRACTOR]["config"]["batch_size"] = 1

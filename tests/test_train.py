@@ -17,6 +17,7 @@ from pipeline.params import ConfigError
 from pipeline.splits import build_splits, write_splits
 from pipeline.store import StoreWriter, UtteranceFeatures
 from pipeline.train import train_model
+from tests.trimmed_params import without_cross_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["ang", "hap", "neu", "sad"]
@@ -72,6 +73,7 @@ def tiny_params(workers: int = 1) -> dict:
         if cfg["family"] == "ssmm":
             cfg["labelled_fractions"] = [0.5, 1.0]
     params["corpora"] = {"tiny": {}}
+    without_cross_corpus(params)
     return params
 
 

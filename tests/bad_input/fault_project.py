@@ -17,6 +17,7 @@ import yaml
 from pipeline.manifest import CorpusInfo, Segment, Utterance, write_manifest
 from pipeline.splits import build_splits, write_splits
 from pipeline.store import StoreWriter, UtteranceFeatures
+from tests.trimmed_params import without_cross_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["ang", "hap", "neu", "sad"]
@@ -67,6 +68,7 @@ def params(workers: int = 1, seeds: list[int] | None = None, folds: list[int] | 
                                 "splits": {"speaker": {"protocol": "speaker_folds", "val": "partner"},
                                            "dialogue": {"protocol": "session_folds", "val": 0.5}}}}
     data["report"]["corpora"] = ["tiny"]
+    without_cross_corpus(data)
     return data
 
 
