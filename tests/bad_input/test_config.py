@@ -96,9 +96,13 @@ def _line_of(text: str, start: str) -> int:
 
 
 def _line_at(text: str, at: str) -> int:
-    """The one line of `text` that starts with `at` after its indentation (or, for `^...`, as written)."""
+    """The one line of `text` that starts with `at` after its indentation (or, for `^...`, as written); `at#N`:
+    the N-th of several such lines (params.yaml has two demo corpora, each with its `options:`)."""
+    at, _, nth = at.partition("#")
     lines = [i for i, line in enumerate(text.splitlines(), start=1)
              if (line.startswith(at[1:]) if at.startswith("^") else line.lstrip().startswith(at))]
+    if nth:
+        return lines[int(nth) - 1]
     assert len(lines) == 1, (at, lines)
     return lines[0]
 
@@ -155,7 +159,8 @@ CASES = [
          E + "unknown key 'trian' (params.yaml: trian) - did you mean 'train'?",
          at='trian:'),
     Case("unknown model family", _set("models.mmgcn.family", "mmgnc"), ("train", "mmgcn", "demo"),
-         E + "family must be one of utt_fusion, mmin, mmgcn, ssmm, got 'mmgnc' (params.yaml: models.mmgcn.family) - "
+         E + "family must be one of utt_fusion, mmin, mmgcn, ssmm, culture, got 'mmgnc' (params.yaml: "
+             "models.mmgcn.family) - "
              "did you mean mmgcn?",
          at='family: mmgnc'),
     Case("a choice misspelt", _set("extractors.bert.executor", "rey"), ("extract", "demo", "bert"),
@@ -219,7 +224,7 @@ CASES = [
          text_edit=lambda text: text.encode() + b"zzz: 'a\xff'\n"),
     Case("adapter options that are not a mapping", _set("corpora.demo.options", ["seed", 1]), ("prepare", "demo"),
          E + "options must be a mapping, got ['seed', 1] (params.yaml: corpora.demo.options) - e.g. options: {}",
-         at='^    options:'),
+         at='^    options:#1'),
     Case("a Denseface depth that does not fit its blocks", _set("denseface.train.network.depth", 99),
          ("train-denseface", "demo"),
          E + "depth 99 does not fit 3 blocks: depth - 4 must be a positive multiple of 6 "
