@@ -93,7 +93,7 @@ def tracked_copy(dest: Path, corpus_root: Path) -> None:
     demo["train"] = {"folds": [0], "threads": 1, "workers": 1, "models": {"utt_fusion": {
         "batch_size": 8, "epochs_constant": 1, "epochs_decay": 1, "frames": {"audio": None, "visual": None,
                                                                               "text": None}}}}
-    demo["extractors"]["faces"]["workers"] = 1
+    demo["extractors"]["faces"]["workers"] = demo["extractors"]["denseface"]["workers"] = 1  # no spawn for ~20 clips
     params["corpora"] = {"demo": demo}
     params["extract"] = ["compare", "bert"]
     params["extractors"][EXTRACTOR].update(workers=1, shard_size=2)
