@@ -865,9 +865,10 @@ def key_line(path: Path, key: str, data: dict[str, Any] | None = None) -> int | 
 
     try:
         text = path.read_text(encoding="utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        if data is not None and yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) != data:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the same nodes and marks, ~10x faster
+        if data is not None and yaml.load(text, Loader=loader) != data:
             return None
+        root = yaml.compose(text, Loader=loader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     found: list[int] = []

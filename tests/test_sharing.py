@@ -94,7 +94,7 @@ def tracked_copy(dest: Path, corpus_root: Path) -> None:
     demo["train"] = {"folds": [0], "threads": 1, "workers": 1, "models": {"utt_fusion": {
         "batch_size": 8, "epochs_constant": 1, "epochs_decay": 1, "frames": {"audio": None, "visual": None,
                                                                               "text": None}}}}
-    demo["extractors"]["faces"]["workers"] = 1
+    demo["extractors"]["faces"]["workers"] = demo["extractors"]["denseface"]["workers"] = 1  # no spawn for ~20 clips
     params["corpora"] = {"demo": demo}
     without_cross_corpus(params)
     params["extract"] = ["compare", "bert"]
