@@ -18,6 +18,11 @@ rough): 101 s of audio in 10 batches with 2.3% padding; (a) 52.6 s, (b) 40.8 s, 
 missed on a CPU: a 4 s clip is already 200 frames, a matrix large enough that batching adds little there; the
 2x is for a GPU, where one clip leaves most of it idle; not measured, no GPU in that session), c/b = 0.90.
 
+Quiet machine (2026-12-07 evening, load average 1.2, this benchmark alone), same command: (a) 3.71 s, (b) 3.82 s,
+(c) 3.68 s: c/a = 1.01, c/b = 1.04. On an idle 2-core CPU a batch costs what its clips cost one by one (the bare
+batched model is no faster than the loop), so no extractor can reach 2x here; the figures under load above
+measured the contention, not the batching.
+
     PYTHONPATH=. python benchmarks/bench_hf_audio.py [--n 32] [--threads 2] [--hidden 384] [--layers 4]
         [--conv-dim 256] [--sample-budget 960000] [--batch-overhead 0.5] [--repeat 2]
 """
