@@ -7,7 +7,9 @@ import difflib
 import logging
 import os
 import re
+import resource
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -202,6 +204,16 @@ def _check_stages(params: dict[str, Any]) -> None:
     check_under_dvc(params)
 
 
+def log_cost(command: str, wall_s: float) -> None:
+    """One line per stage command: wall seconds, CPU seconds of this process and of the workers it waited for,
+    and peak RSS (tools/stage_times.py reads it out of `dvc repro`'s log)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+    peak_gb = max(own.ru_maxrss, workers.ru_maxrss) / 2**20
+    log.info("stage cost: %s %.1f s wall, %.1f s CPU, peak RSS %.2f GB", command, wall_s, cpu, peak_gb)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     put_project_root_on_path()
     args = build_parser().parse_args(argv)
@@ -217,7 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in COMMANDS:
             _check_stages(params)
         handler = COMMANDS[args.command][1] if args.command in COMMANDS else args.handler
+        started = time.perf_counter()
         handler(args, params)
+        if args.command in COMMANDS:
+            log_cost(args.command, time.perf_counter() - started)
     except (AffectflowError, OSError) as err:
         if debug:
             traceback.print_exc()
