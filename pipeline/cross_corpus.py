@@ -184,9 +184,9 @@ def split_cross_corpus(params: Mapping[str, Any], name: str) -> Path:
     """The split stage of a cross-corpus protocol: every named corpus's manifest -> `splits/<name>.json`."""
     import logging
 
+    from pipeline.layout import corpus_info_path, manifest_path, split_path
     from pipeline.manifest import CorpusInfo, read_manifest
     from pipeline.params import lookup
-    from pipeline.prepare import corpus_info_path, manifest_path
     from pipeline.splits import write_splits
 
     cfg = cross_protocols(params)[name]
@@ -197,7 +197,7 @@ def split_cross_corpus(params: Mapping[str, Any], name: str) -> Path:
         classes[corpus] = list(info.classes)
         manifests[corpus] = read_manifest(manifest_path(corpus), info.classes)
     split = build_cross_corpus(name, cfg, manifests, classes, int(lookup(params, "splits.seed", 0)))
-    out = Path("splits") / f"{name}.json"
+    out = split_path(name)
     write_splits(out, split)
     sizes = [(len(f["train"]), len(f["val"]), len(f["test"]), len(f["adaptation"])) for f in split["folds"]]
     logging.getLogger(__name__).info(

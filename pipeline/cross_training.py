@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,9 +25,9 @@ from models.metrics import mean_std
 from models.trainer import pick_device
 from pipeline.cross_corpus import cross_corpora, cross_protocols, qualified, split_qualified
 from pipeline.errors import AffectflowError
+from pipeline.layout import checkpoint_dir, corpus_info_path, manifest_path, metrics_path, split_path, store_path
 from pipeline.manifest import CorpusInfo, read_manifest
 from pipeline.params import ConfigError, lookup, merged
-from pipeline.prepare import corpus_info_path, manifest_path
 from pipeline.splits import load_splits
 from pipeline.stage_outputs import StagedOutputs, torch_bytes
 from pipeline.store import FeatureStore
@@ -58,7 +57,7 @@ def cross_model_config(params: dict[str, Any], model: str, protocol: str) -> dic
 
 def open_stores(corpora: Sequence[str], features: Mapping[str, str]) -> dict[str, dict[str, FeatureStore]]:
     """corpus -> modality -> its store; every modality's stores hold the same extractor at the same width."""
-    stores = {c: {m: FeatureStore(Path("features") / c / f"{x}.h5") for m, x in features.items()} for c in corpora}
+    stores = {c: {m: FeatureStore(store_path(c, x)) for m, x in features.items()} for c in corpora}
     first = corpora[0]
     for corpus in corpora[1:]:
         for modality in features:
@@ -145,10 +144,10 @@ def _discriminator_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, Any]:
     """Every selected fold and seed of one culture model on one cross-corpus protocol."""
     from models import culture_adv
-    from pipeline.train import _jsonable, _summary, checkpoint_dir, metrics_path, select_folds
+    from pipeline.train import _jsonable, _summary, select_folds
 
     cfg = cross_model_config(params, model, protocol)
-    split = load_splits(Path("splits") / f"{protocol}.json")
+    split = load_splits(split_path(protocol))
     corpora = cross_corpora(cross_protocols(params)[protocol])
     stores = open_stores(corpora, cfg["features"])
     caps = {m: (cfg.get("frames") or {}).get(m) for m in cfg["features"]}

@@ -75,12 +75,12 @@ from tqdm import tqdm
 
 from models.data import MODALITIES, Sequences, UtteranceSet
 from models.mmgcn import pooled_vectors, speaker_indices
+from pipeline.layout import corpus_info_path, manifest_path, split_path, store_path
 from pipeline.manifest import CorpusInfo, Utterance, read_manifest
 from pipeline.params import ConfigError, lookup
-from pipeline.prepare import corpus_info_path, manifest_path
 from pipeline.splits import load_splits
 from pipeline.store import FeatureStore
-from pipeline.train import load_utterances, model_config, store_path
+from pipeline.train import load_utterances, model_config
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def export_config(params: dict[str, Any], kind: str) -> dict[str, Any]:
 def _corpus(root: Path, corpus: str) -> tuple[CorpusInfo, dict[str, Utterance], dict[str, Any]]:
     info = CorpusInfo.read(root / corpus_info_path(corpus))
     utts = {u.utt_id: u for u in read_manifest(root / manifest_path(corpus), info.classes)}
-    splits = load_splits(root / "splits" / f"{corpus}.json")
+    splits = load_splits(root / split_path(corpus))
     return info, utts, splits
 
 

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from models.condition_names import missing_conditions, modalities_of
 from models.metrics import confusion_matrix
+from pipeline.layout import CURVES_ROOT, metrics_path
 from pipeline.params import ConfigError, section
 from pipeline.report_cross import cross_models, render_cross
 from pipeline.report_figures import (
@@ -72,7 +73,6 @@ from pipeline.report_stats import (
     claims_table_lines,
     evaluate_claim,
 )
-from pipeline.train import curves_path, metrics_path
 
 log = logging.getLogger(__name__)
 
@@ -587,6 +587,6 @@ def list_plot_files(root: Path, cfg: Mapping[str, Any]) -> list[str]:
     root = Path(root)
     images = sorted(p.relative_to(root).as_posix() for p in (root / cfg["out_dir"] / PLOTS).rglob("*.png"))
     corpora = set(cfg["corpora"])
-    curves_root = root / curves_path("model", "corpus").parent.parent
+    curves_root = root / CURVES_ROOT
     curves = sorted(p.relative_to(root).as_posix() for p in curves_root.glob("*/*.csv") if p.stem in corpora)
     return images + curves

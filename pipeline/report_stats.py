@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from pipeline.errors import AffectflowError
+from pipeline.layout import runs_path
 from pipeline.params import ConfigError
 from pipeline.report_inputs import ModelResults
 
@@ -147,7 +148,7 @@ def run_values(results: ModelResults, condition: str, metric: str,
                fraction: str | None) -> dict[tuple[str, int], float]:
     """(fold, seed) -> the metric of each run at `condition` (`fraction`: its labelled fraction, None: the largest)."""
     runs = (results.runs or {}).get("runs", [])
-    source = f"checkpoints/{results.model}/{results.corpus}/runs.json"
+    source = runs_path(results.model, results.corpus).as_posix()
     if not runs:
         raise ClaimError(f"{results.model} on {results.corpus} has no per-run results", source,
                          "re-run its train stage (it writes runs.json)")

@@ -346,10 +346,10 @@ def split_corpus(params: dict[str, Any], corpus: str) -> Path:
 
     if corpus in cross_protocols(params):
         return split_cross_corpus(params, corpus)
+    from pipeline.layout import corpus_info_path, manifest_path, split_path
     from pipeline.manifest import CorpusInfo, read_manifest
     from pipeline.modalities import corpus_modalities
     from pipeline.params import lookup
-    from pipeline.prepare import corpus_info_path, manifest_path
 
     overrides = lookup(params, f"corpora.{corpus}.splits", None)
     if overrides is not None and not isinstance(overrides, dict):
@@ -367,7 +367,7 @@ def split_corpus(params: dict[str, Any], corpus: str) -> Path:
     utts = read_manifest(manifest_path(corpus), info.classes)
     protocols, skipped = fitting_protocols(utts, protocols, set(protocols) - set(overrides or {}), fractions, seed)
     splits = build_splits(corpus, utts, info.classes, protocols, fractions, seed, corpus_modalities(params, corpus))
-    out = Path("splits") / f"{corpus}.json"
+    out = split_path(corpus)
     if skipped:
         splits["skipped_protocols"] = skipped
     write_splits(out, splits)

@@ -33,10 +33,19 @@ from models.data import MODALITIES, UNLABELLED, Sequences, UtteranceSet
 from models.metrics import mean_std
 from models.trainer import FoldOutcome, pick_device
 from pipeline.errors import AffectflowError
+from pipeline.layout import (
+    checkpoint_dir,
+    corpus_info_path,
+    curves_path,
+    live_dir,
+    manifest_path,
+    metrics_path,
+    split_path,
+    store_path,
+)
 from pipeline.manifest import CorpusInfo, Utterance, read_manifest
 from pipeline.modalities import MODALITY_LETTERS, model_features, model_modalities
 from pipeline.params import ConfigError, lookup, merged
-from pipeline.prepare import corpus_info_path, manifest_path
 from pipeline.splits import load_splits
 from pipeline.stage_outputs import (
     Interrupted,
@@ -50,7 +59,7 @@ from pipeline.stage_outputs import (
 )
 from pipeline.store import FeatureStore
 from pipeline.torch_files import RESTORE, CheckpointError, read_torch_file
-from pipeline.tracking import live_dir, log_runs
+from pipeline.tracking import log_runs
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +69,6 @@ FAMILIES = {"utt_fusion": "models.utt_fusion", "mmin": "models.mmin", "mmgcn": "
 PIPELINE_KEYS = ("family", "protocol", "features", "folds", "seeds", "device", "threads", "workers", "init_from",
                  "labelled_fractions", "use_unlabelled", "allow_absent_modalities")
 RUN_SETTINGS = ("device", "threads", "workers")  # where and how fast; the outputs are the same bytes either way
-
-
-def store_path(corpus: str, extractor: str) -> Path:
-    return Path("features") / corpus / f"{extractor}.h5"
-
-
-def checkpoint_dir(model: str, corpus: str) -> Path:
-    return Path("checkpoints") / model / corpus
-
-
-def metrics_path(model: str, corpus: str) -> Path:
-    return Path("metrics") / model / f"{corpus}.json"
-
-
-def curves_path(model: str, corpus: str) -> Path:
-    return Path("plots") / "curves" / model / f"{corpus}.csv"
 
 
 def model_config(params: dict[str, Any], model: str, corpus: str) -> dict[str, Any]:
@@ -378,7 +371,7 @@ def _model_settings(params: dict[str, Any], model: str, corpus: str) -> tuple[di
 
 def _protocol_folds(cfg: dict[str, Any], model: str, corpus: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The model's protocol in the corpus's split file, its selected folds and its labelled fractions checked."""
-    splits = load_splits(Path("splits") / f"{corpus}.json")
+    splits = load_splits(split_path(corpus))
     if cfg["protocol"] not in splits["protocols"]:
         raise ConfigError(f"models.{model}.protocol {cfg['protocol']!r} is not a protocol of corpora.{corpus}.splits "
                           f"({sorted(splits['protocols'])})")
