@@ -11,7 +11,6 @@ the family, never in the loss); culture_in_corpus trains on the fold's in-corpus
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +27,7 @@ from pipeline.errors import AffectflowError
 from pipeline.layout import checkpoint_dir, corpus_info_path, manifest_path, metrics_path, split_path, store_path
 from pipeline.manifest import CorpusInfo, read_manifest
 from pipeline.params import ConfigError, lookup, merged
+from pipeline.run_record import conditions_summary, metrics_json, run_record, runs_json
 from pipeline.splits import load_splits
 from pipeline.stage_outputs import StagedOutputs, torch_bytes
 from pipeline.store import FeatureStore
@@ -121,17 +121,6 @@ def fold_parts(data: UtteranceSet, fold: Mapping[str, Any], variant: str) -> dic
             "adaptation": UtteranceView(pool.source, pool.rows, torch.full_like(pool.labels, UNLABELLED))}
 
 
-def _run_record(fold: str, seed: int, outcome: Any) -> dict[str, Any]:
-    """One run's entry in runs.json: metrics, history, predictions and scalar extras."""
-    from pipeline.train import _jsonable
-
-    return {"fold": fold, "seed": seed, "metrics": outcome.metrics,
-            "history": [{k: v for k, v in r.items() if k != "seconds"} for r in outcome.history],
-            "predictions": {c: {"y_true": _jsonable(t), "y_pred": _jsonable(p)}
-                            for c, (t, p) in outcome.predictions.items()},
-            "extras": {k: v for k, v in outcome.extras.items() if isinstance(v, (int, float))}}
-
-
 def _discriminator_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The culture discriminator's accuracy over the runs (selected epoch, and last epoch's training batches)."""
     accuracy = [r["extras"]["culture_accuracy"] for r in runs if "culture_accuracy" in r["extras"]]
@@ -144,7 +133,7 @@ def _discriminator_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, Any]:
     """Every selected fold and seed of one culture model on one cross-corpus protocol."""
     from models import culture_adv
-    from pipeline.train import _jsonable, _summary, select_folds
+    from pipeline.train import select_folds
 
     cfg = cross_model_config(params, model, protocol)
     split = load_splits(split_path(protocol))
@@ -177,16 +166,13 @@ def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, 
                     outputs.write_bytes(outputs.staging / "extras.pt",
                                         torch_bytes({k: torch.from_numpy(v) for k, v in arrays.items()}))
                 outcomes.append(outcome)
-                runs.append(_run_record(fold["name"], seed, outcome))
+                runs.append(run_record(fold["name"], seed, outcome))
         metrics = {"model": model, "family": "culture", "variant": cfg["variant"], "corpus": protocol,
                    "protocol": "cross_corpus", "sources": split["sources"], "target": split["target"],
                    "folds": len(folds), "fold_names": [f["name"] for f in folds], "seeds": seeds,
-                   "conditions": _summary(outcomes), **_discriminator_summary(runs)}
-        outputs.write_text(metrics_path(model, protocol), json.dumps(metrics, indent=1, sort_keys=True) + "\n")
-        recorded = {k: v for k, v in cfg.items() if k not in ("device", "threads", "workers")}
-        outputs.write_text(outputs.staging / "runs.json",
-                           json.dumps({"model": model, "corpus": protocol, "config": _jsonable(recorded),
-                                       "classes": split["classes"], "runs": runs}, sort_keys=True) + "\n")
+                   "conditions": conditions_summary(outcomes), **_discriminator_summary(runs)}
+        outputs.write_text(metrics_path(model, protocol), metrics_json(metrics))
+        outputs.write_text(outputs.staging / "runs.json", runs_json(model, protocol, cfg, split["classes"], runs))
         outputs.commit()
     except BaseException:
         outputs.discard()
