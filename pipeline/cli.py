@@ -62,7 +62,7 @@ def _train(args: argparse.Namespace, params: dict[str, Any]) -> None:
 
 
 def _train_denseface(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from pipeline.denseface_train import train_denseface
+    from pipeline.denseface.train import train_denseface
     from pipeline.layout import denseface_checkpoint, denseface_curves, denseface_metrics
     from pipeline.params import lookup, merged, section
 
@@ -71,7 +71,7 @@ def _train_denseface(args: argparse.Namespace, params: dict[str, Any]) -> None:
 
 
 def _report(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from pipeline.report import report_stage
+    from pipeline.report.stage import report_stage
 
     report_stage(params)
 

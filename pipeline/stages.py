@@ -48,9 +48,9 @@ ENTRY_MODULES: dict[str, tuple[str, ...]] = {
     "split": ("pipeline.splits",),
     "extract": ("pipeline.extract.stage",),
     "faces": ("pipeline.extract.stage",),
-    "train-denseface": ("pipeline.denseface_train",),
+    "train-denseface": ("pipeline.denseface.train",),
     "train": ("pipeline.train",),
-    "report": ("pipeline.report",),
+    "report": ("pipeline.report.stage",),
     "stages": ("pipeline.stages",),
 }
 HEADER = """\

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.layout import live_dir
-from pipeline.report_inputs import ReportInputError, load_results
+from pipeline.report.inputs import ReportInputError, load_results
 from pipeline.tracking import CURVES, epoch_means, log_runs, read_curves, read_summary, summary
 
 CLASSES = ["ang", "hap", "neu", "sad"]

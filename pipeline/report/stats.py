@@ -30,7 +30,7 @@ from scipy import stats as scipy_stats
 from pipeline.errors import AffectflowError
 from pipeline.layout import runs_path
 from pipeline.params import ConfigError
-from pipeline.report_inputs import ModelResults
+from pipeline.report.inputs import ModelResults
 
 ALL_FRACTIONS = "all"
 DEFAULT_SETTINGS = {"resamples": 10000, "confidence": 0.95, "seed": 0}

@@ -42,8 +42,8 @@ from models.condition_names import missing_conditions, modalities_of
 from models.metrics import confusion_matrix
 from pipeline.layout import CURVES_ROOT, metrics_path
 from pipeline.params import ConfigError, section
-from pipeline.report_cross import cross_models, render_cross
-from pipeline.report_figures import (
+from pipeline.report.cross import cross_models, render_cross
+from pipeline.report.figures import (
     claims_figure,
     condition_bars_figure,
     confusion_figure,
@@ -54,7 +54,7 @@ from pipeline.report_figures import (
     tsne_figure,
     tsne_points,
 )
-from pipeline.report_inputs import (
+from pipeline.report.inputs import (
     AVERAGE,
     ModelResults,
     Provenance,
@@ -65,7 +65,7 @@ from pipeline.report_inputs import (
     provenance,
     read_lock,
 )
-from pipeline.report_stats import (
+from pipeline.report.stats import (
     ClaimSettings,
     PairedResult,
     check_claims_config,
@@ -381,7 +381,7 @@ class _Renderer:
             self.claims(corpus)
             self.confusions(corpus)
             self.embeddings(corpus)
-        render_cross(self)  # report.cross: the cross-corpus protocols (pipeline/report_cross.py)
+        render_cross(self)  # report.cross: the cross-corpus protocols (pipeline/report/cross.py)
         if not self.lock:
             self.notes.append("dvc.lock not found or empty: provenance unknown for every model")
         markdown = "\n".join(self.lines).rstrip() + "\n"

@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
-from pipeline.report_inputs import Stat
+from pipeline.report.inputs import Stat
 
 COLOURS = "tab10"
 

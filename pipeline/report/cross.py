@@ -1,7 +1,7 @@
 """The report's cross-corpus (cross-culture) section (`report.cross`): per protocol, the target's table (in-corpus
 upper bound, source-only, adversarial: WA/UA/F1 mean ± std over folds × seeds), the culture discriminator's
 accuracy, the claims among the cross models (adaptation > source-only, paired by fold and seed:
-pipeline/report_stats.py) and a t-SNE of the fused embeddings coloured by corpus, before adaptation (the
+pipeline/report/stats.py) and a t-SNE of the fused embeddings coloured by corpus, before adaptation (the
 source-only network) and after (the adversarial one), from the first run's source validation and target test
 utterances (`checkpoints/<model>/<protocol>/extras.pt`).
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.report_inputs import ModelResults, load_extras
-from pipeline.report_stats import PairedResult, check_claims_config, claims_summary, claims_table_lines, evaluate_claim
+from pipeline.report.inputs import ModelResults, load_extras
+from pipeline.report.stats import PairedResult, check_claims_config, claims_summary, claims_table_lines, evaluate_claim
 
 
 def cross_models(cfg: Mapping[str, Any]) -> set[str]:
