@@ -36,6 +36,7 @@ FERPLUS_CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disg
 FERPLUS_VOTE_COLUMNS = (*FERPLUS_CLASSES, "unknown", "NF")
 USAGES = ("Training", "PublicTest", "PrivateTest")
 IMAGE_SIDE = 48
+LINE_END = "\r\n"  # what the writers end rows with: CSV's own (RFC 4180, Python's csv default)
 TARGET_MODES = ("majority", "distribution")
 READER_KEYS = ("targets", "drop_single_votes", "majority_share")
 
@@ -269,7 +270,7 @@ def write_fer2013(path: str | Path, images: np.ndarray, emotions: Sequence[int],
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
+        writer = csv.writer(fh, lineterminator=LINE_END)
         writer.writerow(["emotion", "pixels", "Usage"])
         for image, emotion, use in zip(images, emotions, usage, strict=True):
             if not 0 <= int(emotion) < len(FER2013_CLASSES) or use not in USAGES:
@@ -289,7 +290,7 @@ def write_ferplus(path: str | Path, votes: np.ndarray, usage: Sequence[str],
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
+        writer = csv.writer(fh, lineterminator=LINE_END)
         writer.writerow(["Usage", "Image name", *FERPLUS_VOTE_COLUMNS])
         for row, use, name in zip(votes, usage, names, strict=True):
             writer.writerow([use, name, *(int(v) for v in row)])
