@@ -50,9 +50,9 @@ def cross_model_config(params: dict[str, Any], model: str, protocol: str) -> dic
                           "culture models (cross_models)", f"models.{model}.family", "family: culture")
     run = dict(lookup(params, f"cross_corpus.{protocol}.train", {}) or {})
     overrides = dict(run.pop("models", {}) or {})
-    cfg = merged(merged(merged(dict(lookup(params, "train", {}) or {}), run), base), overrides.get(model, {}) or {})
-    cfg["features"] = {**(lookup(params, "train.features", {}) or {}), **(base.get("features") or {})}
-    return cfg
+    config = merged(merged(merged(dict(lookup(params, "train", {}) or {}), run), base), overrides.get(model, {}) or {})
+    config["features"] = {**(lookup(params, "train.features", {}) or {}), **(base.get("features") or {})}
+    return config
 
 
 def open_stores(corpora: Sequence[str], features: Mapping[str, str]) -> dict[str, dict[str, FeatureStore]]:
@@ -135,25 +135,25 @@ def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, 
     from models import culture_adv
     from pipeline.train import select_folds
 
-    cfg = cross_model_config(params, model, protocol)
+    config = cross_model_config(params, model, protocol)
     split = load_splits(split_path(protocol))
     corpora = cross_corpora(cross_protocols(params)[protocol])
-    stores = open_stores(corpora, cfg["features"])
-    caps = {m: (cfg.get("frames") or {}).get(m) for m in cfg["features"]}
+    stores = open_stores(corpora, config["features"])
+    caps = {m: (config.get("frames") or {}).get(m) for m in config["features"]}
     data = load_cross(split, stores, caps)
-    folds = select_folds(split["folds"], cfg.get("folds", "all"))
-    seeds = [int(s) for s in cfg.get("seeds", [0])]
-    device = pick_device(str(cfg.get("device", "auto")))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    family_cfg = {**{k: v for k, v in cfg.items() if k not in PIPELINE_KEYS}, "n_classes": len(split["classes"])}
+    folds = select_folds(split["folds"], config.get("folds", "all"))
+    seeds = [int(s) for s in config.get("seeds", [0])]
+    device = pick_device(str(config.get("device", "auto")))
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    family_cfg = {**{k: v for k, v in config.items() if k not in PIPELINE_KEYS}, "n_classes": len(split["classes"])}
     outputs = StagedOutputs(checkpoint_dir(model, protocol), [metrics_path(model, protocol)])
     outputs.check_writable()
     outcomes, runs = [], []
     outputs.begin()
     try:
         for fold in tqdm(folds, desc=f"train {model} on {protocol}", unit="fold"):
-            parts = fold_parts(data, fold, cfg["variant"])
+            parts = fold_parts(data, fold, config["variant"])
             train_cultures = torch.tensor([split["cultures"][split_qualified(i)[0]] for i in fold["train"]])
             for seed in seeds:
                 outcome = culture_adv.train_and_evaluate(
@@ -167,12 +167,12 @@ def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, 
                                         torch_bytes({k: torch.from_numpy(v) for k, v in arrays.items()}))
                 outcomes.append(outcome)
                 runs.append(run_record(fold["name"], seed, outcome))
-        metrics = {"model": model, "family": "culture", "variant": cfg["variant"], "corpus": protocol,
+        metrics = {"model": model, "family": "culture", "variant": config["variant"], "corpus": protocol,
                    "protocol": "cross_corpus", "sources": split["sources"], "target": split["target"],
                    "folds": len(folds), "fold_names": [f["name"] for f in folds], "seeds": seeds,
                    "conditions": conditions_summary(outcomes), **_discriminator_summary(runs)}
         outputs.write_text(metrics_path(model, protocol), metrics_json(metrics))
-        outputs.write_text(outputs.staging / "runs.json", runs_json(model, protocol, cfg, split["classes"], runs))
+        outputs.write_text(outputs.staging / "runs.json", runs_json(model, protocol, config, split["classes"], runs))
         outputs.commit()
     except BaseException:
         outputs.discard()

@@ -26,10 +26,10 @@ def corpus_root(params: dict[str, Any], name: str) -> Path:
 
 def prepare_corpus(params: dict[str, Any], name: str, out_dir: Path | None = None) -> CorpusInfo:
     """Run the adapter named in `corpora.<name>` and write the manifest and corpus.json under `data/<name>/`."""
-    cfg = section(params, f"corpora.{name}")
+    config = section(params, f"corpora.{name}")
     adapter_name = lookup(params, f"corpora.{name}.adapter")
     root = corpus_root(params, name)
-    options = dict(cfg.get("options") or {})
+    options = dict(config.get("options") or {})
     try:
         module = corpora.adapter(adapter_name)
     except corpora.UnknownAdapterError as err:

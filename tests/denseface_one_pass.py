@@ -64,7 +64,7 @@ class _Frame:
 class DensefaceExtractor(Extractor):
     name = "denseface"
     version = "1"
-    modality = "video"
+    modality = "visual"
     has_frame_valid = True
 
     def __init__(self, config: dict[str, Any], corpus_root: Path) -> None:

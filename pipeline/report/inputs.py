@@ -293,7 +293,7 @@ def find_train_stage(stages: Mapping[str, dict[str, Any]], model: str, corpus: s
 
 
 def provenance(stages: Mapping[str, dict[str, Any]], model: str, corpus: str,
-               cfg: Mapping[str, Any]) -> Provenance | None:
+               config: Mapping[str, Any]) -> Provenance | None:
     """Feature stores (path, md5), one md5 over the code deps' (path, md5) lines and one over the stage's params,
     for the train stage of `model` on `corpus`; None when dvc.lock has no such stage."""
     name = find_train_stage(stages, model, corpus)
@@ -303,7 +303,7 @@ def provenance(stages: Mapping[str, dict[str, Any]], model: str, corpus: str,
     deps = sorted((d for d in entry.get("deps") or [] if isinstance(d, dict) and "path" in d),
                   key=lambda d: d["path"])
     stores = tuple((d["path"], str(d.get("md5", "?")).removesuffix(".dir"))
-                   for d in deps if _matches(d["path"], cfg["stores"]))
-    code = [f"{d['path']} {d.get('md5', '?')}" for d in deps if _matches(d["path"], cfg["code"])]
+                   for d in deps if _matches(d["path"], config["stores"]))
+    code = [f"{d['path']} {d.get('md5', '?')}" for d in deps if _matches(d["path"], config["code"])]
     params = json.dumps(entry.get("params") or {}, sort_keys=True, default=str)
     return Provenance(name, stores, digest(code) if code else "", hashlib.md5(params.encode()).hexdigest())

@@ -86,9 +86,9 @@ class ClaimSettings:
     seed: int
 
 
-def check_claims_config(cfg: Mapping[str, Any]) -> tuple[list[Claim], ClaimSettings]:
+def check_claims_config(config: Mapping[str, Any]) -> tuple[list[Claim], ClaimSettings]:
     """`report.claims` (optional), checked before any file is read: no claims when it is absent."""
-    block = cfg.get("claims")
+    block = config.get("claims")
     if block is None:
         return [], ClaimSettings(**DEFAULT_SETTINGS)
     if not isinstance(block, Mapping):
@@ -107,7 +107,7 @@ def check_claims_config(cfg: Mapping[str, Any]) -> tuple[list[Claim], ClaimSetti
         fraction = entry.get("fraction")
         if fraction is not None and fraction != ALL_FRACTIONS and not isinstance(fraction, (int, float)):
             raise ConfigError(f"{where}.fraction must be a labelled fraction, 'all' or null, got {fraction!r}", where)
-        condition = str(entry.get("condition") or cfg["full_condition"])
+        condition = str(entry.get("condition") or config["full_condition"])
         worse_condition = entry.get("worse_condition")
         if worse_condition is not None and (not isinstance(worse_condition, str) or worse_condition == condition):
             raise ConfigError(f"{where}.worse_condition must name a condition other than {condition!r}, got "
