@@ -407,7 +407,7 @@ def _add_train_stages(groups: dict[str, Group], params: dict[str, Any], code: An
             chosen = lookup(params, f"corpora.{corpus}.train_models", None)
             if chosen is not None and model not in chosen:  # a corpus that trains only some models (demo_b: none)
                 continue
-            cfg = model_settings(params, model, corpus)
+            config = model_settings(params, model, corpus)
             stores = [_posix(layout.store_path(corpus, x)) for x in model_extractors(params, model, corpus).values()]
             start = [_posix(layout.checkpoint_dir(lookup(params, "finetune_from"), corpus))] if kind == "finetune" \
                 else []
@@ -416,14 +416,14 @@ def _add_train_stages(groups: dict[str, Group], params: dict[str, Any], code: An
                                [_posix(layout.split_path("${item.corpus}")), *_corpus_files("${item.corpus}")],
                                ["train", "models.${item.model}"], _train_outs("${item.model}", "${item.corpus}")),
                  Instance(f"{model}-{corpus}", {"model": model, "corpus": corpus},
-                          [*start, *stores, *code("train", family_module(str(cfg.get("family"))))], own))
+                          [*start, *stores, *code("train", family_module(str(config.get("family"))))], own))
 
 
 def _add_cross_stages(groups: dict[str, Group], params: dict[str, Any], code: Any) -> None:
     """`split-cross@<protocol>` (every named corpus's manifest -> splits/<protocol>.json) and
     `train-cross@<model>-<protocol>` for each of `cross_models` (the stores of every corpus it reads)."""
-    for name, cfg in (lookup(params, "cross_corpus", {}) or {}).items():
-        corpora = [*cfg["sources"], cfg["target"]]
+    for name, protocol in (lookup(params, "cross_corpus", {}) or {}).items():
+        corpora = [*protocol["sources"], protocol["target"]]
         manifests = [f for c in corpora for f in _corpus_files(c)]
         _add(groups, Group("split-cross", "affectflow split ${key}", [], ["splits.seed", "cross_corpus.${key}"],
                            [_posix(layout.split_path("${key}"))]),
