@@ -34,7 +34,7 @@ from facenet_pytorch import MTCNN
 from skimage import data
 
 from models.denseface import Denseface, DensefaceConfig
-from pipeline.denseface_checkpoint import Normalisation, save_checkpoint
+from pipeline.denseface.checkpoint import Normalisation, save_checkpoint
 from pipeline.extract.face import crop_face, select_face
 from pipeline.manifest import Utterance, VideoSegment
 from tests.denseface_one_pass import DensefaceExtractor

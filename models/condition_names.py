@@ -1,7 +1,7 @@
 """The missing-modality conditions by name, over the three modalities or over any non-empty subset of them.
 
 A condition names which modalities a model is fed, in MMIN's letters: position 1 audio (`a`), 2 visual (`v`),
-3 lexical (`l`), `z` where that modality is zeroed ("azl": audio and text, no video). Over the three modalities
+3 lexical (`l`), `z` where that modality is zeroed ("azl": audio and text, no visual). Over the three modalities
 there are the six missing conditions and the full one (`avl`). A corpus with fewer modalities has fewer: over
 audio and text, the missing conditions `azz` and `zzl` and the full condition `azl`; over audio alone only the
 full condition `azz`. Plain Python (no torch), so the split stage writes its condition table without torch.
@@ -68,7 +68,7 @@ def conditions_over(modalities: Iterable[str]) -> tuple[str, ...]:
 def training_conditions(names: Sequence[str], modalities: Iterable[str]) -> list[str]:
     """A configured list of training conditions (written over the three modalities) as conditions over
     `modalities`: the full condition `avl` becomes the full condition over them; a missing condition stays when it
-    still drops some but not all of them (`avz` on an audio-and-text corpus does not: there is no video to drop).
+    still drops some but not all of them (`avz` on an audio-and-text corpus does not: there is no visual to drop).
     The result may be empty (a missing-condition list over one modality); order kept, duplicates dropped."""
     mods = ordered(modalities)
     missing = set(missing_conditions(mods))

@@ -15,7 +15,7 @@ dialogues batched with it.
 Switches (all in the config dict): the speaker embedding goes to the text nodes, to every modality, or nowhere;
 `graph: false` is the same network without the GCN (projections + classifier); `fusion: early` concatenates the
 modalities' vectors before one projection (one node per utterance); `modalities` picks a subset (absent
-modalities have no nodes: a corpus without video trains with `at`, an audio-only one with `a`, and the metrics are
+modalities have no nodes: a corpus with no visual trains with `at`, an audio-only one with `a`, and the metrics are
 written under the full condition over those modalities, "azl" or "azz", instead of "avl"); `layers` sets the depth
 for the layer sweep.
 """

@@ -8,7 +8,7 @@ fold's pretrained utt_fusion encoders gives to the complementary input (present 
 restored). Backward imagination: a second CRA maps h' back onto h (detached). Loss = ce x CE + forward x MSE +
 backward x MSE. Ablations: `imagination: ae` (one plain autoencoder in each direction) and `cycle: false`.
 
-The network is built for the modalities the data holds. Over two (a corpus without video, say) it trains on the two
+The network is built for the modalities the data holds. Over two (a corpus with no visual, say) it trains on the two
 conditions that drop one of them and imagines the other; over one there is no missing modality to imagine, so it is
 refused with a clear error (utt_fusion is the model for one modality).
 """

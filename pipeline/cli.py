@@ -64,17 +64,16 @@ def _train(args: argparse.Namespace, params: dict[str, Any]) -> None:
 
 
 def _train_denseface(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from pipeline.denseface_train import train_denseface
+    from pipeline.denseface.train import train_denseface
+    from pipeline.layout import denseface_checkpoint, denseface_curves, denseface_metrics
     from pipeline.params import lookup, merged, section
 
     config = merged(section(params, "denseface.train"), lookup(params, f"denseface.sets.{args.set}"))
-    out = Path("checkpoints") / "denseface"
-    train_denseface(config, out / f"{args.set}.pt", Path("metrics") / "denseface" / f"{args.set}.json",
-                    Path("plots") / "denseface" / f"{args.set}.json")
+    train_denseface(config, denseface_checkpoint(args.set), denseface_metrics(args.set), denseface_curves(args.set))
 
 
 def _report(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from pipeline.report import report_stage
+    from pipeline.report.stage import report_stage
 
     report_stage(params)
 

@@ -121,29 +121,29 @@ def check_cross_fold(fold: Mapping[str, Any], target: str) -> None:
         raise CrossCorpusError(f"{fold['name']}: the in-corpus training parts hold test utterances")
 
 
-def build_cross_corpus(name: str, cfg: Mapping[str, Any], manifests: Mapping[str, Sequence[Utterance]],
+def build_cross_corpus(name: str, config: Mapping[str, Any], manifests: Mapping[str, Sequence[Utterance]],
                        classes: Mapping[str, Sequence[str]], seed: int) -> dict[str, Any]:
-    """The cross-corpus split file. cfg: sources, target, classes, mapping, target_folds, source_val, in_corpus_val.
+    """The cross-corpus split file. config: sources, target, classes, mapping, target_folds, source_val, in_corpus_val.
     manifests / classes: per corpus, its utterances and its class list."""
-    sources, target, shared = list(cfg["sources"]), str(cfg["target"]), list(cfg["classes"])
+    sources, target, shared = list(config["sources"]), str(config["target"]), list(config["classes"])
     if not sources or target in sources or len(set(sources)) != len(sources):
         raise CrossCorpusError(f"cross_corpus.{name}: sources {sources} must be distinct corpora, none of them the "
                                f"target {target!r}")
     for corpus in [*sources, target]:
-        if corpus not in cfg["mapping"]:
+        if corpus not in config["mapping"]:
             raise CrossCorpusError(f"cross_corpus.{name}.mapping: no mapping for corpus {corpus!r}",
                                    fix=f"map its labels {list(classes[corpus])} onto {shared}")
-        check_mapping(name, corpus, cfg["mapping"][corpus], classes[corpus], shared)
+        check_mapping(name, corpus, config["mapping"][corpus], classes[corpus], shared)
     labels: dict[str, str | None] = {}
     dropped: dict[str, dict[str, int]] = {}
     for corpus in [*sources, target]:
-        labels_c, dropped[corpus] = map_labels(name, corpus, manifests[corpus], cfg["mapping"][corpus], shared)
+        labels_c, dropped[corpus] = map_labels(name, corpus, manifests[corpus], config["mapping"][corpus], shared)
         labels.update(labels_c)
     kept = {c: [u for u in manifests[c] if qualified(c, u.utt_id) in labels] for c in [*sources, target]}
-    val = _source_val({c: kept[c] for c in sources}, float(cfg["source_val"]), seed)
+    val = _source_val({c: kept[c] for c in sources}, float(config["source_val"]), seed)
     source_ids = [qualified(c, u.utt_id) for c in sources for u in kept[c] if labels[qualified(c, u.utt_id)]]
     folds = []
-    groups = _speaker_groups(kept[target], cfg["target_folds"], name, target)
+    groups = _speaker_groups(kept[target], config["target_folds"], name, target)
     for i, group in enumerate(groups):
         next_group = groups[(i + 1) % len(groups)]
         ids = {part: [] for part in ("test", "adaptation", "in_train", "in_val")}
@@ -166,7 +166,7 @@ def build_cross_corpus(name: str, cfg: Mapping[str, Any], manifests: Mapping[str
     return {"format": CROSS_CORPUS_FORMAT, "kind": "cross_corpus", "name": name, "seed": seed,
             "sources": sources, "target": target, "classes": shared,
             "cultures": {c: i for i, c in enumerate([*sources, target])},
-            "mapping": {c: dict(cfg["mapping"][c]) for c in [*sources, target]}, "dropped": dropped,
+            "mapping": {c: dict(config["mapping"][c]) for c in [*sources, target]}, "dropped": dropped,
             "labels": {q: lbl for q, lbl in sorted(labels.items()) if lbl is not None}, "folds": folds}
 
 
@@ -175,29 +175,29 @@ def cross_protocols(params: Mapping[str, Any]) -> dict[str, Any]:
     return dict(params.get("cross_corpus") or {})
 
 
-def cross_corpora(cfg: Mapping[str, Any]) -> list[str]:
+def cross_corpora(config: Mapping[str, Any]) -> list[str]:
     """The corpora a protocol reads: its sources in order, then its target."""
-    return [*cfg["sources"], cfg["target"]]
+    return [*config["sources"], config["target"]]
 
 
 def split_cross_corpus(params: Mapping[str, Any], name: str) -> Path:
     """The split stage of a cross-corpus protocol: every named corpus's manifest -> `splits/<name>.json`."""
     import logging
 
+    from pipeline.layout import corpus_info_path, manifest_path, split_path
     from pipeline.manifest import CorpusInfo, read_manifest
     from pipeline.params import lookup
-    from pipeline.prepare import corpus_info_path, manifest_path
     from pipeline.splits import write_splits
 
-    cfg = cross_protocols(params)[name]
+    config = cross_protocols(params)[name]
     manifests: dict[str, list[Utterance]] = {}
     classes: dict[str, list[str]] = {}
-    for corpus in cross_corpora(cfg):
+    for corpus in cross_corpora(config):
         info = CorpusInfo.read(corpus_info_path(corpus))
         classes[corpus] = list(info.classes)
         manifests[corpus] = read_manifest(manifest_path(corpus), info.classes)
-    split = build_cross_corpus(name, cfg, manifests, classes, int(lookup(params, "splits.seed", 0)))
-    out = Path("splits") / f"{name}.json"
+    split = build_cross_corpus(name, config, manifests, classes, int(lookup(params, "splits.seed", 0)))
+    out = split_path(name)
     write_splits(out, split)
     sizes = [(len(f["train"]), len(f["val"]), len(f["test"]), len(f["adaptation"])) for f in split["folds"]]
     logging.getLogger(__name__).info(

@@ -11,10 +11,8 @@ the family, never in the loss); culture_in_corpus trains on the fold's in-corpus
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,9 +24,10 @@ from models.metrics import mean_std
 from models.trainer import pick_device
 from pipeline.cross_corpus import cross_corpora, cross_protocols, qualified, split_qualified
 from pipeline.errors import AffectflowError
+from pipeline.layout import checkpoint_dir, corpus_info_path, manifest_path, metrics_path, split_path, store_path
 from pipeline.manifest import CorpusInfo, read_manifest
 from pipeline.params import ConfigError, lookup, merged
-from pipeline.prepare import corpus_info_path, manifest_path
+from pipeline.run_record import conditions_summary, metrics_json, run_record, runs_json
 from pipeline.splits import load_splits
 from pipeline.stage_outputs import StagedOutputs, torch_bytes
 from pipeline.store import FeatureStore
@@ -51,14 +50,14 @@ def cross_model_config(params: dict[str, Any], model: str, protocol: str) -> dic
                           "culture models (cross_models)", f"models.{model}.family", "family: culture")
     run = dict(lookup(params, f"cross_corpus.{protocol}.train", {}) or {})
     overrides = dict(run.pop("models", {}) or {})
-    cfg = merged(merged(merged(dict(lookup(params, "train", {}) or {}), run), base), overrides.get(model, {}) or {})
-    cfg["features"] = {**(lookup(params, "train.features", {}) or {}), **(base.get("features") or {})}
-    return cfg
+    config = merged(merged(merged(dict(lookup(params, "train", {}) or {}), run), base), overrides.get(model, {}) or {})
+    config["features"] = {**(lookup(params, "train.features", {}) or {}), **(base.get("features") or {})}
+    return config
 
 
 def open_stores(corpora: Sequence[str], features: Mapping[str, str]) -> dict[str, dict[str, FeatureStore]]:
     """corpus -> modality -> its store; every modality's stores hold the same extractor at the same width."""
-    stores = {c: {m: FeatureStore(Path("features") / c / f"{x}.h5") for m, x in features.items()} for c in corpora}
+    stores = {c: {m: FeatureStore(store_path(c, x)) for m, x in features.items()} for c in corpora}
     first = corpora[0]
     for corpus in corpora[1:]:
         for modality in features:
@@ -122,17 +121,6 @@ def fold_parts(data: UtteranceSet, fold: Mapping[str, Any], variant: str) -> dic
             "adaptation": UtteranceView(pool.source, pool.rows, torch.full_like(pool.labels, UNLABELLED))}
 
 
-def _run_record(fold: str, seed: int, outcome: Any) -> dict[str, Any]:
-    """One run's entry in runs.json: metrics, history, predictions and scalar extras."""
-    from pipeline.train import _jsonable
-
-    return {"fold": fold, "seed": seed, "metrics": outcome.metrics,
-            "history": [{k: v for k, v in r.items() if k != "seconds"} for r in outcome.history],
-            "predictions": {c: {"y_true": _jsonable(t), "y_pred": _jsonable(p)}
-                            for c, (t, p) in outcome.predictions.items()},
-            "extras": {k: v for k, v in outcome.extras.items() if isinstance(v, (int, float))}}
-
-
 def _discriminator_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The culture discriminator's accuracy over the runs (selected epoch, and last epoch's training batches)."""
     accuracy = [r["extras"]["culture_accuracy"] for r in runs if "culture_accuracy" in r["extras"]]
@@ -145,27 +133,27 @@ def _discriminator_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, Any]:
     """Every selected fold and seed of one culture model on one cross-corpus protocol."""
     from models import culture_adv
-    from pipeline.train import _jsonable, _summary, checkpoint_dir, metrics_path, select_folds
+    from pipeline.train import select_folds
 
-    cfg = cross_model_config(params, model, protocol)
-    split = load_splits(Path("splits") / f"{protocol}.json")
+    config = cross_model_config(params, model, protocol)
+    split = load_splits(split_path(protocol))
     corpora = cross_corpora(cross_protocols(params)[protocol])
-    stores = open_stores(corpora, cfg["features"])
-    caps = {m: (cfg.get("frames") or {}).get(m) for m in cfg["features"]}
+    stores = open_stores(corpora, config["features"])
+    caps = {m: (config.get("frames") or {}).get(m) for m in config["features"]}
     data = load_cross(split, stores, caps)
-    folds = select_folds(split["folds"], cfg.get("folds", "all"))
-    seeds = [int(s) for s in cfg.get("seeds", [0])]
-    device = pick_device(str(cfg.get("device", "auto")))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    family_cfg = {**{k: v for k, v in cfg.items() if k not in PIPELINE_KEYS}, "n_classes": len(split["classes"])}
+    folds = select_folds(split["folds"], config.get("folds", "all"))
+    seeds = [int(s) for s in config.get("seeds", [0])]
+    device = pick_device(str(config.get("device", "auto")))
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    family_cfg = {**{k: v for k, v in config.items() if k not in PIPELINE_KEYS}, "n_classes": len(split["classes"])}
     outputs = StagedOutputs(checkpoint_dir(model, protocol), [metrics_path(model, protocol)])
     outputs.check_writable()
     outcomes, runs = [], []
     outputs.begin()
     try:
         for fold in tqdm(folds, desc=f"train {model} on {protocol}", unit="fold"):
-            parts = fold_parts(data, fold, cfg["variant"])
+            parts = fold_parts(data, fold, config["variant"])
             train_cultures = torch.tensor([split["cultures"][split_qualified(i)[0]] for i in fold["train"]])
             for seed in seeds:
                 outcome = culture_adv.train_and_evaluate(
@@ -178,16 +166,13 @@ def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, 
                     outputs.write_bytes(outputs.staging / "extras.pt",
                                         torch_bytes({k: torch.from_numpy(v) for k, v in arrays.items()}))
                 outcomes.append(outcome)
-                runs.append(_run_record(fold["name"], seed, outcome))
-        metrics = {"model": model, "family": "culture", "variant": cfg["variant"], "corpus": protocol,
+                runs.append(run_record(fold["name"], seed, outcome))
+        metrics = {"model": model, "family": "culture", "variant": config["variant"], "corpus": protocol,
                    "protocol": "cross_corpus", "sources": split["sources"], "target": split["target"],
                    "folds": len(folds), "fold_names": [f["name"] for f in folds], "seeds": seeds,
-                   "conditions": _summary(outcomes), **_discriminator_summary(runs)}
-        outputs.write_text(metrics_path(model, protocol), json.dumps(metrics, indent=1, sort_keys=True) + "\n")
-        recorded = {k: v for k, v in cfg.items() if k not in ("device", "threads", "workers")}
-        outputs.write_text(outputs.staging / "runs.json",
-                           json.dumps({"model": model, "corpus": protocol, "config": _jsonable(recorded),
-                                       "classes": split["classes"], "runs": runs}, sort_keys=True) + "\n")
+                   "conditions": conditions_summary(outcomes), **_discriminator_summary(runs)}
+        outputs.write_text(metrics_path(model, protocol), metrics_json(metrics))
+        outputs.write_text(outputs.staging / "runs.json", runs_json(model, protocol, config, split["classes"], runs))
         outputs.commit()
     except BaseException:
         outputs.discard()

@@ -29,9 +29,9 @@ import torch
 from torch.utils.data import Dataset
 
 from models.data import MODALITIES, UNLABELLED
+from pipeline.layout import corpus_info_path, manifest_path, split_path, store_path
 from pipeline.manifest import CorpusInfo, read_manifest
 from pipeline.params import ConfigError, load_params, lookup
-from pipeline.prepare import corpus_info_path, manifest_path
 from pipeline.splits import load_splits
 from pipeline.store import FeatureStore
 
@@ -81,7 +81,7 @@ class EmotionDataset(Dataset):
             raise ConfigError(f"modalities {list(modalities or ())} must be a non-empty subset of the features' "
                               f"{list(features)}")
         info = CorpusInfo.read(root / corpus_info_path(corpus))
-        splits = load_splits(root / "splits" / f"{corpus}.json")
+        splits = load_splits(root / split_path(corpus))
         if protocol is None and len(splits["protocols"]) == 1:
             protocol = next(iter(splits["protocols"]))
         if protocol not in splits["protocols"]:
@@ -101,7 +101,7 @@ class EmotionDataset(Dataset):
         hidden = set(self._hidden(splits["protocols"][protocol], labelled_fraction)) if part == "train" else set()
         self.labels = [index[utts[i].label] if utts[i].label is not None and i not in hidden else UNLABELLED
                        for i in self.utt_ids]
-        self.stores = {m: FeatureStore(root / "features" / corpus / f"{features[m]}.h5") for m in chosen}
+        self.stores = {m: FeatureStore(root / store_path(corpus, features[m])) for m in chosen}
         for store in self.stores.values():
             absent = [i for i in self.utt_ids if i not in store]
             if absent:

@@ -75,12 +75,12 @@ from tqdm import tqdm
 
 from models.data import MODALITIES, Sequences, UtteranceSet
 from models.mmgcn import pooled_vectors, speaker_indices
+from pipeline.layout import corpus_info_path, manifest_path, split_path, store_path
 from pipeline.manifest import CorpusInfo, Utterance, read_manifest
 from pipeline.params import ConfigError, lookup
-from pipeline.prepare import corpus_info_path, manifest_path
 from pipeline.splits import load_splits
 from pipeline.store import FeatureStore
-from pipeline.train import load_utterances, model_config, store_path
+from pipeline.train import load_utterances, model_config
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +104,15 @@ def export_config(params: dict[str, Any], kind: str) -> dict[str, Any]:
     from pipeline.schema import EXPORT_CONFIGS
     from pipeline.typed_config import parse
 
-    cfg = lookup(params, f"export.{kind}")
-    parse(EXPORT_CONFIGS[kind], cfg, f"export.{kind}", str(params.get("_path", "params.yaml")))
-    return cfg
+    config = lookup(params, f"export.{kind}")
+    parse(EXPORT_CONFIGS[kind], config, f"export.{kind}", str(params.get("_path", "params.yaml")))
+    return config
 
 
 def _corpus(root: Path, corpus: str) -> tuple[CorpusInfo, dict[str, Utterance], dict[str, Any]]:
     info = CorpusInfo.read(root / corpus_info_path(corpus))
     utts = {u.utt_id: u for u in read_manifest(root / manifest_path(corpus), info.classes)}
-    splits = load_splits(root / "splits" / f"{corpus}.json")
+    splits = load_splits(root / split_path(corpus))
     return info, utts, splits
 
 
@@ -233,7 +233,7 @@ def _check_stores_hold(stores: Mapping[str, FeatureStore], ids: Sequence[str]) -
                               "re-run its extract stage")
 
 
-def _write_mmin_features(tmp: Path, stores: Mapping[str, FeatureStore], ids: Sequence[str], cfg: Mapping[str, Any],
+def _write_mmin_features(tmp: Path, stores: Mapping[str, FeatureStore], ids: Sequence[str], config: Mapping[str, Any],
                          ) -> tuple[dict[str, tuple[int, np.ndarray, np.ndarray]], int]:
     """One h5 per modality (a dataset per utterance); returns the audio frames' moments per utterance and how
     many modality entries had no frame."""
@@ -241,14 +241,14 @@ def _write_mmin_features(tmp: Path, stores: Mapping[str, FeatureStore], ids: Seq
     missing_rows = 0
     for m in MODALITIES:
         store = stores[m]
-        with _h5(tmp / "feature" / MMIN_DIRS[m] / f"{cfg['files'][m]}.h5") as h5:
+        with _h5(tmp / "feature" / MMIN_DIRS[m] / f"{config['files'][m]}.h5") as h5:
             for utt_id in tqdm(ids, desc=f"export mmin {m}", unit="utt", disable=None, leave=False):
-                frames = _frames(store, utt_id, cfg["valid_frames_only"])
+                frames = _frames(store, utt_id, config["valid_frames_only"])
                 if m == "audio":
                     moments[utt_id] = _frame_moments(frames)
                 if len(frames) == 0:
                     missing_rows += 1
-                    if cfg["missing"] == "zero_row":
+                    if config["missing"] == "zero_row":
                         frames = np.zeros((1, store.dim), np.float32)
                 h5.create_dataset(utt_id, data=frames, track_times=False)
     return moments, missing_rows
@@ -276,19 +276,19 @@ def export_mmin(root: str | Path, params: dict[str, Any], corpus: str, out: str 
     """
     start = time.perf_counter()
     root, out = Path(root), Path(out)
-    cfg = export_config(params, "mmin")
-    model_cfg = model_config(params, cfg["model"], corpus)
+    config = export_config(params, "mmin")
+    model_cfg = model_config(params, config["model"], corpus)
     info, utts, splits = _corpus(root, corpus)
-    protocol_name = protocol or cfg["protocol"]
+    protocol_name = protocol or config["protocol"]
     folds = _protocol(splits, protocol_name, corpus)["folds"]
     chosen = range(len(folds)) if fold is None else [_fold_index(folds, fold)]
     stores = _stores(root, corpus, model_cfg["features"])
     ids = sorted({i for k in chosen for part in PARTS for i in folds[k][part]})
     _check_stores_hold(stores, ids)
-    files = cfg["files"]
+    files = config["files"]
     with _output_dir(out) as tmp:
-        moments, missing_rows = _write_mmin_features(tmp, stores, ids, cfg)
-        with _h5(tmp / "feature" / "A" / f"{cfg['mean_std']}.h5") as h5:
+        moments, missing_rows = _write_mmin_features(tmp, stores, ids, config)
+        with _h5(tmp / "feature" / "A" / f"{config['mean_std']}.h5") as h5:
             for k in chosen:
                 mean, std = _merged_mean_std([moments[i] for i in folds[k]["train"]],
                                              f"{protocol_name} {folds[k]['name']}")
@@ -298,20 +298,20 @@ def export_mmin(root: str | Path, params: dict[str, Any], corpus: str, out: str 
         counts = {str(k + 1): _write_mmin_targets(tmp / "target" / str(k + 1), folds[k], utts, info.classes)
                   for k in chosen}
         final = out.resolve()
-        _write_json(tmp / cfg["config_file"], {"data_root": lookup(params, f"corpora.{corpus}.root", None),
+        _write_json(tmp / config["config_file"], {"data_root": lookup(params, f"corpora.{corpus}.root", None),
                                                "feature_root": str(final / "feature"),
                                                "target_root": str(final / "target"), "total_cv": len(folds)})
         _write_json(tmp / MARKER, {
             "layout": "mmin", "corpus": corpus, "protocol": protocol_name, "classes": info.classes,
             "folds": {str(k + 1): folds[k]["name"] for k in chosen}, "utterances": counts,
             "files": {m: f"feature/{MMIN_DIRS[m]}/{files[m]}.h5" for m in MODALITIES},
-            "mean_std": f"feature/A/{cfg['mean_std']}.h5", "dims": {m: stores[m].dim for m in MODALITIES},
-            "missing": cfg["missing"], "valid_frames_only": cfg["valid_frames_only"],
-            "stores": {m: _store_source(s) for m, s in stores.items()}, "model": cfg["model"],
+            "mean_std": f"feature/A/{config['mean_std']}.h5", "dims": {m: stores[m].dim for m in MODALITIES},
+            "missing": config["missing"], "valid_frames_only": config["valid_frames_only"],
+            "stores": {m: _store_source(s) for m, s in stores.items()}, "model": config["model"],
             "run_with": "--corpus_name=IEMOCAP (one-hot labels, bytes int2name); --cvNo=<fold index + 1>"})
     log.info("exported %s for MMIN to %s: %d utterances, %d folds (%s), %d modality entries without frames "
              "written as %s; %.1f s", corpus, out, len(ids), len(chosen), protocol_name, missing_rows,
-             cfg["missing"], time.perf_counter() - start)
+             config["missing"], time.perf_counter() - start)
     return out
 
 
@@ -402,14 +402,14 @@ def export_mmgcn(root: str | Path, params: dict[str, Any], corpus: str, out: str
     """
     start = time.perf_counter()
     root, out = Path(root), Path(out)
-    cfg = export_config(params, "mmgcn")
-    model_cfg = model_config(params, cfg["model"], corpus)
+    config = export_config(params, "mmgcn")
+    model_cfg = model_config(params, config["model"], corpus)
     if model_cfg["family"] != "mmgcn":
-        raise ConfigError(f"export.mmgcn.model: models.{cfg['model']} is a {model_cfg['family']} model, not mmgcn")
+        raise ConfigError(f"export.mmgcn.model: models.{config['model']} is a {model_cfg['family']} model, not mmgcn")
     info, utts, splits = _corpus(root, corpus)
-    protocol_name = protocol or cfg["protocol"]
+    protocol_name = protocol or config["protocol"]
     folds = _protocol(splits, protocol_name, corpus)["folds"]
-    index = _fold_index(folds, cfg["fold"] if fold is None else fold)
+    index = _fold_index(folds, config["fold"] if fold is None else fold)
     stores = _stores(root, corpus, model_cfg["features"])
     caps = {m: (model_cfg.get("frames") or {}).get(m) for m in MODALITIES}
     sets = mmgcn_sets(utts, info.classes, stores, folds[index], caps)
@@ -418,32 +418,32 @@ def export_mmgcn(root: str | Path, params: dict[str, Any], corpus: str, out: str
     vectors = dict(zip(PARTS, pooled_vectors([sets[p] for p in PARTS], pooling), strict=True))
     rows, parties = speaker_indices([sets[p] for p in PARTS], "party")
     speakers = dict(zip(PARTS, rows, strict=True))
-    if cfg["speakers"] == "letters" and parties > len(LETTERS):
+    if config["speakers"] == "letters" and parties > len(LETTERS):
         raise ExportError(f"export.mmgcn.speakers: letters encodes {len(LETTERS)} parties, but a dialogue of "
                           f"{corpus} has {parties}; use onehot")
 
-    video, order = _mmgcn_dialogues(sets, vectors, speakers, parties, utts, cfg["speakers"])
+    video, order = _mmgcn_dialogues(sets, vectors, speakers, parties, utts, config["speakers"])
     items: list[Any] = [video[name] for name in MMGCN_ITEMS[:7]]
     items += [order["train"] + order["val"], order["test"]]
-    if cfg["layout"] == "meld":
+    if config["layout"] == "meld":
         items.append(list(order["val"]))
     counts = {part: len(sets[part]) for part in PARTS}
     with _output_dir(out) as tmp:
-        (tmp / cfg["file"]).write_bytes(portable_pickle(items, cfg["pickle_protocol"]))
+        (tmp / config["file"]).write_bytes(portable_pickle(items, config["pickle_protocol"]))
         _write_json(tmp / MARKER, {
-            "layout": "mmgcn", "loader": cfg["layout"], "file": cfg["file"], "corpus": corpus,
+            "layout": "mmgcn", "loader": config["layout"], "file": config["file"], "corpus": corpus,
             "protocol": protocol_name, "fold": folds[index]["name"], "fold_index": index, "classes": info.classes,
-            "items": list(MMGCN_ITEMS) + (["valVid"] if cfg["layout"] == "meld" else []),
+            "items": list(MMGCN_ITEMS) + (["valVid"] if config["layout"] == "meld" else []),
             "train_dialogues": order["train"], "val_dialogues": order["val"], "test_dialogues": order["test"],
-            "utterances": counts, "dims": {m: stores[m].dim for m in MODALITIES}, "speakers": cfg["speakers"],
+            "utterances": counts, "dims": {m: stores[m].dim for m in MODALITIES}, "speakers": config["speakers"],
             "parties": parties, "pooling": model_cfg["pooling"], "standardize": list(model_cfg["standardize"]),
-            "model": cfg["model"], "stores": {m: _store_source(s) for m, s in stores.items()},
+            "model": config["model"], "stores": {m: _store_source(s) for m, s in stores.items()},
             "unlabelled": "not exported: the split's parts hold labelled utterances only, as our MMGCN reads them"})
     log.info("exported %s fold %s (%s) for MMGCN to %s: %d/%d/%d dialogues, %d/%d/%d utterances (train/val/test), "
-             "%d parties; %.1f s", corpus, folds[index]["name"], protocol_name, out / cfg["file"], len(order["train"]),
-             len(order["val"]), len(order["test"]), counts["train"], counts["val"], counts["test"], parties,
-             time.perf_counter() - start)
-    return out / cfg["file"]
+             "%d parties; %.1f s", corpus, folds[index]["name"], protocol_name, out / config["file"],
+             len(order["train"]), len(order["val"]), len(order["test"]), counts["train"], counts["val"], counts["test"],
+             parties, time.perf_counter() - start)
+    return out / config["file"]
 
 
 def read_mmgcn_export(out: str | Path) -> dict[str, UtteranceSet]:
@@ -493,19 +493,19 @@ def _fold_frames(root: Path, params: dict[str, Any], kind: str, corpus: str, fol
                  protocol: str | None) -> tuple[dict[str, Any], CorpusInfo, dict[str, Utterance], str,
                                                 dict[str, Any], dict[str, FeatureStore]]:
     """The export's config, corpus, protocol name, fold and the stores of `export.<kind>.model`."""
-    cfg = export_config(params, kind)
-    model_cfg = model_config(params, cfg["model"], corpus)
+    config = export_config(params, kind)
+    model_cfg = model_config(params, config["model"], corpus)
     info, utts, splits = _corpus(root, corpus)
-    protocol_name = protocol or cfg["protocol"]
+    protocol_name = protocol or config["protocol"]
     folds = _protocol(splits, protocol_name, corpus)["folds"]
-    chosen = folds[_fold_index(folds, cfg["fold"] if fold is None else fold)]
+    chosen = folds[_fold_index(folds, config["fold"] if fold is None else fold)]
     stores = _stores(root, corpus, model_cfg["features"])
     for store in stores.values():
         absent = [i for part in PARTS for i in chosen[part] if i not in store]
         if absent:
             raise ConfigError(f"{store.path} lacks {len(absent)} utterances of the split (first {absent[0]!r}); "
                               "re-run its extract stage")
-    return cfg, info, utts, protocol_name, chosen, stores
+    return config, info, utts, protocol_name, chosen, stores
 
 
 def _frames_or_zero(store: FeatureStore, utt_id: str, cap: int | None) -> tuple[np.ndarray, bool]:
@@ -530,8 +530,8 @@ def export_mmsa(root: str | Path, params: dict[str, Any], corpus: str, out: str 
     """Write MMSA's unaligned pickle of one fold of `corpus` under `out`; returns the pickle's path."""
     start = time.perf_counter()
     root, out = Path(root), Path(out)
-    cfg, info, utts, protocol_name, chosen, stores = _fold_frames(root, params, "mmsa", corpus, fold, protocol)
-    caps = cfg["max_frames"]
+    config, info, utts, protocol_name, chosen, stores = _fold_frames(root, params, "mmsa", corpus, fold, protocol)
+    caps = config["max_frames"]
     frames = {part: {m: [_frames_or_zero(stores[m], i, caps.get(m)) for i in chosen[part]] for m in MODALITIES}
               for part in MMSA_PARTS}
     width = {m: max(len(f) for part in MMSA_PARTS for f, _ in frames[part][m]) for m in MODALITIES}
@@ -549,23 +549,23 @@ def export_mmsa(root: str | Path, params: dict[str, Any], corpus: str, out: str 
         entry["audio_lengths"] = [len(f) for f, _ in frames[part]["audio"]]
         entry["vision_lengths"] = [len(f) for f, _ in frames[part]["visual"]]
         entry["classification_labels"] = np.array([info.classes.index(utts[i].label) for i in ids], np.float32)
-        entry["regression_labels"] = _regression_labels(ids, utts, info.classes, cfg["regression"])
+        entry["regression_labels"] = _regression_labels(ids, utts, info.classes, config["regression"])
         entry["annotations"] = [utts[i].label for i in ids]
         data[mode] = entry
     with _output_dir(out) as tmp:
-        (tmp / cfg["file"]).write_bytes(portable_pickle(data, cfg["pickle_protocol"]))
+        (tmp / config["file"]).write_bytes(portable_pickle(data, config["pickle_protocol"]))
         _write_json(tmp / MARKER, {
-            "layout": "mmsa", "file": cfg["file"], "corpus": corpus, "protocol": protocol_name,
-            "fold": chosen["name"], "classes": info.classes, "model": cfg["model"],
+            "layout": "mmsa", "file": config["file"], "corpus": corpus, "protocol": protocol_name,
+            "fold": chosen["name"], "classes": info.classes, "model": config["model"],
             "utterances": {mode: len(chosen[part]) for part, mode in MMSA_PARTS.items()},
             "feature_dims": [stores["text"].dim, stores["audio"].dim, stores["visual"].dim],  # their (t, a, v)
-            "seq_lens": [width["text"], width["audio"], width["visual"]], "regression": cfg["regression"],
+            "seq_lens": [width["text"], width["audio"], width["visual"]], "regression": config["regression"],
             "missing_as_one_zero_frame": missing, "stores": {m: _store_source(s) for m, s in stores.items()},
             "run_with": "need_data_aligned: false, use_bert: false, featurePath: <this file>"})
     log.info("exported %s fold %s (%s) for MMSA to %s: %s utterances, missing modalities %s; %.1f s", corpus,
-             chosen["name"], protocol_name, out / cfg["file"], {p: len(chosen[p]) for p in MMSA_PARTS}, missing,
+             chosen["name"], protocol_name, out / config["file"], {p: len(chosen[p]) for p in MMSA_PARTS}, missing,
              time.perf_counter() - start)
-    return out / cfg["file"]
+    return out / config["file"]
 
 
 def read_mmsa_export(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -585,32 +585,32 @@ def export_mertools(root: str | Path, params: dict[str, Any], corpus: str, out: 
     `out`."""
     start = time.perf_counter()
     root, out = Path(root), Path(out)
-    cfg, info, utts, protocol_name, chosen, stores = _fold_frames(root, params, "mertools", corpus, fold,
+    config, info, utts, protocol_name, chosen, stores = _fold_frames(root, params, "mertools", corpus, fold,
                                                                   protocol)
     ids = sorted({i for part in PARTS for i in chosen[part]})
     missing = dict.fromkeys(MODALITIES, 0)
     with _output_dir(out) as tmp:
         for m in MODALITIES:
-            folder = tmp / "features" / cfg["features"][m]
+            folder = tmp / "features" / config["features"][m]
             folder.mkdir(parents=True)
             for utt_id in tqdm(ids, desc=f"export mertools {m}", unit="utt", disable=None, leave=False):
                 frames, present = _frames_or_zero(stores[m], utt_id, None)
                 missing[m] += not present
-                np.save(folder / f"{utt_id}.npy", frames.mean(0) if cfg["level"] == "utterance" else frames)
+                np.save(folder / f"{utt_id}.npy", frames.mean(0) if config["level"] == "utterance" else frames)
         corpora = {f"{part}_corpus": _mertools_labels(chosen[part], utts, info.classes) for part in PARTS}
         corpora["whole_corpus"] = {k: v for part in PARTS for k, v in corpora[f"{part}_corpus"].items()}
         np.savez_compressed(tmp / "label.npz", **{k: np.array(v, dtype=object) for k, v in corpora.items()})
         _write_json(tmp / MARKER, {
             "layout": "mertools", "corpus": corpus, "protocol": protocol_name, "fold": chosen["name"],
-            "classes": info.classes, "model": cfg["model"], "level": cfg["level"],
-            "features": {m: f"features/{cfg['features'][m]}" for m in MODALITIES}, "labels": "label.npz",
+            "classes": info.classes, "model": config["model"], "level": config["level"],
+            "features": {m: f"features/{config['features'][m]}" for m in MODALITIES}, "labels": "label.npz",
             "utterances": {part: len(chosen[part]) for part in PARTS}, "dims": {m: stores[m].dim for m in MODALITIES},
             "missing_as_zeros": missing, "stores": {m: _store_source(s) for m, s in stores.items()},
             "run_with": "--audio_feature={audio} --text_feature={text} --video_feature={visual}".format(
-                **cfg["features"]) + (" --feat_type=utt" if cfg["level"] == "utterance" else " --feat_type="
+                **config["features"]) + (" --feat_type=utt" if config["level"] == "utterance" else " --feat_type="
                                       "frm_unalign")})
     log.info("exported %s fold %s (%s) for MERTools to %s: %d utterances, %s level, missing modalities %s; %.1f s",
-             corpus, chosen["name"], protocol_name, out, len(ids), cfg["level"], missing,
+             corpus, chosen["name"], protocol_name, out, len(ids), config["level"], missing,
              time.perf_counter() - start)
     return out
 

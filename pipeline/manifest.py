@@ -18,7 +18,6 @@ from pipeline.errors import AffectflowError
 
 UTT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 FACE_REGIONS = ("full", "left", "right")
-MODALITIES = ("audio", "video", "text")
 
 
 class ManifestError(AffectflowError, ValueError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -12,26 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import corpora
+from pipeline.layout import CORPUS_INFO, MANIFEST, corpus_dir
 from pipeline.manifest import CorpusInfo, Utterance, write_manifest
 from pipeline.params import ConfigError, lookup, section
-from pipeline.typed_config import NAME_PATTERN
 
 log = logging.getLogger(__name__)
-
-
-def corpus_dir(name: str) -> Path:
-    if not re.fullmatch(NAME_PATTERN, name):  # an absolute or dotted name would put outputs outside the project
-        raise ConfigError(f"corpus name {name!r} may hold only letters, digits, _ and -", "corpora",
-                          "rename the corpus entry")
-    return Path("data") / name
-
-
-def manifest_path(name: str) -> Path:
-    return corpus_dir(name) / "manifest.jsonl"
-
-
-def corpus_info_path(name: str) -> Path:
-    return corpus_dir(name) / "corpus.json"
 
 
 def corpus_root(params: dict[str, Any], name: str) -> Path:
@@ -42,10 +26,10 @@ def corpus_root(params: dict[str, Any], name: str) -> Path:
 
 def prepare_corpus(params: dict[str, Any], name: str, out_dir: Path | None = None) -> CorpusInfo:
     """Run the adapter named in `corpora.<name>` and write the manifest and corpus.json under `data/<name>/`."""
-    cfg = section(params, f"corpora.{name}")
+    config = section(params, f"corpora.{name}")
     adapter_name = lookup(params, f"corpora.{name}.adapter")
     root = corpus_root(params, name)
-    options = dict(cfg.get("options") or {})
+    options = dict(config.get("options") or {})
     try:
         module = corpora.adapter(adapter_name)
     except corpora.UnknownAdapterError as err:
@@ -62,9 +46,9 @@ def prepare_corpus(params: dict[str, Any], name: str, out_dir: Path | None = Non
     start = time.perf_counter()
     prepared = module.prepare(root, options)
     out_dir = out_dir or corpus_dir(name)
-    utts = write_manifest(out_dir / "manifest.jsonl", prepared.utterances, prepared.classes, root)
+    utts = write_manifest(out_dir / MANIFEST, prepared.utterances, prepared.classes, root)
     info = CorpusInfo(name=name, classes=list(prepared.classes), adapter=adapter_name, options=options)
-    info.write(out_dir / "corpus.json")
+    info.write(out_dir / CORPUS_INFO)
     (out_dir / "stats.json").write_text(json.dumps(prepared.stats, indent=2, sort_keys=True, default=str) + "\n")
     log.info("%s", summary_line(name, utts, prepared.stats, time.perf_counter() - start,
                                 out_dir / "stats.json"))

@@ -384,7 +384,7 @@ class DensefaceOptim:
 
 @dataclass(kw_only=True)
 class DensefaceTrain:
-    """`denseface.train` (pipeline/denseface_train.py); a set under `denseface.sets` overrides part of it."""
+    """`denseface.train` (pipeline/denseface/train.py); a set under `denseface.sets` overrides part of it."""
 
     data: FerData = setting(example={"fer2013": "data/fer2013.csv", "ferplus": "data/fer2013new.csv"})
     network: DensefaceTrainNetwork = setting(example={"depth": 100, "growth_rate": 12, "n_blocks": 3,
@@ -659,7 +659,7 @@ class ReportProvenance:
 
 @dataclass(kw_only=True)
 class ReportClaim:
-    """`report.claims.orderings[i]`: a seed paper's claim that `better` beats `worse` (pipeline/report_stats.py)."""
+    """`report.claims.orderings[i]`: a seed paper's claim that `better` beats `worse` (pipeline/report/stats.py)."""
 
     better: Name = setting(example="mmin")
     worse: Name = setting(example="utt_fusion")
@@ -691,7 +691,7 @@ class ReportCrossTsne:
 
 @dataclass(kw_only=True)
 class ReportCross:
-    """`report.cross` (pipeline/report_cross.py): the cross-corpus protocols' tables, claims and t-SNE."""
+    """`report.cross` (pipeline/report/cross.py): the cross-corpus protocols' tables, claims and t-SNE."""
 
     protocols: list[Name] = setting(example=["demo_to_demo_b"])
     models: dict[str, Name] = setting(example={"Adversarial": "culture_adv"})
@@ -701,7 +701,7 @@ class ReportCross:
 
 @dataclass(kw_only=True)
 class Report:
-    """`report:` (pipeline/report.py checks the tables' content when it renders them)."""
+    """`report:` (pipeline/report/stage.py checks the tables' content when it renders them)."""
 
     corpora: list[Name] = setting(example=["demo"])
     out_dir: str = setting(example="reports")

@@ -116,17 +116,17 @@ def speaker_groups(utts: Sequence[Utterance], k: int, rule: str) -> list[Fold]:
     return folds
 
 
-def speaker_folds(utts: Sequence[Utterance], cfg: dict[str, Any], seed: int) -> list[Fold]:
+def speaker_folds(utts: Sequence[Utterance], config: dict[str, Any], seed: int) -> list[Fold]:
     speakers = sorted({u.speaker for u in utts})
     if len(speakers) < 3:
         raise ConfigError(f"speaker_folds needs at least 3 speakers, the corpus has {len(speakers)}")
-    if cfg.get("folds") is not None:
-        return speaker_groups(utts, cfg["folds"], cfg.get("val", "next"))
+    if config.get("folds") is not None:
+        return speaker_groups(utts, config["folds"], config.get("val", "next"))
     by_session: dict[str, list[str]] = defaultdict(list)
     for spk in speakers:
         sessions = {u.session for u in utts if u.speaker == spk}
         by_session[sorted(sessions)[0]].append(spk)
-    rule = cfg.get("val", "partner")
+    rule = config.get("val", "partner")
     folds = []
     for i, test_spk in enumerate(speakers):
         if rule == "partner":
@@ -144,11 +144,11 @@ def speaker_folds(utts: Sequence[Utterance], cfg: dict[str, Any], seed: int) -> 
     return folds
 
 
-def session_folds(utts: Sequence[Utterance], cfg: dict[str, Any], seed: int) -> list[Fold]:
+def session_folds(utts: Sequence[Utterance], config: dict[str, Any], seed: int) -> list[Fold]:
     sessions = sorted({u.session for u in utts})
     if len(sessions) < 2:
         raise ConfigError(f"session_folds needs at least 2 sessions, the corpus has {len(sessions)}")
-    rule = cfg.get("val", "next")
+    rule = config.get("val", "next")
     folds = []
     for i, test_ses in enumerate(sessions):
         if rule == "next":
@@ -166,8 +166,8 @@ def session_folds(utts: Sequence[Utterance], cfg: dict[str, Any], seed: int) -> 
     return folds
 
 
-def holdout(utts: Sequence[Utterance], cfg: dict[str, Any], seed: int) -> list[Fold]:
-    test_sessions = cfg.get("test_sessions")
+def holdout(utts: Sequence[Utterance], config: dict[str, Any], seed: int) -> list[Fold]:
+    test_sessions = config.get("test_sessions")
     if test_sessions:
         test_set = set(test_sessions)
         unknown = test_set - {u.session for u in utts}
@@ -175,13 +175,13 @@ def holdout(utts: Sequence[Utterance], cfg: dict[str, Any], seed: int) -> list[F
             raise ConfigError(f"holdout: test_sessions {sorted(unknown)} are not sessions of the corpus")
         is_test, test_group = (lambda u: u.session in test_set), sorted(test_set)
     else:
-        names = cfg.get("official", {"train": "train", "val": "dev", "test": "test"})
+        names = config.get("official", {"train": "train", "val": "dev", "test": "test"})
         if not any(u.split == names["test"] for u in utts):
             raise ConfigError(f"holdout: no utterance has split {names['test']!r}; give test_sessions instead")
         is_test, test_group = (lambda u: u.split == names["test"]), [names["test"]]
-    val_rule = cfg.get("val", "official" if not test_sessions else 0.1)
+    val_rule = config.get("val", "official" if not test_sessions else 0.1)
     if val_rule == "official":
-        val_name = cfg.get("official", {}).get("val", "dev")
+        val_name = config.get("official", {}).get("val", "dev")
         is_val, val_group = (lambda u: u.split == val_name), [val_name]
     else:
         rest = [u for u in utts if not is_test(u)]
@@ -190,15 +190,15 @@ def holdout(utts: Sequence[Utterance], cfg: dict[str, Any], seed: int) -> list[F
     return [_make_fold("fold01", utts, is_test, is_val, test_group, val_group)]
 
 
-def random_speakers(utts: Sequence[Utterance], cfg: dict[str, Any], seed: int) -> list[Fold]:
+def random_speakers(utts: Sequence[Utterance], config: dict[str, Any], seed: int) -> list[Fold]:
     speakers = sorted({u.speaker for u in utts})
-    n_test = max(1, int(round(float(cfg.get("test_share", 0.2)) * len(speakers))))
-    n_val = max(1, int(round(float(cfg.get("val_share", 0.1)) * len(speakers))))
+    n_test = max(1, int(round(float(config.get("test_share", 0.2)) * len(speakers))))
+    n_val = max(1, int(round(float(config.get("val_share", 0.1)) * len(speakers))))
     if n_test + n_val >= len(speakers):
         raise ConfigError(f"random_speakers: {len(speakers)} speakers cannot give {n_test} test + {n_val} val "
                           "speakers and leave any for training")
     folds = []
-    for k in range(int(cfg.get("folds", 5))):
+    for k in range(int(config.get("folds", 5))):
         order = [speakers[i] for i in _rng(seed, "random", k).permutation(len(speakers))]
         test_set, val_set = set(order[:n_test]), set(order[n_test:n_test + n_val])
         folds.append(_make_fold(f"fold{k + 1:02d}", utts, lambda u, t=test_set: u.speaker in t,
@@ -259,13 +259,13 @@ def check_hidden(fold: Fold, hidden: Sequence[str], fraction: float, by_id: dict
                              f"requested {fraction}")
 
 
-def build_protocol(utts: Sequence[Utterance], cfg: dict[str, Any], fractions: Sequence[float],
+def build_protocol(utts: Sequence[Utterance], config: dict[str, Any], fractions: Sequence[float],
                    seed: int) -> dict[str, Any]:
-    kind = cfg.get("protocol")
+    kind = config.get("protocol")
     if kind not in BUILDERS:
         raise ConfigError(f"split protocol must be one of {KINDS}, got {kind!r}")
     by_id = {u.utt_id: u for u in utts}
-    folds = BUILDERS[kind](utts, cfg, seed)
+    folds = BUILDERS[kind](utts, config, seed)
     hidden: dict[str, dict[str, list[str]]] = {}
     for fold in folds:
         check_fold(fold, by_id, kind)
@@ -273,7 +273,7 @@ def build_protocol(utts: Sequence[Utterance], cfg: dict[str, Any], fractions: Se
             ids = hide_labels([by_id[i] for i in fold.train], float(fraction), seed, fold.name)
             check_hidden(fold, ids, float(fraction), by_id)
             hidden.setdefault(_fraction_key(fraction), {})[fold.name] = ids
-    return {"kind": kind, "config": cfg, "folds": [f.to_json() for f in folds], "hidden_labels": hidden}
+    return {"kind": kind, "config": config, "folds": [f.to_json() for f in folds], "hidden_labels": hidden}
 
 
 def _fraction_key(fraction: float) -> str:
@@ -289,16 +289,16 @@ def fitting_protocols(utts: Sequence[Utterance], protocols: dict[str, Any], opti
     in the split file; a protocol written in params must build, or the stage fails naming it.
     """
     kept, skipped = {}, {}
-    for name, cfg in protocols.items():
+    for name, config in protocols.items():
         if name in optional:
             try:
-                build_protocol(utts, dict(cfg), fractions, seed)
+                build_protocol(utts, dict(config), fractions, seed)
             except (ConfigError, SplitError) as err:
                 skipped[name] = str(err)
                 log.warning("split: the adapter's protocol %r does not fit this corpus and is left out: %s", name,
                             err)
                 continue
-        kept[name] = cfg
+        kept[name] = config
     if not kept:
         raise ConfigError(f"no protocol fits this corpus ({skipped}); give one under corpora.<corpus>.splits")
     return kept, skipped
@@ -317,7 +317,7 @@ def build_splits(corpus: str, utts: Sequence[Utterance], classes: Sequence[str],
         "conditions": {name: list(CONDITIONS[name]) for name in conditions_over(modalities)},
         "missing_conditions": list(missing_conditions(modalities)), "full_condition": full_condition(modalities),
         "unlabelled": sorted(u.utt_id for u in utts if u.label is None),
-        "protocols": {name: build_protocol(utts, dict(cfg), fractions, seed) for name, cfg in protocols.items()},
+        "protocols": {name: build_protocol(utts, dict(config), fractions, seed) for name, config in protocols.items()},
     }
 
 
@@ -346,10 +346,10 @@ def split_corpus(params: dict[str, Any], corpus: str) -> Path:
 
     if corpus in cross_protocols(params):
         return split_cross_corpus(params, corpus)
+    from pipeline.layout import corpus_info_path, manifest_path, split_path
     from pipeline.manifest import CorpusInfo, read_manifest
     from pipeline.modalities import corpus_modalities
     from pipeline.params import lookup
-    from pipeline.prepare import corpus_info_path, manifest_path
 
     overrides = lookup(params, f"corpora.{corpus}.splits", None)
     if overrides is not None and not isinstance(overrides, dict):
@@ -367,7 +367,7 @@ def split_corpus(params: dict[str, Any], corpus: str) -> Path:
     utts = read_manifest(manifest_path(corpus), info.classes)
     protocols, skipped = fitting_protocols(utts, protocols, set(protocols) - set(overrides or {}), fractions, seed)
     splits = build_splits(corpus, utts, info.classes, protocols, fractions, seed, corpus_modalities(params, corpus))
-    out = Path("splits") / f"{corpus}.json"
+    out = split_path(corpus)
     if skipped:
         splits["skipped_protocols"] = skipped
     write_splits(out, splits)

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from pipeline import layout
 from pipeline.modalities import corpus_modalities, extractor_modality, model_extractors, model_fits_corpus
 from pipeline.params import ConfigError, lookup, merged
 
@@ -47,9 +48,9 @@ ENTRY_MODULES: dict[str, tuple[str, ...]] = {
     "split": ("pipeline.splits",),
     "extract": ("pipeline.extract.stage",),
     "faces": ("pipeline.extract.stage",),
-    "train-denseface": ("pipeline.denseface_train",),
+    "train-denseface": ("pipeline.denseface.train",),
     "train": ("pipeline.train",),
-    "report": ("pipeline.report",),
+    "report": ("pipeline.report.stage",),
     "stages": ("pipeline.stages",),
 }
 HEADER = """\
@@ -297,10 +298,10 @@ def _add_face_stages(groups: dict[str, Group], params: dict[str, Any], corpus: s
     each reading the track (denseface also its checkpoint, written by train-denseface)."""
     from pipeline.extract import FACE_TRACK
 
-    track_outs: list[Any] = [f"features/${{key}}/{FACE_TRACK}.h5"]
+    track_outs: list[Any] = [_posix(layout.store_path("${key}", FACE_TRACK))]
     if DECLARE_FAILURE_LISTS:
-        track_outs.append({f"features/${{key}}/{FACE_TRACK}.failures.jsonl": {"cache": False}})
-    _add(groups, Group("faces", "affectflow faces ${key}", ["data/${key}/manifest.jsonl", "data/${key}/corpus.json"],
+        track_outs.append({_posix(layout.failures_path("${key}", FACE_TRACK)): {"cache": False}})
+    _add(groups, Group("faces", "affectflow faces ${key}", _corpus_files("${key}"),
                        [f"extractors.{FACE_TRACK}.config"], track_outs),
          Instance(corpus, {}, code("faces", extractor_module(FACE_TRACK)), _own_config(params, corpus, FACE_TRACK)))
     for name in embedders:
@@ -308,12 +309,28 @@ def _add_face_stages(groups: dict[str, Group], params: dict[str, Any], corpus: s
                         lookup(params, f"corpora.{corpus}.extractors.{name}.config", {}) or {})
         weights = [str(config["checkpoint"])] if extractor_kind(params, name) == FACE_EXTRACTOR else []
         _add(groups, Group("extract-face", "affectflow extract ${item.corpus} ${item.extractor}",
-                           ["data/${item.corpus}/manifest.jsonl", "data/${item.corpus}/corpus.json",
-                            f"features/${{item.corpus}}/{FACE_TRACK}.h5"],
+                           [*_corpus_files("${item.corpus}"), _posix(layout.store_path("${item.corpus}", FACE_TRACK))],
                            ["extractors.${item.extractor}.config"], copy.deepcopy(outs)),
              Instance(f"{corpus}-{name}", {"corpus": corpus, "extractor": name},
                       [*weights, *code("extract", extractor_module(extractor_kind(params, name)))],
                       _own_config(params, corpus, name)))
+
+
+def _posix(path: Path) -> str:
+    return path.as_posix()
+
+
+def _corpus_files(corpus: str) -> list[str]:
+    """What prepare writes and every later stage of the corpus reads: its manifest and corpus.json."""
+    return [_posix(layout.manifest_path(corpus)), _posix(layout.corpus_info_path(corpus))]
+
+
+def _train_outs(model: str, corpus: str) -> list[Any]:
+    """The train stage's outputs: the checkpoints (cached), the curves, metrics and dvclive's files (in git)."""
+    return [_posix(layout.checkpoint_dir(model, corpus)),
+            *({_posix(p): {"cache": False}} for p in (layout.curves_path(model, corpus),
+                                                       layout.metrics_path(model, corpus),
+                                                       layout.live_dir(model, corpus)))]
 
 
 def build_groups(params: dict[str, Any], root: Path) -> dict[str, Group]:
@@ -341,16 +358,15 @@ def _add_corpus_stages(groups: dict[str, Group], params: dict[str, Any], corpus:
     modalities = corpus_modalities(params, corpus)
     own = [f"corpora.{corpus}.{k}" for k in ("options",) if _has(params, f"corpora.{corpus}.{k}")]
     _add(groups, Group("prepare", "affectflow prepare ${key}", [], ["corpora.${key}.adapter"],
-                       ["data/${key}"]),
+                       [_posix(layout.corpus_dir("${key}"))]),
          Instance(corpus, {}, code("prepare", adapter_module(params, corpus)), own))
     own = [f"corpora.{corpus}.{k}" for k in ("splits", "modalities") if _has(params, f"corpora.{corpus}.{k}")]
-    _add(groups, Group("split", "affectflow split ${key}", ["data/${key}/manifest.jsonl",
-                                                              "data/${key}/corpus.json"],
-                       ["splits"], ["splits/${key}.json"]),
+    _add(groups, Group("split", "affectflow split ${key}", _corpus_files("${key}"),
+                       ["splits"], [_posix(layout.split_path("${key}"))]),
          Instance(corpus, {}, code("split", adapter_module(params, corpus)), own))  # its PROTOCOLS
-    extract_outs: list[Any] = ["features/${item.corpus}/${item.extractor}.h5"]
+    extract_outs: list[Any] = [_posix(layout.store_path("${item.corpus}", "${item.extractor}"))]
     if DECLARE_FAILURE_LISTS:
-        extract_outs.append({"features/${item.corpus}/${item.extractor}.failures.jsonl": {"cache": False}})
+        extract_outs.append({_posix(layout.failures_path("${item.corpus}", "${item.extractor}")): {"cache": False}})
     embedders = face_embedders(params)
     for name in lookup(params, "extract"):
         if name in embedders or name == FACE_TRACK or extractor_modality(params, name) not in modalities:
@@ -358,8 +374,7 @@ def _add_corpus_stages(groups: dict[str, Group], params: dict[str, Any], corpus:
         own = [f"corpora.{corpus}.extractors.{name}.config"] \
             if _has(params, f"corpora.{corpus}.extractors.{name}.config") else []
         _add(groups, Group("extract", "affectflow extract ${item.corpus} ${item.extractor}",
-                           ["data/${item.corpus}/manifest.jsonl", "data/${item.corpus}/corpus.json"],
-                           ["extractors.${item.extractor}.config"], extract_outs),
+                           _corpus_files("${item.corpus}"), ["extractors.${item.extractor}.config"], extract_outs),
              Instance(f"{corpus}-{name}", {"corpus": corpus, "extractor": name},
                       code("extract", extractor_module(extractor_kind(params, name))), own))
     if "visual" in modalities and embedders:
@@ -374,8 +389,9 @@ def _add_denseface_stages(groups: dict[str, Group], params: dict[str, Any], code
         files = [str(data[k]) for k in ("fer2013", "ferplus") if data.get(k)]
         _add(groups, Group("train-denseface", "affectflow train-denseface ${key}", [],
                            ["denseface.train", "denseface.sets.${key}"],
-                           ["checkpoints/denseface/${key}.pt", {"plots/denseface/${key}.json": {"cache": False}}],
-                           [{"metrics/denseface/${key}.json": {"cache": False}}]),
+                           [_posix(layout.denseface_checkpoint("${key}")),
+                            {_posix(layout.denseface_curves("${key}")): {"cache": False}}],
+                           [{_posix(layout.denseface_metrics("${key}")): {"cache": False}}]),
              Instance(name, {}, [*files, *code("train-denseface")]))
 
 
@@ -391,40 +407,36 @@ def _add_train_stages(groups: dict[str, Group], params: dict[str, Any], code: An
             chosen = lookup(params, f"corpora.{corpus}.train_models", None)
             if chosen is not None and model not in chosen:  # a corpus that trains only some models (demo_b: none)
                 continue
-            cfg = model_settings(params, model, corpus)
-            stores = [f"features/{corpus}/{x}.h5" for x in model_extractors(params, model, corpus).values()]
-            start = [f"checkpoints/{lookup(params, 'finetune_from')}/{corpus}"] if kind == "finetune" else []
+            config = model_settings(params, model, corpus)
+            stores = [_posix(layout.store_path(corpus, x)) for x in model_extractors(params, model, corpus).values()]
+            start = [_posix(layout.checkpoint_dir(lookup(params, "finetune_from"), corpus))] if kind == "finetune" \
+                else []
             own = [f"corpora.{corpus}.{k}" for k in ("train", "modalities") if _has(params, f"corpora.{corpus}.{k}")]
             _add(groups, Group(kind, "affectflow train ${item.model} ${item.corpus}",
-                               ["splits/${item.corpus}.json", "data/${item.corpus}/manifest.jsonl",
-                                "data/${item.corpus}/corpus.json"],
-                               ["train", "models.${item.model}"],
-                               ["checkpoints/${item.model}/${item.corpus}",
-                                {"plots/curves/${item.model}/${item.corpus}.csv": {"cache": False}},
-                                {"metrics/${item.model}/${item.corpus}.json": {"cache": False}},
-                                {"dvclive/${item.model}/${item.corpus}": {"cache": False}}]),
+                               [_posix(layout.split_path("${item.corpus}")), *_corpus_files("${item.corpus}")],
+                               ["train", "models.${item.model}"], _train_outs("${item.model}", "${item.corpus}")),
                  Instance(f"{model}-{corpus}", {"model": model, "corpus": corpus},
-                          [*start, *stores, *code("train", family_module(str(cfg.get("family"))))], own))
+                          [*start, *stores, *code("train", family_module(str(config.get("family"))))], own))
 
 
 def _add_cross_stages(groups: dict[str, Group], params: dict[str, Any], code: Any) -> None:
     """`split-cross@<protocol>` (every named corpus's manifest -> splits/<protocol>.json) and
     `train-cross@<model>-<protocol>` for each of `cross_models` (the stores of every corpus it reads)."""
-    for name, cfg in (lookup(params, "cross_corpus", {}) or {}).items():
-        corpora = [*cfg["sources"], cfg["target"]]
-        manifests = [f"data/{c}/{f}" for c in corpora for f in ("manifest.jsonl", "corpus.json")]
+    for name, protocol in (lookup(params, "cross_corpus", {}) or {}).items():
+        corpora = [*protocol["sources"], protocol["target"]]
+        manifests = [f for c in corpora for f in _corpus_files(c)]
         _add(groups, Group("split-cross", "affectflow split ${key}", [], ["splits.seed", "cross_corpus.${key}"],
-                           ["splits/${key}.json"]),
+                           [_posix(layout.split_path("${key}"))]),
              Instance(name, {}, [*manifests, *code("split")]))
         for model in lookup(params, "cross_models", []) or []:
             features = dict(lookup(params, "train.features", {}) or {})
             features.update(lookup(params, f"models.{model}.features", {}) or {})
-            stores = [f"features/{c}/{x}.h5" for c in corpora for x in features.values()]
+            stores = [_posix(layout.store_path(c, x)) for c in corpora for x in features.values()]
             _add(groups, Group("train-cross", "affectflow train ${item.model} ${item.protocol}",
-                               ["splits/${item.protocol}.json"],
+                               [_posix(layout.split_path("${item.protocol}"))],
                                ["train", "models.${item.model}", "cross_corpus.${item.protocol}"],
-                               ["checkpoints/${item.model}/${item.protocol}",
-                                {"metrics/${item.model}/${item.protocol}.json": {"cache": False}}]),
+                               [_posix(layout.checkpoint_dir("${item.model}", "${item.protocol}")),
+                                {_posix(layout.metrics_path("${item.model}", "${item.protocol}")): {"cache": False}}]),
                  Instance(f"{model}-{name}", {"model": model, "protocol": name},
                           [*manifests, *stores, *code("train", "pipeline.cross_training", "models.culture_adv")]))
 
@@ -442,14 +454,16 @@ def render(params: dict[str, Any], root: Path) -> str:
         if name in groups:
             stages[name] = groups[name].render()
     stages["report"] = {"cmd": "affectflow report",
-                        "deps": ["metrics", "checkpoints", "plots/curves", "dvclive", *stage_code("report", (), root)],
+                        "deps": [*map(_posix, (layout.METRICS, layout.CHECKPOINTS, layout.CURVES_ROOT, layout.LIVE)),
+                                 *stage_code("report", (), root)],
                         "params": ["report"],
-                        "outs": [{"reports/results.md": {"cache": False}}, {"reports/plots": {"cache": False}}]}
+                        "outs": [{_posix(layout.report_markdown()): {"cache": False}},
+                                 {_posix(layout.report_plots()): {"cache": False}}]}
     doc: dict[str, Any] = {"stages": stages}
     runs = [(i.vars["model"], i.vars["corpus"]) for kind in ("train", "finetune") if kind in groups
             for i in groups[kind].instances]
     if runs:  # dvclive's compact summaries (pipeline/tracking.py): what `dvc metrics show` / `dvc exp show` print
-        doc["metrics"] = [f"dvclive/{m}/{c}/metrics.json" for m, c in runs]
+        doc["metrics"] = [_posix(layout.live_dir(m, c) / "metrics.json") for m, c in runs]
     plots = _plots(runs)
     if plots:
         doc["plots"] = plots
@@ -465,11 +479,12 @@ def _plots(runs: list[tuple[str, str]]) -> list[Any]:
         for metric in ("val_ua", "train_loss"):
             plots.append({f"{metric} ({corpus})": {
                 "template": "linear", "x": "step", "x_label": "epoch", "y_label": metric,
-                "y": {f"dvclive/{m}/{corpus}/plots/metrics/{metric}.tsv": metric for m in models}}})
+                "y": {_posix(layout.live_dir(m, corpus) / layout.LIVE_CURVES / f"{metric}.tsv"): metric
+                      for m in models}}})
     for model, corpus in runs:
-        plots.append({f"dvclive/{model}/{corpus}/plots/sklearn/confusion": {
+        plots.append({_posix(layout.live_dir(model, corpus) / "plots" / "sklearn" / "confusion"): {
             "template": "confusion", "x": "actual", "y": "predicted", "title": f"{model} on {corpus}"}})
-    return [*plots, "reports/plots"] if runs else []
+    return [*plots, _posix(layout.report_plots())] if runs else []
 
 
 # --- freshness ---------------------------------------------------------------------------------------------------

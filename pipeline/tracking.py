@@ -25,12 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.layout import LIVE_CURVES
+
 SUMMARY_KEYS = ("ua", "wa", "macro_f1")
-CURVES = Path("plots") / "metrics"  # dvclive's per-epoch TSVs, inside a run's directory
-
-
-def live_dir(model: str, corpus: str) -> Path:
-    return Path("dvclive") / model / corpus
+CURVES = LIVE_CURVES  # dvclive's per-epoch TSVs, inside a run's directory
 
 
 def summary(metrics: dict[str, Any], full: str) -> dict[str, float]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import importlib
 import io
-import json
 import logging
 import multiprocessing as mp
 import time
@@ -30,13 +29,22 @@ from tqdm import tqdm
 
 from models.condition_names import full_condition
 from models.data import MODALITIES, UNLABELLED, Sequences, UtteranceSet
-from models.metrics import mean_std
 from models.trainer import FoldOutcome, pick_device
 from pipeline.errors import AffectflowError
+from pipeline.layout import (
+    checkpoint_dir,
+    corpus_info_path,
+    curves_path,
+    live_dir,
+    manifest_path,
+    metrics_path,
+    split_path,
+    store_path,
+)
 from pipeline.manifest import CorpusInfo, Utterance, read_manifest
 from pipeline.modalities import MODALITY_LETTERS, model_features, model_modalities
 from pipeline.params import ConfigError, lookup, merged
-from pipeline.prepare import corpus_info_path, manifest_path
+from pipeline.run_record import conditions_summary, metrics_json, run_record, runs_json
 from pipeline.splits import load_splits
 from pipeline.stage_outputs import (
     Interrupted,
@@ -50,7 +58,7 @@ from pipeline.stage_outputs import (
 )
 from pipeline.store import FeatureStore
 from pipeline.torch_files import RESTORE, CheckpointError, read_torch_file
-from pipeline.tracking import live_dir, log_runs
+from pipeline.tracking import log_runs
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +67,6 @@ FAMILIES = {"utt_fusion": "models.utt_fusion", "mmin": "models.mmin", "mmgcn": "
 # keys the stage reads itself; the family's train_and_evaluate gets the rest (plus n_classes)
 PIPELINE_KEYS = ("family", "protocol", "features", "folds", "seeds", "device", "threads", "workers", "init_from",
                  "labelled_fractions", "use_unlabelled", "allow_absent_modalities")
-RUN_SETTINGS = ("device", "threads", "workers")  # where and how fast; the outputs are the same bytes either way
-
-
-def store_path(corpus: str, extractor: str) -> Path:
-    return Path("features") / corpus / f"{extractor}.h5"
-
-
-def checkpoint_dir(model: str, corpus: str) -> Path:
-    return Path("checkpoints") / model / corpus
-
-
-def metrics_path(model: str, corpus: str) -> Path:
-    return Path("metrics") / model / f"{corpus}.json"
-
-
-def curves_path(model: str, corpus: str) -> Path:
-    return Path("plots") / "curves" / model / f"{corpus}.csv"
 
 
 def model_config(params: dict[str, Any], model: str, corpus: str) -> dict[str, Any]:
@@ -180,15 +171,6 @@ def _family(name: str) -> Any:
     return module
 
 
-def _summary(outcomes: list[FoldOutcome]) -> dict[str, Any]:
-    conditions = sorted({c for o in outcomes for c in o.metrics})
-    out: dict[str, Any] = {}
-    for cond in conditions:
-        runs = [o.metrics[cond] for o in outcomes if cond in o.metrics]
-        out[cond] = {m: mean_std([r[m] for r in runs]) for m in sorted(runs[0])}
-    return out
-
-
 def _curves_csv(histories: list[list[dict[str, float]]]) -> str:
     """Per-epoch means over runs (folds x seeds) of every logged number, for `dvc plots`."""
     epochs = max((len(h) for h in histories), default=0)
@@ -237,20 +219,6 @@ def _tensors(value: Any) -> Any:
         return {str(k): _tensors(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_tensors(v) for v in value]
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
     return value
 
 
@@ -378,7 +346,7 @@ def _model_settings(params: dict[str, Any], model: str, corpus: str) -> tuple[di
 
 def _protocol_folds(cfg: dict[str, Any], model: str, corpus: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The model's protocol in the corpus's split file, its selected folds and its labelled fractions checked."""
-    splits = load_splits(Path("splits") / f"{corpus}.json")
+    splits = load_splits(split_path(corpus))
     if cfg["protocol"] not in splits["protocols"]:
         raise ConfigError(f"models.{model}.protocol {cfg['protocol']!r} is not a protocol of corpora.{corpus}.splits "
                           f"({sorted(splits['protocols'])})")
@@ -462,14 +430,8 @@ class RunRecorder:
         if first and arrays:
             plan.outputs.write_bytes(out_dir / "extras.pt", torch_bytes(_tensors(arrays)))  # embeddings etc.
         self.by_fraction[job.fraction].append(outcome)
-        self.runs.append({
-            "fold": job.fold, "seed": job.seed, "labelled_fraction": job.fraction, "metrics": outcome.metrics,
-            "history": [{k: v for k, v in row.items() if k != "seconds"} for row in outcome.history],
-            "best_epoch": extras.get("best_epoch"),
-            "predictions": {c: {"y_true": _jsonable(t), "y_pred": _jsonable(p)}
-                            for c, (t, p) in outcome.predictions.items()},
-            "extras": {k: _jsonable(v) for k, v in extras.items()
-                       if isinstance(v, (int, float, str)) and "seconds" not in k}})
+        self.runs.append(run_record(job.fold, job.seed, outcome, labelled_fraction=job.fraction,
+                                    best_epoch=extras.get("best_epoch")))
         full = outcome.metrics.get(full_condition(plan.modalities), {})
         log.info("%s %s seed %d fraction %g: %s (%.1f s)", plan.model, job.fold, job.seed, job.fraction,
                  {k: round(v, 4) for k, v in (outcome.metrics.get("average") or full).items()},
@@ -508,16 +470,13 @@ def write_outputs(plan: TrainPlan, recorder: RunRecorder, guard: SignalGuard) ->
     metrics: dict[str, Any] = {"model": model, "family": cfg["family"], "corpus": corpus,
                                "protocol": cfg["protocol"], "folds": len(plan.folds),
                                "fold_names": [f["name"] for f in plan.folds], "seeds": plan.seeds,
-                               "conditions": _summary(recorder.by_fraction[full])}
+                               "conditions": conditions_summary(recorder.by_fraction[full])}
     if len(plan.fractions) > 1:
-        metrics["sweep"] = {"labelled_fraction": {f"{f:g}": {"conditions": _summary(recorder.by_fraction[f])}
+        metrics["sweep"] = {"labelled_fraction": {f"{f:g}": {"conditions": conditions_summary(recorder.by_fraction[f])}
                                                   for f in plan.fractions}}
-    recorded = {k: v for k, v in cfg.items() if k not in RUN_SETTINGS}  # how it ran never changes results
     full_runs = [r for r in recorder.runs if r["labelled_fraction"] == full]
-    outputs.write_text(metrics_path(model, corpus), json.dumps(metrics, indent=1, sort_keys=True) + "\n")
-    outputs.write_text(outputs.staging / "runs.json",
-                       json.dumps({"model": model, "corpus": corpus, "config": _jsonable(recorded),
-                                   "classes": plan.classes, "runs": recorder.runs}, sort_keys=True) + "\n")
+    outputs.write_text(metrics_path(model, corpus), metrics_json(metrics))
+    outputs.write_text(outputs.staging / "runs.json", runs_json(model, corpus, cfg, plan.classes, recorder.runs))
     outputs.write_text(curves_path(model, corpus), _curves_csv([r["history"] for r in full_runs]))
     log_runs(outputs.staged(live_dir(model, corpus)), metrics, full_runs, plan.classes,
              full_condition(plan.modalities))

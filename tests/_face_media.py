@@ -12,7 +12,7 @@ import torch
 from skimage import data
 
 from models.denseface import Denseface, DensefaceConfig
-from pipeline.denseface_checkpoint import Normalisation, save_checkpoint
+from pipeline.denseface.checkpoint import Normalisation, save_checkpoint
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -28,7 +28,7 @@ import torch
 
 from models.denseface import Denseface
 from models.trainer import pick_device
-from pipeline.denseface_checkpoint import CheckpointError, Normalisation, load_checkpoint
+from pipeline.denseface.checkpoint import CheckpointError, Normalisation, load_checkpoint
 from pipeline.extract import Extractor, ExtractorConfigError, library_versions, sha256_of_files
 from pipeline.extract.compute import compute_facts
 from pipeline.extract.face import (
@@ -64,7 +64,7 @@ class _Frame:
 class DensefaceExtractor(Extractor):
     name = "denseface"
     version = "1"
-    modality = "video"
+    modality = "visual"
     has_frame_valid = True
 
     def __init__(self, config: dict[str, Any], corpus_root: Path) -> None:

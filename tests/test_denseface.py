@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from models.denseface import Denseface, DensefaceConfig, denseface_feature_dim
-from pipeline.denseface_checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pipeline.denseface_train import TrainConfigError, train_denseface
-from pipeline.fer import write_fer2013, write_ferplus
+from pipeline.denseface.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pipeline.denseface.fer import write_fer2013, write_ferplus
+from pipeline.denseface.train import TrainConfigError, train_denseface
 from tests._face_media import FER_NORMALISATION, one_thread, synthetic_fer_faces  # noqa: F401 - autouse fixture
 
 

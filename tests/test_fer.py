@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.fer import (
+from pipeline.denseface.fer import (
     FER2013_CLASSES,
     FERPLUS_CLASSES,
     FerFormatError,

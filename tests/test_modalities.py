@@ -23,7 +23,7 @@ from models.data import Sequences, UtteranceSet
 from pipeline.cli import main
 from pipeline.modalities import model_extractors, model_fits_corpus, model_modalities
 from pipeline.params import ConfigError
-from pipeline.report import build_report
+from pipeline.report.stage import build_report
 from pipeline.train import train_model
 from tests.test_train import ROOT, tiny_corpus, tiny_params
 from tests.trimmed_params import without_cross_corpus

@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from pipeline.params import ConfigError
-from pipeline.report import build_report, check_report_config, list_plot_files, write_report
-from pipeline.report_inputs import ReportInputError
+from pipeline.report.inputs import ReportInputError
+from pipeline.report.stage import build_report, check_report_config, list_plot_files, write_report
 
 CONDITIONS = ("azz", "zvz", "zzl", "avz", "azl", "zvl", "average", "avl")
 CLASSES = ["ang", "hap", "neu", "sad"]

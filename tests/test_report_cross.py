@@ -1,4 +1,4 @@
-"""The report's cross-corpus section (pipeline/report_cross.py): the target's table, the discriminator's accuracy,
+"""The report's cross-corpus section (pipeline/report/cross.py): the target's table, the discriminator's accuracy,
 the adaptation > source-only claim on paired runs, and the t-SNE by corpus before/after adaptation."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.report import build_report
+from pipeline.report.stage import build_report
 from tests.test_report import CONFIG
 
 MODELS = {"In-corpus": "culture_in_corpus", "Source-only": "culture_source_only", "Adversarial": "culture_adv"}

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from pipeline.params import ConfigError
-from pipeline.report import build_report, check_report_config
-from pipeline.report_inputs import ModelResults
-from pipeline.report_stats import (
+from pipeline.report.inputs import ModelResults
+from pipeline.report.stage import build_report, check_report_config
+from pipeline.report.stats import (
     Claim,
     ClaimError,
     ClaimSettings,

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from models import mmgcn, mmin, recipe, ssmm
-from pipeline.denseface_train import check_config as check_denseface
+from pipeline.denseface.train import check_config as check_denseface
 from pipeline.export import export_config
 from pipeline.params import ConfigError, merged
 from pipeline.schema import DensefaceTrain, ModelBase, check_params, model_settings

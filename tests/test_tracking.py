@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.report_inputs import ReportInputError, load_results
-from pipeline.tracking import CURVES, epoch_means, live_dir, log_runs, read_curves, read_summary, summary
+from pipeline.layout import live_dir
+from pipeline.report.inputs import ReportInputError, load_results
+from pipeline.tracking import CURVES, epoch_means, log_runs, read_curves, read_summary, summary
 
 CLASSES = ["ang", "hap", "neu", "sad"]
 

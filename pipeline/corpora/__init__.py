@@ -62,12 +62,12 @@ DEFAULT_PROTOCOLS: dict[str, dict[str, Any]] = {
 def protocols(module: ModuleType, overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """The adapter's `PROTOCOLS` (or `DEFAULT_PROTOCOLS`) with `overrides` (params `corpora.<c>.splits`) applied:
     an entry replaces the protocol of the same name whole, a new name adds one, `None` removes one."""
-    merged = {name: dict(cfg) for name, cfg in getattr(module, "PROTOCOLS", DEFAULT_PROTOCOLS).items()}
-    for name, cfg in (overrides or {}).items():
-        if cfg is None:
+    merged = {name: dict(config) for name, config in getattr(module, "PROTOCOLS", DEFAULT_PROTOCOLS).items()}
+    for name, config in (overrides or {}).items():
+        if config is None:
             merged.pop(name, None)
         else:
-            merged[name] = dict(cfg)
+            merged[name] = dict(config)
     return merged
 
 

@@ -140,6 +140,12 @@ class LabelScheme:
                 "dropped_outside_classes": dict(sorted(self.dropped.items()))}
 
 
+def label_defaults(label_set: str) -> dict[str, Any]:
+    """The label options every adapter reads through `label_scheme`, with the adapter's default preset."""
+    return {"label_set": label_set, "classes": None, "label_map": None,
+            "outside_classes": "unlabelled"}  # or drop: codes outside the class list leave the manifest
+
+
 def label_scheme(corpus: str, options: Mapping[str, Any], presets: Mapping[str, Mapping[str, Any]],
                  raw_codes: Iterable[str]) -> LabelScheme:
     """Resolve the options `label_set` (a preset name), `classes`, `label_map` and `outside_classes`.

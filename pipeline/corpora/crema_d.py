@@ -37,6 +37,7 @@ from pipeline.corpora.common import (
     CorpusLayoutError,
     CorpusOptionError,
     is_lfs_pointer,
+    label_defaults,
     label_scheme,
     option_bool,
     option_choice,
@@ -70,10 +71,7 @@ SENTENCES = {
     "ITS": "I think I've seen this before", "TSI": "The surface is slick", "WSI": "We'll stop in a couple of minutes",
 }
 DEFAULTS: dict[str, Any] = {
-    "label_set": "6class",
-    "classes": None,
-    "label_map": None,
-    "outside_classes": "unlabelled",  # or drop: codes outside the class list leave the manifest
+    **label_defaults("6class"),
     "label_source": "intended",
     "audio_dir": "AudioWAV",
     "audio_format": "auto",

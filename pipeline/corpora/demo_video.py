@@ -5,7 +5,6 @@ motion and lighting jitter, occlusion; and the FER2013/FER+-format set of expres
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import cv2
 import numpy as np
 
 from pipeline.corpora.demo_plan import Plan, Speaker
+from pipeline.denseface.fer import FERPLUS_CLASSES, FERPLUS_VOTE_COLUMNS, IMAGE_SIDE, write_fer2013, write_ferplus
 
 # Geometry of the astronaut photo (512x512), measured with facenet-pytorch's MTCNN: the face box is
 # x 181-268, y 62-172. The demo frame is the square crop below, resized to `video.size`.
@@ -27,11 +27,9 @@ LANDMARKS = {
     "cheek_l": (0.360, 0.520), "cheek_r": (0.650, 0.525),
 }
 FACE_BOX = (0.248, 0.175, 0.746, 0.794)  # MTCNN's box on the frame, unit square
-# FER+ classes in the order of fer2013new.csv, and the FER2013 label column's codes for them.
-FERPLUS_CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
+# the FER2013 label column's codes for FER+'s classes
 FER2013_CODE = {"anger": 0, "disgust": 1, "fear": 2, "happiness": 3, "sadness": 4, "surprise": 5, "neutral": 6,
                 "contempt": 6}
-PIXEL_TEXT = np.array([str(v) for v in range(256)], dtype=object)
 CORPUS_TO_FER = {"ang": "anger", "hap": "happiness", "neu": "neutral", "sad": "sadness"}
 
 # Displacements (in unit-square units at full intensity) of landmarks per facial expression.
@@ -180,37 +178,44 @@ def write_fer_set(root: Path, options: dict[str, Any], speakers: list[Speaker], 
     margin = float(fer["margin"])
     renderer = FaceRenderer(size, float(options["expression_strength"]))
     rng = np.random.default_rng([seed, 9])
-    (root / "fer").mkdir(parents=True, exist_ok=True)
-    rows = 0
-    with open(root / "fer" / "fer2013.csv", "w", newline="") as f_old, \
-            open(root / "fer" / "fer2013new.csv", "w", newline="") as f_new:
-        old, new = csv.writer(f_old), csv.writer(f_new)
-        old.writerow(["emotion", "pixels", "Usage"])
-        new.writerow(["Usage", "Image name", *FERPLUS_CLASSES, "unknown", "NF"])
-        for usage, count in per_class.items():
-            for index in range(count * len(FERPLUS_CLASSES)):
-                expression = FERPLUS_CLASSES[index % len(FERPLUS_CLASSES)]
-                speaker = speakers[int(rng.integers(len(speakers)))]
-                dx, dy = rng.uniform(-0.03, 0.03, size=2) * size
-                img = renderer.render(expression, float(rng.uniform(0.4, 1.0)) * speaker.expressiveness, speaker,
-                                      float(dx), float(dy), float(rng.uniform(-3, 3)), float(rng.uniform(0.9, 1.1)),
-                                      rng, occluded=False)
-                bx0, by0, bx1, by1 = (v * size for v in FACE_BOX)
-                if speaker.flip:
-                    bx0, bx1 = size - bx1, size - bx0
-                cx, cy = (bx0 + bx1) / 2 + dx, (by0 + by1) / 2 + dy
-                half = max(bx1 - bx0, by1 - by0) * (1 + margin) / 2 * speaker.scale * rng.uniform(0.95, 1.05)
-                x0, y0 = int(round(cx - half)), int(round(cy - half))
-                side = int(round(2 * half))
-                padded = cv2.copyMakeBorder(img, side, side, side, side, cv2.BORDER_REPLICATE)
-                crop = padded[y0 + side: y0 + 2 * side, x0 + side: x0 + 2 * side]
-                gray = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), (48, 48), interpolation=cv2.INTER_AREA)
-                old.writerow([FER2013_CODE[expression], " ".join(PIXEL_TEXT[gray.ravel()].tolist()), usage])
-                votes = np.zeros(len(FERPLUS_CLASSES) + 2, int)
-                main = int(rng.integers(6, 11))
-                votes[FERPLUS_CLASSES.index(expression)] = main
-                for _ in range(10 - main):
-                    votes[int(rng.integers(len(FERPLUS_CLASSES)))] += 1
-                new.writerow([usage, f"fer{rows:07d}.png", *votes.tolist()])
-                rows += 1
-    return rows
+    faces, emotions, usages, votes = [], [], [], []
+    for usage, count in per_class.items():
+        for index in range(count * len(FERPLUS_CLASSES)):
+            expression = FERPLUS_CLASSES[index % len(FERPLUS_CLASSES)]
+            faces.append(_fer_crop(renderer, expression, speakers[int(rng.integers(len(speakers)))], size, margin,
+                                   rng))
+            emotions.append(FER2013_CODE[expression])
+            usages.append(usage)
+            votes.append(_fer_votes(expression, rng))
+    write_fer2013(root / "fer" / "fer2013.csv", np.stack(faces), emotions, usages)
+    write_ferplus(root / "fer" / "fer2013new.csv", np.stack(votes), usages)  # image names fer0000000.png, ...
+    return len(faces)
+
+
+def _fer_crop(renderer: FaceRenderer, expression: str, speaker: Speaker, size: int, margin: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """One posed expression of the speaker's face, cut out around the detector's box (with jitter), 48x48 gray."""
+    dx, dy = rng.uniform(-0.03, 0.03, size=2) * size
+    img = renderer.render(expression, float(rng.uniform(0.4, 1.0)) * speaker.expressiveness, speaker,
+                          float(dx), float(dy), float(rng.uniform(-3, 3)), float(rng.uniform(0.9, 1.1)),
+                          rng, occluded=False)
+    bx0, by0, bx1, by1 = (v * size for v in FACE_BOX)
+    if speaker.flip:
+        bx0, bx1 = size - bx1, size - bx0
+    cx, cy = (bx0 + bx1) / 2 + dx, (by0 + by1) / 2 + dy
+    half = max(bx1 - bx0, by1 - by0) * (1 + margin) / 2 * speaker.scale * rng.uniform(0.95, 1.05)
+    x0, y0 = int(round(cx - half)), int(round(cy - half))
+    side = int(round(2 * half))
+    padded = cv2.copyMakeBorder(img, side, side, side, side, cv2.BORDER_REPLICATE)
+    crop = padded[y0 + side: y0 + 2 * side, x0 + side: x0 + 2 * side]
+    return cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), (IMAGE_SIDE, IMAGE_SIDE), interpolation=cv2.INTER_AREA)
+
+
+def _fer_votes(expression: str, rng: np.random.Generator) -> np.ndarray:
+    """Ten crowd votes (FER+'s columns), six to ten of them for the posed expression, the rest anywhere."""
+    votes = np.zeros(len(FERPLUS_VOTE_COLUMNS), int)
+    main = int(rng.integers(6, 11))
+    votes[FERPLUS_CLASSES.index(expression)] = main
+    for _ in range(10 - main):
+        votes[int(rng.integers(len(FERPLUS_CLASSES)))] += 1
+    return votes

@@ -34,6 +34,7 @@ from pipeline.corpora.common import (
     CorpusLayoutError,
     CorpusOptionError,
     LabelScheme,
+    label_defaults,
     label_scheme,
     list_files,
     number_turns,
@@ -68,10 +69,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "session": {"protocol": "session_folds", "val": "next"},
 }
 DEFAULTS: dict[str, Any] = {
-    "label_set": "4class",
-    "classes": None,
-    "label_map": None,
-    "outside_classes": "unlabelled",  # or drop: codes outside the class list leave the manifest
+    **label_defaults("4class"),
     "sessions": [1, 2, 3, 4, 5],
     "audio": "sentences",
     "video": True,

@@ -29,6 +29,7 @@ from pipeline.corpora import PreparedCorpus
 from pipeline.corpora.common import (
     CorpusLayoutError,
     CorpusOptionError,
+    label_defaults,
     label_scheme,
     number_turns,
     option_choice,
@@ -60,10 +61,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     name: {"protocol": "holdout", "val": "official"} for name in ("speaker", "dialogue", "official")
 }
 DEFAULTS: dict[str, Any] = {
-    "label_set": "emotion",
-    "classes": None,
-    "label_map": None,
-    "outside_classes": "unlabelled",  # or drop: codes outside the class list leave the manifest
+    **label_defaults("emotion"),
     "splits": list(SPLITS),
     "csv": {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"},
     "clips": {"train": "train_splits", "dev": "dev_splits_complete", "test": "output_repeated_splits_test"},

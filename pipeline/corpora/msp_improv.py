@@ -29,6 +29,7 @@ from tqdm import tqdm
 from pipeline.corpora import PreparedCorpus
 from pipeline.corpora.common import (
     CorpusLayoutError,
+    label_defaults,
     label_scheme,
     list_files,
     list_names,
@@ -58,10 +59,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "dialogue": {"protocol": "session_folds", "val": "next"},
 }
 DEFAULTS: dict[str, Any] = {
-    "label_set": "4class",
-    "classes": None,
-    "label_map": None,
-    "outside_classes": "unlabelled",  # or drop: codes outside the class list leave the manifest
+    **label_defaults("4class"),
     "sessions": [1, 2, 3, 4, 5, 6],
     "conditions": list(CONDITIONS),
     "evaluation_file": None,

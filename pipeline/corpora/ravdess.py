@@ -22,6 +22,7 @@ from typing import Any
 from pipeline.corpora import PreparedCorpus
 from pipeline.corpora.common import (
     CorpusLayoutError,
+    label_defaults,
     label_scheme,
     option_choice,
     option_list,
@@ -50,10 +51,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "dialogue": {"protocol": "speaker_folds", "folds": 6, "val": "next"},
 }
 DEFAULTS: dict[str, Any] = {
-    "label_set": "8class",
-    "classes": None,
-    "label_map": None,
-    "outside_classes": "unlabelled",  # or drop: codes outside the class list leave the manifest
+    **label_defaults("8class"),
     "vocal_channels": ["speech"],
     "audio_source": "audio_only",
     "video_source": "full_av",

@@ -73,7 +73,7 @@ class Extractor(ABC):
 
     name: ClassVar[str]
     version: ClassVar[str]
-    modality: ClassVar[str]  # "audio" | "video" | "text": which part of the utterance it reads
+    modality: ClassVar[str]  # "audio" | "visual" | "text": the modality its store feeds
     has_frame_valid: ClassVar[bool] = False
     store_dtype: ClassVar[str] = "float32"  # /features' type: uint8 for the face track's crops
     store_columns: ClassVar[dict[str, tuple[str, tuple[int, ...]]]] = {}  # extra per-frame datasets (the track's box)

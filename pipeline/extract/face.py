@@ -166,12 +166,12 @@ def crop_face(gray: np.ndarray, box: np.ndarray, margin: float, size: int) -> np
     return cv2.resize(patch, (size, size), interpolation=interpolation)
 
 
-def check_detection_config(cfg: dict[str, Any], who: str, keys: Sequence[str]) -> None:
+def check_detection_config(config: dict[str, Any], who: str, keys: Sequence[str]) -> None:
     """The face detection settings (fps, MTCNN, selection, margin, batches), checked before any work."""
-    absent = [k for k in keys if k not in cfg]
+    absent = [k for k in keys if k not in config]
     if absent:
         raise ExtractorConfigError(f"{who} config lacks {absent} (needs {list(keys)})")
-    det = cfg["detector"]
+    det = config["detector"]
     if not isinstance(det, dict) or [k for k in DETECTOR_KEYS if k not in det]:
         raise ExtractorConfigError(f"{who} detector must hold {list(DETECTOR_KEYS)}, got {det!r}")
     thresholds = det["thresholds"]
@@ -180,13 +180,13 @@ def check_detection_config(cfg: dict[str, Any], who: str, keys: Sequence[str]) -
                                    f"{thresholds!r}")
     if not det["min_face_size"] >= 12 or not 0 < det["factor"] < 1:
         raise ExtractorConfigError(f"detector needs min_face_size >= 12 and factor in (0, 1), got {det!r}")
-    if not cfg["fps"] > 0:
-        raise ExtractorConfigError(f"fps must be positive, got {cfg['fps']!r}")
-    if cfg["face_selection"] not in SELECTIONS:
-        raise ExtractorConfigError(f"face_selection must be one of {SELECTIONS}, got {cfg['face_selection']!r}")
-    if not 0 <= cfg["min_face_probability"] < 1 or not cfg["margin"] >= 0:
+    if not config["fps"] > 0:
+        raise ExtractorConfigError(f"fps must be positive, got {config['fps']!r}")
+    if config["face_selection"] not in SELECTIONS:
+        raise ExtractorConfigError(f"face_selection must be one of {SELECTIONS}, got {config['face_selection']!r}")
+    if not 0 <= config["min_face_probability"] < 1 or not config["margin"] >= 0:
         raise ExtractorConfigError(f"min_face_probability in [0, 1) and margin >= 0 needed, got "
-                                   f"{cfg['min_face_probability']!r}, {cfg['margin']!r}")
+                                   f"{config['min_face_probability']!r}, {config['margin']!r}")
     for key in ("detect_batch", "batch_size"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ExtractorConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ExtractorConfigError(f"{key} must be a positive integer, got {config[key]!r}")

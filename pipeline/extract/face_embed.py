@@ -23,7 +23,7 @@ import torch
 
 from models.denseface import Denseface
 from models.trainer import pick_device
-from pipeline.denseface_checkpoint import CheckpointError, Normalisation, load_checkpoint
+from pipeline.denseface.checkpoint import CheckpointError, Normalisation, load_checkpoint
 from pipeline.extract import Extractor, ExtractorConfigError, library_versions, sha256_of_files
 from pipeline.extract.compute import compute_facts
 from pipeline.extract.face_track import FaceTrack

@@ -11,16 +11,16 @@ its configuration checked, before any work starts.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from pipeline.extract import FACE_TRACK, extractor_class
 from pipeline.extract.executor import ExtractionSummary
 from pipeline.extract.to_store import extract_to_store
+from pipeline.layout import corpus_info_path, manifest_path, store_path
 from pipeline.manifest import CorpusInfo, read_manifest
 from pipeline.modalities import corpus_modalities, extractor_modality
 from pipeline.params import ConfigError, lookup, merged
-from pipeline.prepare import corpus_info_path, corpus_root, manifest_path
+from pipeline.prepare import corpus_root
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,6 @@ def extractor_settings(params: dict[str, Any], corpus: str, name: str) -> dict[s
         raise ConfigError(f"extractors.{name}: unknown keys {unknown}; stage keys are {list(STAGE_KEYS)} and the "
                           "extractor's own settings go under `config`")
     return settings
-
-
-def store_path(corpus: str, name: str) -> Path:
-    return Path("features") / corpus / f"{name}.h5"
 
 
 def track_faces(params: dict[str, Any], corpus: str) -> ExtractionSummary:

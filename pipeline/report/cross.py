@@ -1,7 +1,7 @@
 """The report's cross-corpus (cross-culture) section (`report.cross`): per protocol, the target's table (in-corpus
 upper bound, source-only, adversarial: WA/UA/F1 mean ± std over folds × seeds), the culture discriminator's
 accuracy, the claims among the cross models (adaptation > source-only, paired by fold and seed:
-pipeline/report_stats.py) and a t-SNE of the fused embeddings coloured by corpus, before adaptation (the
+pipeline/report/stats.py) and a t-SNE of the fused embeddings coloured by corpus, before adaptation (the
 source-only network) and after (the adversarial one), from the first run's source validation and target test
 utterances (`checkpoints/<model>/<protocol>/extras.pt`).
 """
@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.report_inputs import ModelResults, load_extras
-from pipeline.report_stats import PairedResult, check_claims_config, claims_summary, claims_table_lines, evaluate_claim
+from pipeline.report.inputs import ModelResults, load_extras
+from pipeline.report.stats import PairedResult, check_claims_config, claims_summary, claims_table_lines, evaluate_claim
 
 
-def cross_models(cfg: Mapping[str, Any]) -> set[str]:
+def cross_models(config: Mapping[str, Any]) -> set[str]:
     """The models of the cross section: claims among them are tested on the protocols, not on the corpora."""
-    return set(((cfg.get("cross") or {}).get("models") or {}).values())
+    return set(((config.get("cross") or {}).get("models") or {}).values())
 
 
 def _cell(results: ModelResults | None, condition: str, metric: str, decimals: int) -> str:
@@ -31,9 +31,9 @@ def _cell(results: ModelResults | None, condition: str, metric: str, decimals: i
 
 def cross_table(renderer: Any, protocol: str, cross: Mapping[str, Any]) -> list[str]:
     """The target's table: one row per model, WA/UA/F1 and the discriminator's accuracy."""
-    cfg, decimals = renderer.cfg, int(renderer.cfg["decimals"])
-    metrics, condition = list(cross["metrics"]), str(cfg["full_condition"])
-    labels = [cfg["metric_labels"].get(m, m) for m in metrics]
+    config, decimals = renderer.config, int(renderer.config["decimals"])
+    metrics, condition = list(cross["metrics"]), str(config["full_condition"])
+    labels = [config["metric_labels"].get(m, m) for m in metrics]
     lines = [f"| Model | Runs | {' | '.join(labels)} | Culture discriminator accuracy |",
              "|---|---:|" + "---:|" * len(metrics) + "---:|"]
     for label, model in cross["models"].items():
@@ -53,8 +53,8 @@ def cross_table(renderer: Any, protocol: str, cross: Mapping[str, Any]) -> list[
 
 def cross_claims(renderer: Any, protocol: str) -> list[str]:
     """The claims whose two models are both cross models, on this protocol's paired runs."""
-    claims, settings = check_claims_config(renderer.cfg)
-    ours = cross_models(renderer.cfg)
+    claims, settings = check_claims_config(renderer.config)
+    ours = cross_models(renderer.config)
     rows: list[PairedResult] = []
     for claim in (c for c in claims if {c.better, c.worse} <= ours):
         better, worse = renderer.results(claim.better, protocol), renderer.results(claim.worse, protocol)
@@ -64,7 +64,7 @@ def cross_claims(renderer: Any, protocol: str) -> list[str]:
         rows += evaluate_claim(claim, better, worse, settings)
     if not rows:
         return []
-    decimals = int(renderer.cfg["decimals"])
+    decimals = int(renderer.config["decimals"])
     wins = []
     for row in rows:
         a = _paired(renderer.results(row.claim.better, protocol), row.claim.condition, row.claim.metric)
@@ -72,7 +72,7 @@ def cross_claims(renderer: Any, protocol: str) -> list[str]:
         keys = sorted(set(a) & set(b))
         wins.append(f"{row.claim.better} beat {row.claim.worse} in {sum(a[k] > b[k] for k in keys)} of {len(keys)} "
                     f"paired runs (mean difference {row.difference:+.{decimals}f}).")
-    return ["", *claims_table_lines(rows, renderer.cfg["columns"], renderer.cfg["metric_labels"], decimals,
+    return ["", *claims_table_lines(rows, renderer.config["columns"], renderer.config["metric_labels"], decimals,
                                     settings.confidence), "", claims_summary(rows), *wins]
 
 
@@ -121,7 +121,7 @@ def cross_tsne(renderer: Any, protocol: str, cross: Mapping[str, Any]) -> None:
         extras = load_extras(results.extras_path)
         source = results.metrics.get("sources") or ["source"]
         corpora = ["+".join(source), str(results.metrics.get("target", "target"))]
-        points, side = tsne_by_corpus(extras, renderer.cfg["plots"].get("tsne") or {})
+        points, side = tsne_by_corpus(extras, renderer.config["plots"].get("tsne") or {})
         panels.append((f"{stage} adaptation ({tsne[stage]})", points, side))
     title = f"{protocol}: fused embeddings by corpus (t-SNE, first run)"
     renderer.figure(protocol, "tsne_corpus", tsne_pair_figure(panels, corpora, title), title)
@@ -129,7 +129,7 @@ def cross_tsne(renderer: Any, protocol: str, cross: Mapping[str, Any]) -> None:
 
 def render_cross(renderer: Any) -> None:
     """Append the cross-corpus section to the report (nothing when `report.cross` is absent)."""
-    cross = renderer.cfg.get("cross")
+    cross = renderer.config.get("cross")
     if not cross:
         return
     for protocol in cross["protocols"]:

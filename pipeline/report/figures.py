@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
-from pipeline.report_inputs import Stat
+from pipeline.report.inputs import Stat
 
 COLOURS = "tab10"
 
@@ -149,15 +149,15 @@ def sweep_figure(stats: Mapping[str, Mapping[float, Stat]], title: str, metric_l
     return fig
 
 
-def tsne_points(imagined: np.ndarray, target: np.ndarray, cfg: Mapping[str, Any]) -> np.ndarray:
+def tsne_points(imagined: np.ndarray, target: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
     """A joint 2-D t-SNE of the imagined and ground-truth vectors (rows: imagined first, then targets).
 
     One thread: Barnes-Hut t-SNE sums forces in parallel, and a different thread count changes the low bits, so
     the figure would not be byte-identical from one machine to the next."""
     points = np.concatenate([imagined, target]).astype(np.float64)
-    perplexity = min(float(cfg["perplexity"]), (len(points) - 1) / 3)
+    perplexity = min(float(config["perplexity"]), (len(points) - 1) / 3)
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                random_state=int(cfg["random_state"]))
+                random_state=int(config["random_state"]))
     with threadpool_limits(limits=1):
         return tsne.fit_transform(points)
 

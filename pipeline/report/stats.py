@@ -28,8 +28,9 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from pipeline.errors import AffectflowError
+from pipeline.layout import runs_path
 from pipeline.params import ConfigError
-from pipeline.report_inputs import ModelResults
+from pipeline.report.inputs import ModelResults
 
 ALL_FRACTIONS = "all"
 DEFAULT_SETTINGS = {"resamples": 10000, "confidence": 0.95, "seed": 0}
@@ -85,9 +86,9 @@ class ClaimSettings:
     seed: int
 
 
-def check_claims_config(cfg: Mapping[str, Any]) -> tuple[list[Claim], ClaimSettings]:
+def check_claims_config(config: Mapping[str, Any]) -> tuple[list[Claim], ClaimSettings]:
     """`report.claims` (optional), checked before any file is read: no claims when it is absent."""
-    block = cfg.get("claims")
+    block = config.get("claims")
     if block is None:
         return [], ClaimSettings(**DEFAULT_SETTINGS)
     if not isinstance(block, Mapping):
@@ -106,7 +107,7 @@ def check_claims_config(cfg: Mapping[str, Any]) -> tuple[list[Claim], ClaimSetti
         fraction = entry.get("fraction")
         if fraction is not None and fraction != ALL_FRACTIONS and not isinstance(fraction, (int, float)):
             raise ConfigError(f"{where}.fraction must be a labelled fraction, 'all' or null, got {fraction!r}", where)
-        condition = str(entry.get("condition") or cfg["full_condition"])
+        condition = str(entry.get("condition") or config["full_condition"])
         worse_condition = entry.get("worse_condition")
         if worse_condition is not None and (not isinstance(worse_condition, str) or worse_condition == condition):
             raise ConfigError(f"{where}.worse_condition must name a condition other than {condition!r}, got "
@@ -147,7 +148,7 @@ def run_values(results: ModelResults, condition: str, metric: str,
                fraction: str | None) -> dict[tuple[str, int], float]:
     """(fold, seed) -> the metric of each run at `condition` (`fraction`: its labelled fraction, None: the largest)."""
     runs = (results.runs or {}).get("runs", [])
-    source = f"checkpoints/{results.model}/{results.corpus}/runs.json"
+    source = runs_path(results.model, results.corpus).as_posix()
     if not runs:
         raise ClaimError(f"{results.model} on {results.corpus} has no per-run results", source,
                          "re-run its train stage (it writes runs.json)")

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from models.condition_names import AVERAGE, CONDITIONS, condition_modalities, missing_conditions, modalities_of
 from pipeline.errors import AffectflowError
-from pipeline.tracking import CURVES, live_dir
+from pipeline.layout import curves_path, extras_path, live_dir, metrics_path, runs_path
+from pipeline.tracking import CURVES
 from pipeline.tracking import read_curves as read_live_curves
-from pipeline.train import checkpoint_dir, curves_path, metrics_path
 
 __all__ = ["AVERAGE", "ModelResults", "Provenance", "ReportInputError", "Stat", "load_extras", "load_results",
            "provenance", "read_lock"]
@@ -177,12 +176,12 @@ def load_results(root: Path, model: str, corpus: str) -> ModelResults | None:
     if not isinstance(metrics, dict) or not isinstance(metrics.get("conditions"), dict):
         raise ReportInputError(f"{metrics_file}: expected an object with a 'conditions' mapping")
     results = ModelResults(model, corpus, metrics, files=[str(metrics_path(model, corpus))])
-    runs_file = root / checkpoint_dir(model, corpus) / "runs.json"
+    runs_file = root / runs_path(model, corpus)
     if runs_file.exists():
         results.runs = read_json(runs_file)
         if not isinstance(results.runs, dict) or not isinstance(results.runs.get("runs"), list):
             raise ReportInputError(f"{runs_file}: expected an object with a 'runs' list")
-        results.files.append(str(checkpoint_dir(model, corpus) / "runs.json"))
+        results.files.append(str(runs_path(model, corpus)))
     live_curves = live_dir(model, corpus) / CURVES  # dvclive's files (pipeline/tracking.py), the CSV before them
     curves_file = root / curves_path(model, corpus)
     if (root / live_curves).is_dir():
@@ -194,7 +193,7 @@ def load_results(root: Path, model: str, corpus: str) -> ModelResults | None:
     elif curves_file.exists():
         results.curves = read_curves(curves_file)
         results.files.append(str(curves_path(model, corpus)))
-    extras_file = root / checkpoint_dir(model, corpus) / "extras.pt"
+    extras_file = root / extras_path(model, corpus)
     if extras_file.exists():
         results.extras_path = extras_file
     return results
@@ -213,6 +212,8 @@ def _numpy_safe_globals() -> list[Any]:
 
 def load_extras(path: Path) -> dict[str, Any]:
     """extras.pt without unpickling arbitrary objects (tensors, numpy arrays, lists, scalars only)."""
+    import torch  # only here: the rest of the report reads JSON and CSV
+
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             extras = torch.load(path, map_location="cpu", weights_only=True)
@@ -292,7 +293,7 @@ def find_train_stage(stages: Mapping[str, dict[str, Any]], model: str, corpus: s
 
 
 def provenance(stages: Mapping[str, dict[str, Any]], model: str, corpus: str,
-               cfg: Mapping[str, Any]) -> Provenance | None:
+               config: Mapping[str, Any]) -> Provenance | None:
     """Feature stores (path, md5), one md5 over the code deps' (path, md5) lines and one over the stage's params,
     for the train stage of `model` on `corpus`; None when dvc.lock has no such stage."""
     name = find_train_stage(stages, model, corpus)
@@ -302,7 +303,7 @@ def provenance(stages: Mapping[str, dict[str, Any]], model: str, corpus: str,
     deps = sorted((d for d in entry.get("deps") or [] if isinstance(d, dict) and "path" in d),
                   key=lambda d: d["path"])
     stores = tuple((d["path"], str(d.get("md5", "?")).removesuffix(".dir"))
-                   for d in deps if _matches(d["path"], cfg["stores"]))
-    code = [f"{d['path']} {d.get('md5', '?')}" for d in deps if _matches(d["path"], cfg["code"])]
+                   for d in deps if _matches(d["path"], config["stores"]))
+    code = [f"{d['path']} {d.get('md5', '?')}" for d in deps if _matches(d["path"], config["code"])]
     params = json.dumps(entry.get("params") or {}, sort_keys=True, default=str)
     return Provenance(name, stores, digest(code) if code else "", hashlib.md5(params.encode()).hexdigest())

@@ -40,9 +40,10 @@ from tqdm import tqdm
 
 from models.condition_names import missing_conditions, modalities_of
 from models.metrics import confusion_matrix
+from pipeline.layout import CURVES_ROOT, metrics_path
 from pipeline.params import ConfigError, section
-from pipeline.report_cross import cross_models, render_cross
-from pipeline.report_figures import (
+from pipeline.report.cross import cross_models, render_cross
+from pipeline.report.figures import (
     claims_figure,
     condition_bars_figure,
     confusion_figure,
@@ -53,7 +54,7 @@ from pipeline.report_figures import (
     tsne_figure,
     tsne_points,
 )
-from pipeline.report_inputs import (
+from pipeline.report.inputs import (
     AVERAGE,
     ModelResults,
     Provenance,
@@ -64,7 +65,7 @@ from pipeline.report_inputs import (
     provenance,
     read_lock,
 )
-from pipeline.report_stats import (
+from pipeline.report.stats import (
     ClaimSettings,
     PairedResult,
     check_claims_config,
@@ -72,7 +73,6 @@ from pipeline.report_stats import (
     claims_table_lines,
     evaluate_claim,
 )
-from pipeline.train import curves_path, metrics_path
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,9 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "table"
 
 
-def table_specs(cfg: Mapping[str, Any]) -> list[TableSpec]:
+def table_specs(config: Mapping[str, Any]) -> list[TableSpec]:
     """`report.tables`, checked: a configuration error names the table and key before any file is read."""
-    tables = cfg.get("tables")
+    tables = config.get("tables")
     if not isinstance(tables, list) or not tables:
         raise ConfigError("report.tables must be a non-empty list of tables")
     specs, slugs = [], {}
@@ -142,7 +142,7 @@ def table_specs(cfg: Mapping[str, Any]) -> list[TableSpec]:
             metrics = (metric,)
         else:
             metrics = tuple(_str_list(table.get("metrics"), f"{where}.metrics"))
-        condition = table.get("condition", cfg["full_condition"])
+        condition = table.get("condition", config["full_condition"])
         if not isinstance(condition, str):
             raise ConfigError(f"{where}.condition must be a condition name, got {condition!r}")
         slug = slugify(str(table.get("name", title)))
@@ -153,7 +153,7 @@ def table_specs(cfg: Mapping[str, Any]) -> list[TableSpec]:
     return specs
 
 
-def check_report_config(cfg: Mapping[str, Any]) -> list[TableSpec]:
+def check_report_config(config: Mapping[str, Any]) -> list[TableSpec]:
     """Every key the stage needs, with its type, before any work starts; returns the checked tables."""
     def need(mapping: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
         if key not in mapping:
@@ -162,25 +162,25 @@ def check_report_config(cfg: Mapping[str, Any]) -> list[TableSpec]:
             raise ConfigError(f"{where}.{key} has the wrong type: {mapping[key]!r}")
         return mapping[key]
 
-    if not isinstance(cfg, Mapping):
+    if not isinstance(config, Mapping):
         raise ConfigError("report must be a mapping")
-    _str_list(need(cfg, "corpora", list, "report"), "report.corpora")
-    need(cfg, "out_dir", str, "report")
-    if need(cfg, "decimals", int, "report") < 0:
+    _str_list(need(config, "corpora", list, "report"), "report.corpora")
+    need(config, "out_dir", str, "report")
+    if need(config, "decimals", int, "report") < 0:
         raise ConfigError("report.decimals must be >= 0")
-    if need(cfg, "group_rows_by", str, "report") not in ("metric", "model"):
-        raise ConfigError(f"report.group_rows_by must be 'metric' or 'model', got {cfg['group_rows_by']!r}")
-    columns = need(cfg, "columns", dict, "report")
+    if need(config, "group_rows_by", str, "report") not in ("metric", "model"):
+        raise ConfigError(f"report.group_rows_by must be 'metric' or 'model', got {config['group_rows_by']!r}")
+    columns = need(config, "columns", dict, "report")
     if not columns or not all(isinstance(v, str) for v in columns.values()):
         raise ConfigError("report.columns must map each condition to its column header")
-    need(cfg, "full_condition", str, "report")
-    need(cfg, "metric_labels", dict, "report")
-    prov = need(cfg, "provenance", dict, "report")
+    need(config, "full_condition", str, "report")
+    need(config, "metric_labels", dict, "report")
+    prov = need(config, "provenance", dict, "report")
     for key in ("stores", "code"):
         _str_list(need(prov, key, list, "report.provenance"), f"report.provenance.{key}")
     if need(prov, "md5_chars", int, "report.provenance") < 1:
         raise ConfigError("report.provenance.md5_chars must be >= 1")
-    plots = need(cfg, "plots", dict, "report")
+    plots = need(config, "plots", dict, "report")
     if need(plots, "dpi", int, "report.plots") < 10:
         raise ConfigError("report.plots.dpi must be >= 10")
     confusion = need(plots, "confusion", dict, "report.plots")
@@ -197,8 +197,8 @@ def check_report_config(cfg: Mapping[str, Any]) -> list[TableSpec]:
     need(tsne, "random_state", int, "report.plots.tsne")
     if need(tsne, "max_points", int, "report.plots.tsne") < 4:
         raise ConfigError("report.plots.tsne.max_points must be >= 4")
-    check_claims_config(cfg)
-    return table_specs(cfg)
+    check_claims_config(config)
+    return table_specs(config)
 
 
 # ---- tables -------------------------------------------------------------------------------------------------
@@ -243,25 +243,25 @@ def _blocks(stat_rows: list[tuple[list[str], list[Stat]]], decimals: int) -> lis
     return [labels + [columns[j][i] for j in range(len(columns))] for i, (labels, _) in enumerate(stat_rows)]
 
 
-def metric_label(metric: str, cfg: Mapping[str, Any]) -> str:
-    return str(cfg["metric_labels"].get(metric, metric))
+def metric_label(metric: str, config: Mapping[str, Any]) -> str:
+    return str(config["metric_labels"].get(metric, metric))
 
 
-def conditions_table(spec: TableSpec, results: Mapping[str, ModelResults], cfg: Mapping[str, Any]) -> Table:
+def conditions_table(spec: TableSpec, results: Mapping[str, ModelResults], config: Mapping[str, Any]) -> Table:
     """Rows models, columns the configured test conditions; one block of rows per metric (or per model, with
     `group_rows_by: model`, the seed talk's own order). Bold compares the models within one metric."""
     rows = [(label, model) for label, model in spec.rows if model in results]
-    columns = present_columns(cfg["columns"], [results[model] for _, model in rows])
-    by_metric = {metric: [([metric_label(metric, cfg), label], [results[model].stat(c, metric) for c in columns])
+    columns = present_columns(config["columns"], [results[model] for _, model in rows])
+    by_metric = {metric: [([metric_label(metric, config), label], [results[model].stat(c, metric) for c in columns])
                           for label, model in rows] for metric in spec.metrics}
-    cells = {metric: _blocks(block, int(cfg["decimals"])) for metric, block in by_metric.items()}
-    if cfg["group_rows_by"] == "metric":
+    cells = {metric: _blocks(block, int(config["decimals"])) for metric, block in by_metric.items()}
+    if config["group_rows_by"] == "metric":
         body = [row for metric in spec.metrics for row in cells[metric]]
         header = ["Metric", "Model"]
     else:
         body = [[row[1], row[0], *row[2:]] for i in range(len(rows)) for row in (cells[m][i] for m in spec.metrics)]
         header = ["Model", "Metric"]
-    return Table(header + [cfg["columns"][c] for c in columns], body, 2)
+    return Table(header + [config["columns"][c] for c in columns], body, 2)
 
 
 def present_columns(columns: Mapping[str, str], found: Sequence[ModelResults]) -> list[str]:
@@ -271,14 +271,15 @@ def present_columns(columns: Mapping[str, str], found: Sequence[ModelResults]) -
     return kept or list(columns)
 
 
-def full_table(spec: TableSpec, results: Mapping[str, ModelResults], cfg: Mapping[str, Any]) -> Table:
+def full_table(spec: TableSpec, results: Mapping[str, ModelResults], config: Mapping[str, Any]) -> Table:
     """Rows models, columns metrics at the table's condition (the full one unless the table names another; a model
     without every modality at its own full condition)."""
-    full = cfg["full_condition"]
+    full = config["full_condition"]
     block = [([label], [results[model].stat(results[model].resolve(spec.condition, full), m)
                         for m in spec.metrics])
              for label, model in spec.rows if model in results]
-    return Table(["Model", *(metric_label(m, cfg) for m in spec.metrics)], _blocks(block, int(cfg["decimals"])), 1)
+    return Table(["Model", *(metric_label(m, config) for m in spec.metrics)], _blocks(block, int(config["decimals"])),
+                 1)
 
 
 def sweep_fractions(spec: TableSpec, results: Mapping[str, ModelResults]) -> list[str]:
@@ -286,14 +287,14 @@ def sweep_fractions(spec: TableSpec, results: Mapping[str, ModelResults]) -> lis
     return sorted(keys, key=float)
 
 
-def sweep_table(spec: TableSpec, results: Mapping[str, ModelResults], cfg: Mapping[str, Any]) -> Table:
+def sweep_table(spec: TableSpec, results: Mapping[str, ModelResults], config: Mapping[str, Any]) -> Table:
     """Rows models, columns the labelled fractions of their sweeps (the union), the table's metric."""
     fractions = sweep_fractions(spec, results)
-    full = cfg["full_condition"]
+    full = config["full_condition"]
     block = [([label], [results[model].sweep_stat(f, results[model].resolve(spec.condition, full), spec.metrics[0])
                         for f in fractions])
              for label, model in spec.rows if model in results]
-    return Table(["Model", *fractions], _blocks(block, int(cfg["decimals"])), 1)
+    return Table(["Model", *fractions], _blocks(block, int(config["decimals"])), 1)
 
 
 TABLES = {"conditions": conditions_table, "full": full_table, "sweep": sweep_table}
@@ -327,18 +328,18 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def _column_label(column: str, cfg: Mapping[str, Any]) -> str:
+def _column_label(column: str, config: Mapping[str, Any]) -> str:
     prefix, _, rest = column.partition("_")
     if prefix in SPLIT_PREFIXES and rest:
-        return f"{SPLIT_PREFIXES[prefix]} {metric_label(rest, cfg)}"
+        return f"{SPLIT_PREFIXES[prefix]} {metric_label(rest, config)}"
     return column.replace("_", " ")
 
 
 class _Renderer:
     """Builds the markdown and the figures of one report; loads each model's results once."""
 
-    def __init__(self, root: Path, cfg: Mapping[str, Any], specs: list[TableSpec]):
-        self.root, self.cfg, self.specs = root, cfg, specs
+    def __init__(self, root: Path, config: Mapping[str, Any], specs: list[TableSpec]):
+        self.root, self.config, self.specs = root, config, specs
         self.lock = read_lock(root / "dvc.lock")
         self.lines: list[str] = []
         self.figures: dict[str, Any] = {}
@@ -346,8 +347,8 @@ class _Renderer:
         self._cache: dict[tuple[str, str], ModelResults | None] = {}
 
     def code_line(self) -> str:
-        paths = ", ".join(f"{p.rstrip('/')}/" for p in self.cfg["provenance"]["code"])
-        commit = code_commit(self.root, self.cfg["provenance"]["code"])
+        paths = ", ".join(f"{p.rstrip('/')}/" for p in self.config["provenance"]["code"])
+        commit = code_commit(self.root, self.config["provenance"]["code"])
         if commit is None:
             return (f"Code: not a clean git checkout of {paths} (uncommitted changes, or no git): the md5s below "
                     "identify it.")
@@ -368,20 +369,20 @@ class _Renderer:
         self.lines += [f"- {text}"]
 
     def render(self) -> Report:
-        decimals, md5_chars = int(self.cfg["decimals"]), int(self.cfg["provenance"]["md5_chars"])
+        decimals, md5_chars = int(self.config["decimals"]), int(self.config["provenance"]["md5_chars"])
         self.lines += ["# Results", "",
                        f"Written by `affectflow report` from metrics/, checkpoints/, plots/curves/ and dvc.lock. "
                        f"Cells: mean ± std over folds × seeds ({decimals} decimals); **bold**: the best mean of "
                        "its column. Code md5: one md5 over the (path, md5) lines of the train stage's code deps in "
                        "dvc.lock.", "", self.code_line(), ""]
-        for corpus in self.cfg["corpora"]:
+        for corpus in self.config["corpora"]:
             self.lines += [f"## {corpus}", ""]
             for spec in self.specs:
                 self.table(spec, corpus, md5_chars)
             self.claims(corpus)
             self.confusions(corpus)
             self.embeddings(corpus)
-        render_cross(self)  # report.cross: the cross-corpus protocols (pipeline/report_cross.py)
+        render_cross(self)  # report.cross: the cross-corpus protocols (pipeline/report/cross.py)
         if not self.lock:
             self.notes.append("dvc.lock not found or empty: provenance unknown for every model")
         markdown = "\n".join(self.lines).rstrip() + "\n"
@@ -394,11 +395,11 @@ class _Renderer:
         if not found:
             self.lines += [f"No results on {corpus} for any model of this table.", ""]
         else:
-            self.lines += [*TABLES[spec.kind](spec, found, self.cfg).markdown(), ""]
+            self.lines += [*TABLES[spec.kind](spec, found, self.config).markdown(), ""]
             self.lines += ["Runs and provenance (dvc.lock):", ""]
             for label, model in spec.rows:
                 if model in found:
-                    prov = provenance(self.lock, model, corpus, self.cfg["provenance"])
+                    prov = provenance(self.lock, model, corpus, self.config["provenance"])
                     self.lines.append(provenance_line(label, found[model], prov, md5_chars))
         for label, model in missing:
             self.note(f"not run: {label} (`{model}`) on {corpus}: no {metrics_path(model, corpus).as_posix()}")
@@ -411,30 +412,31 @@ class _Renderer:
             self.table_figures(spec, corpus, found)
 
     def table_figures(self, spec: TableSpec, corpus: str, found: Mapping[str, ModelResults]) -> None:
-        plots = self.cfg["plots"]
+        plots = self.config["plots"]
         labels = {model: label for label, model in spec.rows}
         if spec.kind == "conditions":
             metric = plots["bars"]["metric"]
-            columns = {c: self.cfg["columns"][c] for c in present_columns(self.cfg["columns"], list(found.values()))}
+            shown = present_columns(self.config["columns"], list(found.values()))
+            columns = {c: self.config["columns"][c] for c in shown}
             stats = {labels[m]: {c: r.stat(c, metric) for c in columns} for m, r in found.items()}
-            title = f"{spec.title} ({corpus}): {metric_label(metric, self.cfg)} per test condition"
+            title = f"{spec.title} ({corpus}): {metric_label(metric, self.config)} per test condition"
             self.figure(corpus, f"{spec.slug}_bars", condition_bars_figure(stats, columns, title,
-                                                                           metric_label(metric, self.cfg)), title)
+                                                                           metric_label(metric, self.config)), title)
         if spec.kind == "sweep":
             metric = spec.metrics[0]
-            full = self.cfg["full_condition"]
+            full = self.config["full_condition"]
             stats = {labels[m]: {float(f): r.sweep_stat(f, r.resolve(spec.condition, full), metric) for f in r.sweep()}
                      for m, r in found.items() if r.sweep()}
             if stats:
-                title = f"{spec.title} ({corpus}): {metric_label(metric, self.cfg)}, {spec.condition}"
-                self.figure(corpus, f"{spec.slug}_sweep", sweep_figure(stats, title, metric_label(metric, self.cfg)),
+                title = f"{spec.title} ({corpus}): {metric_label(metric, self.config)}, {spec.condition}"
+                self.figure(corpus, f"{spec.slug}_sweep", sweep_figure(stats, title, metric_label(metric, self.config)),
                             title)
         curves = {labels[m]: r.curves for m, r in found.items() if r.curves is not None}
         if curves:
             loss, score = plots["curves"]["loss"], plots["curves"]["score"]
             title = f"{spec.title} ({corpus}): training curves (mean over runs)"
-            fig = curves_figure(curves, loss, score, title, _column_label(loss, self.cfg),
-                                _column_label(score, self.cfg))
+            fig = curves_figure(curves, loss, score, title, _column_label(loss, self.config),
+                                _column_label(score, self.config))
             self.figure(corpus, f"{spec.slug}_curves", fig, title)
         else:
             self.note(f"{spec.title} on {corpus}: no training curves (plots/curves/) for its models")
@@ -442,18 +444,18 @@ class _Renderer:
     def claims(self, corpus: str) -> None:
         """The "Claimed orderings" table: each claim's paired difference over (fold, seed) runs, its interval,
         the Wilcoxon p-value and whether it holds; a figure of the differences; one sentence naming which hold."""
-        claims, settings = check_claims_config(self.cfg)
+        claims, settings = check_claims_config(self.config)
         if not claims:
             return
         rows: list[PairedResult] = []
-        for claim in (c for c in claims if not {c.better, c.worse} <= cross_models(self.cfg)):
+        for claim in (c for c in claims if not {c.better, c.worse} <= cross_models(self.config)):
             better, worse = self.results(claim.better, corpus), self.results(claim.worse, corpus)
             if better is None or worse is None:
                 absent = ", ".join(m for m, r in ((claim.better, better), (claim.worse, worse)) if r is None)
                 self.note(f"claim {claim.better} > {claim.worse} on {corpus} not tested: not run: {absent}")
                 continue
-            condition = better.resolve(claim.condition, self.cfg["full_condition"])
-            worse_condition = worse.resolve(claim.worse_condition or claim.condition, self.cfg["full_condition"])
+            condition = better.resolve(claim.condition, self.config["full_condition"])
+            worse_condition = worse.resolve(claim.worse_condition or claim.condition, self.config["full_condition"])
             if condition not in better.conditions() or worse_condition not in worse.conditions():
                 self.note(f"claim {claim.name} on {corpus} not tested: condition {condition} or {worse_condition} "
                           "is not among the models' test conditions")
@@ -463,7 +465,7 @@ class _Renderer:
             self.claims_block(corpus, rows, settings)
 
     def claims_block(self, corpus: str, rows: list[PairedResult], settings: ClaimSettings) -> None:
-        decimals, level = int(self.cfg["decimals"]), f"{settings.confidence * 100:g}%"
+        decimals, level = int(self.config["decimals"]), f"{settings.confidence * 100:g}%"
         self.lines += ["### Claimed orderings", "",
                        f"Each ordering a seed paper claims, tested on the paired runs (the same fold and seed for "
                        f"both models): Difference = mean of better - worse over the runs; {level} interval: paired "
@@ -471,11 +473,11 @@ class _Renderer:
                        "signed-rank p, one-sided (better > worse). A claim holds when its interval lies above 0. "
                        "The runs of one fold share their test speakers, so they are not fully independent: the "
                        "interval speaks of these runs.", "",
-                       *claims_table_lines(rows, self.cfg["columns"], self.cfg["metric_labels"], decimals,
+                       *claims_table_lines(rows, self.config["columns"], self.config["metric_labels"], decimals,
                                            settings.confidence), "", claims_summary(rows), ""]
-        bars = [(f"{r.claim.name}, {metric_label(r.claim.metric, self.cfg)}"
+        bars = [(f"{r.claim.name}, {metric_label(r.claim.metric, self.config)}"
                  + ("" if r.claim.worse_condition else
-                    f" {self.cfg['columns'].get(r.claim.condition, r.claim.condition)}")
+                    f" {self.config['columns'].get(r.claim.condition, r.claim.condition)}")
                  + (f" @ {r.fraction}" if r.fraction is not None else ""), r.difference, r.low, r.high, r.holds)
                 for r in rows]
         title = f"Claimed orderings on {corpus}: paired differences over fold × seed runs"
@@ -485,14 +487,14 @@ class _Renderer:
         """Pooled over the full-fraction runs of every model of the tables, for each configured condition that
         the model has predictions for (MMGCN and SSMM: avl only; MMIN family: also the pooled average)."""
         models = list(dict.fromkeys(model for spec in self.specs for _, model in spec.rows))
-        conf = self.cfg["plots"]["confusion"]
+        conf = self.config["plots"]["confusion"]
         header = False
         for model in models:
             results = self.results(model, corpus)
             if results is None or not results.classes():
                 continue
             for configured in conf["conditions"]:
-                condition = results.resolve(configured, self.cfg["full_condition"])
+                condition = results.resolve(configured, self.config["full_condition"])
                 pooled = results.pooled_predictions(condition)
                 if pooled is None:
                     continue
@@ -501,7 +503,7 @@ class _Renderer:
                     header = True
                 classes = results.classes()
                 cm = confusion_matrix(pooled[0], pooled[1], len(classes))
-                label = self.cfg["columns"].get(condition, condition)
+                label = self.config["columns"].get(condition, condition)
                 if condition == AVERAGE:
                     pooled_count = len(missing_conditions(modalities_of(results.conditions())))
                     label += f" (the {COUNT_WORDS.get(pooled_count, pooled_count)} missing-modality conditions pooled)"
@@ -512,7 +514,7 @@ class _Renderer:
 
     def embeddings(self, corpus: str) -> None:
         """The seed talk's figure 3 for each configured model: imagined vs ground-truth fused vectors."""
-        tsne_cfg = self.cfg["plots"]["tsne"]
+        tsne_cfg = self.config["plots"]["tsne"]
         header = False
         for model in tsne_cfg["models"]:
             results = self.results(model, corpus)
@@ -543,24 +545,24 @@ class _Renderer:
                                                              classes, title), title)
 
 
-def build_report(root: Path, cfg: Mapping[str, Any]) -> Report:
+def build_report(root: Path, config: Mapping[str, Any]) -> Report:
     """Render the report of the results under `root` (tables, provenance, figures) without writing anything."""
-    specs = check_report_config(cfg)
+    specs = check_report_config(config)
     with figure_style():
-        return _Renderer(Path(root), cfg, specs).render()
+        return _Renderer(Path(root), config, specs).render()
 
 
-def write_report(root: Path, cfg: Mapping[str, Any]) -> Report:
+def write_report(root: Path, config: Mapping[str, Any]) -> Report:
     """Build the report and (re)write `<out_dir>/results.md` and `<out_dir>/plots/`, removing stale PNGs."""
     start = time.perf_counter()
     root = Path(root)
-    report = build_report(root, cfg)
-    out_dir = root / cfg["out_dir"]
+    report = build_report(root, config)
+    out_dir = root / config["out_dir"]
     plots_dir = out_dir / PLOTS
     if plots_dir.exists():
         for old in sorted(plots_dir.rglob("*.png")):
             old.unlink()
-    dpi = int(cfg["plots"]["dpi"])
+    dpi = int(config["plots"]["dpi"])
     with figure_style():
         for rel, fig in tqdm(sorted(report.figures.items()), desc="report figures", unit="png", disable=None):
             save_png(fig, out_dir / rel, dpi)
@@ -570,8 +572,8 @@ def write_report(root: Path, cfg: Mapping[str, Any]) -> Report:
     tmp.replace(out_dir / MARKDOWN)
     for note in report.notes:
         log.warning("report: %s", note)
-    log.info("report: %d tables x %d corpora, %d figures, %d notes -> %s (%.1f s)", len(cfg["tables"]),
-             len(cfg["corpora"]), len(report.figures), len(report.notes), out_dir / MARKDOWN,
+    log.info("report: %d tables x %d corpora, %d figures, %d notes -> %s (%.1f s)", len(config["tables"]),
+             len(config["corpora"]), len(report.figures), len(report.notes), out_dir / MARKDOWN,
              time.perf_counter() - start)
     return report
 
@@ -581,12 +583,12 @@ def report_stage(params: dict[str, Any], root: Path = Path(".")) -> Report:
     return write_report(root, section(params, "report"))
 
 
-def list_plot_files(root: Path, cfg: Mapping[str, Any]) -> list[str]:
+def list_plot_files(root: Path, config: Mapping[str, Any]) -> list[str]:
     """The files `dvc plots show` can take as targets, relative to `root`: the report's PNGs and the train
     stage's curves CSVs of the configured corpora, sorted."""
     root = Path(root)
-    images = sorted(p.relative_to(root).as_posix() for p in (root / cfg["out_dir"] / PLOTS).rglob("*.png"))
-    corpora = set(cfg["corpora"])
-    curves_root = root / curves_path("model", "corpus").parent.parent
+    images = sorted(p.relative_to(root).as_posix() for p in (root / config["out_dir"] / PLOTS).rglob("*.png"))
+    corpora = set(config["corpora"])
+    curves_root = root / CURVES_ROOT
     curves = sorted(p.relative_to(root).as_posix() for p in curves_root.glob("*/*.csv") if p.stem in corpora)
     return images + curves

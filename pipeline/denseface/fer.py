@@ -20,7 +20,7 @@ import csv
 import logging
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ FERPLUS_CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disg
 FERPLUS_VOTE_COLUMNS = (*FERPLUS_CLASSES, "unknown", "NF")
 USAGES = ("Training", "PublicTest", "PrivateTest")
 IMAGE_SIDE = 48
+LINE_END = "\r\n"  # what the writers end rows with: CSV's own (RFC 4180, Python's csv default)
 TARGET_MODES = ("majority", "distribution")
 READER_KEYS = ("targets", "drop_single_votes", "majority_share")
 
@@ -266,15 +267,12 @@ def write_fer2013(path: str | Path, images: np.ndarray, emotions: Sequence[int],
         raise ValueError(f"images must be uint8 [N, {IMAGE_SIDE}, {IMAGE_SIDE}], got {images.dtype} {images.shape}")
     if not len(images) == len(emotions) == len(usage):
         raise ValueError(f"{len(images)} images, {len(emotions)} emotions, {len(usage)} usages")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["emotion", "pixels", "Usage"])
-        for image, emotion, use in zip(images, emotions, usage, strict=True):
-            if not 0 <= int(emotion) < len(FER2013_CLASSES) or use not in USAGES:
-                raise ValueError(f"bad row: emotion {emotion!r}, usage {use!r}")
-            writer.writerow([int(emotion), " ".join(map(str, image.reshape(-1).tolist())), use])
+    for emotion, use in zip(emotions, usage, strict=True):
+        if not 0 <= int(emotion) < len(FER2013_CLASSES) or use not in USAGES:
+            raise ValueError(f"bad row: emotion {emotion!r}, usage {use!r}")
+    _write_rows(path, ["emotion", "pixels", "Usage"],
+                ([int(emotion), " ".join(map(str, image.reshape(-1).tolist())), use]
+                 for image, emotion, use in zip(images, emotions, usage, strict=True)))
 
 
 def write_ferplus(path: str | Path, votes: np.ndarray, usage: Sequence[str],
@@ -286,10 +284,14 @@ def write_ferplus(path: str | Path, votes: np.ndarray, usage: Sequence[str],
     names = list(image_names) if image_names is not None else [f"fer{i:07d}.png" for i in range(len(votes))]
     if not len(votes) == len(usage) == len(names):
         raise ValueError(f"{len(votes)} vote rows, {len(usage)} usages, {len(names)} image names")
+    _write_rows(path, ["Usage", "Image name", *FERPLUS_VOTE_COLUMNS],
+                ([use, name, *(int(v) for v in row)] for row, use, name in zip(votes, usage, names, strict=True)))
+
+
+def _write_rows(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["Usage", "Image name", *FERPLUS_VOTE_COLUMNS])
-        for row, use, name in zip(votes, usage, names, strict=True):
-            writer.writerow([use, name, *(int(v) for v in row)])
+        writer = csv.writer(fh, lineterminator=LINE_END)
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -28,9 +28,9 @@ from tqdm import tqdm
 
 from models.denseface import Denseface, DensefaceConfig
 from models.trainer import FitResult, fit, pick_device, seed_everything
-from pipeline.denseface_checkpoint import Normalisation, save_checkpoint
+from pipeline.denseface.checkpoint import Normalisation, save_checkpoint
+from pipeline.denseface.fer import FerSet, check_reader_config, read_fer
 from pipeline.errors import AffectflowError
-from pipeline.fer import FerSet, check_reader_config, read_fer
 
 log = logging.getLogger(__name__)
 
