@@ -39,7 +39,7 @@ from tqdm import tqdm
 from models.condition_names import full_condition
 from models.data import MODALITIES, UNLABELLED, UtteranceSet
 from models.metrics import classification_metrics
-from models.trainer import FitResult, FoldOutcome, fit, seed_everything
+from models.trainer import FitResult, FoldOutcome, adam, fit, seed_everything
 
 log = logging.getLogger(__name__)
 NARROWS_MODALITIES = True  # its `modalities` setting becomes the letters of the modalities it is given
@@ -512,7 +512,7 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
         model.load_state_dict(init_state)
     weights = class_weights(train.labels, n_classes, cfg["class_weights"])
     criterion = nn.NLLLoss(weight=None if weights is None else weights.to(device), ignore_index=UNLABELLED)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    optimizer = adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     shuffler = torch.Generator().manual_seed(seed)
     size = cfg["batch_dialogues"]
     progress = tqdm(total=cfg["epochs"], desc="mmgcn", unit="epoch", disable=None, leave=False)

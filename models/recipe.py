@@ -35,7 +35,7 @@ from models.condition_names import (
 from models.conditions import condition_metrics, epoch_items
 from models.data import MODALITIES, UtteranceSet, UtteranceView, condition_mask
 from models.encoders import UtteranceEncoders
-from models.trainer import FoldOutcome, constant_then_linear_decay, fit, seed_everything
+from models.trainer import FoldOutcome, adam, constant_then_linear_decay, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def train_and_test(model: nn.Module, encoders: UtteranceEncoders, head: Head, fo
 
     networks: the parts whose gradients are clipped separately under `clip_scope: per_network`."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=float(cfg["lr"]), betas=tuple(float(b) for b in cfg["betas"]),
+    optimizer = adam(params, lr=float(cfg["lr"]), betas=tuple(float(b) for b in cfg["betas"]),
                                  weight_decay=float(cfg["weight_decay"]))
     scheduler = constant_then_linear_decay(optimizer, int(cfg["epochs_constant"]), int(cfg["epochs_decay"]))
     select_on = plan.select_on

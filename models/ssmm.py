@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from models.condition_names import full_condition
 from models.data import UNLABELLED, UtteranceSet
 from models.metrics import classification_metrics
-from models.trainer import FitResult, FoldOutcome, fit, kaiming_init, seed_everything
+from models.trainer import FitResult, FoldOutcome, adam, fit, kaiming_init, seed_everything
 
 log = logging.getLogger(__name__)
 USES_UNLABELLED = True  # train_and_evaluate takes the fold's unlabelled pool (`unlabelled=`) besides its parts
@@ -422,7 +422,7 @@ def _fit_streams(model: SSMMNet, streams: _Streams, val_inputs: PooledInputs, va
     def evaluate() -> dict[str, float]:
         return _labelled_metrics(model, val_inputs, val_labels, n_classes, chunk)[0]
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]),
+    optimizer = adam(model.parameters(), lr=float(cfg["lr"]),
                                  betas=tuple(float(b) for b in cfg["betas"]), weight_decay=float(cfg["weight_decay"]))
     clip = cfg["clip_norm"]
     return fit(model, epochs=int(cfg["epochs"]), batches=batches, step=step, optimizer=optimizer,
