@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+demo: $(STAMP)  # dvc repro, then a table of each stage's wall time, CPU time and peak RSS (tools/stage_times.py)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/stage_times.py --log .dvc/tmp/stage_times.log
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
