@@ -53,8 +53,9 @@ class ModalityRows:
             values = self.source[rows]
             values = torch.cat([values, values.new_zeros(values.shape[0], self.frames - steps, values.shape[2])], 1)
         if self.mean is not None and self.std is not None:
-            real = (torch.arange(self.frames, device=lengths.device)[None, :] < lengths[:, None]).unsqueeze(-1)
-            values = torch.where(real, (values - self.mean) / self.std, torch.zeros_like(values))
+            # in place on the gathered copy (never on `source`): the values of where(real, (v - mean) / std, 0)
+            padding = (torch.arange(self.frames, device=lengths.device)[None, :] >= lengths[:, None]).unsqueeze(-1)
+            values.sub_(self.mean).div_(self.std).masked_fill_(padding, 0.0)
         return values, lengths
 
 

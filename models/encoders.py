@@ -63,7 +63,7 @@ class TextCNN(nn.Module):
         self.output_dim = embedding_size
 
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
-        x = values.transpose(1, 2)
+        x = values.transpose(1, 2).contiguous()  # once, not once per kernel height inside each convolution
         shortfall = max(self.kernel_heights) - x.shape[2]
         if shortfall > 0:
             x = F.pad(x, (0, shortfall))

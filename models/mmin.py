@@ -197,9 +197,11 @@ def mmin_losses(model: MMIN, target: ForwardTarget, data: FoldTensors, batch: It
 
 @torch.no_grad()
 def imagined_embeddings(model: MMIN, target: ForwardTarget, data: FoldTensors, max_items: int,
-                        generator: torch.Generator, trim: bool) -> dict[str, Any]:
+                        generator: torch.Generator, trim: bool, batch_size: int | None = None) -> dict[str, Any]:
     """Imagined h' next to its forward target for up to `max_items` test items of the expanded set (x6 over three
-    modalities, x2 over two), for a t-SNE plot."""
+    modalities, x2 over two), for a t-SNE plot; encoded `batch_size` items at a time (all at once by default: on
+    IEMOCAP's shape 1,000 items at once were the training process's peak memory, 400 MB of inputs alone). Batches
+    may round differently from one pass in the last float bits (plot inputs only; no metric reads them)."""
     missing = missing_conditions(data.modalities)
     utterances, conditions = expand_items(len(data), len(missing))
     chosen = torch.randperm(len(utterances), generator=generator)[:max_items].sort().values
@@ -207,8 +209,11 @@ def imagined_embeddings(model: MMIN, target: ForwardTarget, data: FoldTensors, m
     presence = condition_mask(missing)[conditions].to(data.labels.device)
     idx = utterances.to(data.labels.device)
     model.eval()
-    imagined = model(data.inputs(idx, presence, trim=trim)).imagined
-    forward_target = target(data.inputs(idx, complement(presence), trim=trim))
+    step = batch_size or max(len(idx), 1)
+    imagined = torch.cat([model(data.inputs(idx[s:s + step], presence[s:s + step], trim=trim)).imagined
+                          for s in range(0, len(idx), step)])
+    forward_target = torch.cat([target(data.inputs(idx[s:s + step], complement(presence[s:s + step]), trim=trim))
+                                for s in range(0, len(idx), step)])
     return {"imagined": imagined.cpu().numpy(), "target": forward_target.cpu().numpy(),
             "labels": data.labels[idx].cpu().numpy(),
             "conditions": [missing[int(c)] for c in conditions],
@@ -249,6 +254,6 @@ def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed
     outcome = train_and_test(model, model.encoders, model.head, folds, cfg, step=step, networks=model.networks(),
                              generator=generator, device=device, describe="mmin", plan=plan)
     outcome.extras["embeddings"] = imagined_embeddings(model, target, folds["test"], int(cfg["tsne_max_items"]),
-                                                       generator, trim)
+                                                       generator, trim, int(cfg["eval_batch_size"]))
     return outcome
 

@@ -145,6 +145,19 @@ def epoch_batches(n_utterances: int, cfg: Mapping[str, Any], generator: torch.Ge
     return batches
 
 
+def zeroed(batch: dict[str, tuple[Tensor, Tensor]]) -> dict[str, tuple[Tensor, Tensor]]:
+    """The batch with every modality zeroed, lengths kept; consumes `batch` (its values are released as the
+    zeros are made, so a batch and its zeroed copy are never both alive: on IEMOCAP's shape at the evaluation
+    batch of 512, 100 MB less at the peak). Equal to `values * 0` up to the sign of zero, which no encoder
+    output can tell apart (zero frames give the biases exactly)."""
+    out = {}
+    for name in list(batch):
+        values, lengths = batch.pop(name)
+        out[name] = (torch.zeros_like(values), lengths)
+        del values
+    return out
+
+
 @torch.no_grad()
 def predict_conditions(encoders: UtteranceEncoders, head: Head, data: FoldTensors, conditions: Sequence[str],
                        batch_size: int, trim: bool) -> dict[str, Tensor]:
@@ -164,12 +177,13 @@ def predict_conditions(encoders: UtteranceEncoders, head: Head, data: FoldTensor
         present = encoders.embed(full)
         if not need_absent:
             absent = present
-        elif trim:
-            absent = encoders.embed({m: (v * 0, n) for m, (v, n) in full.items()})
+        elif trim or len(idx) not in absent_by_size:
+            absent = encoders.embed(zeroed(full))
+            if not trim:
+                absent_by_size[len(idx)] = absent
         else:
-            if len(idx) not in absent_by_size:
-                absent_by_size[len(idx)] = encoders.embed({m: (v * 0, n) for m, (v, n) in full.items()})
             absent = absent_by_size[len(idx)]
+        del full  # the batch's values are not needed for the head: freed before the next batch is gathered
         for c in conditions:
             flags = dict(zip(MODALITIES, CONDITIONS[c], strict=True))
             fused = torch.cat([present[m] if flags[m] else absent[m] for m in fused_order], dim=-1)

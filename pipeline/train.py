@@ -12,6 +12,7 @@ demo stays small while the defaults stay the paper's.
 from __future__ import annotations
 
 import csv
+import ctypes
 import importlib
 import io
 import logging
@@ -90,6 +91,17 @@ def model_config(params: dict[str, Any], model: str, corpus: str) -> dict[str, A
 READ_BLOCK_BYTES = 32 << 20  # a store is read in runs of consecutive rows up to this size
 
 
+def release_freed_heap() -> bool:
+    """Give the heap that glibc keeps after freeing back to the system (`malloc_trim`): after loading IEMOCAP's
+    shape, about 70 MB of freed read buffers. Numbers are unchanged. False where the C library is not glibc.
+    (Mapping every block of 1 MiB or more on its own instead kept the training peak no lower and made a step
+    5-13% slower: fresh pages for every batch.)"""
+    try:
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def _read_padded(store: FeatureStore, rows: np.ndarray, cap: int | None) -> Sequences:
     """The store rows `rows` straight into one zero-padded float32 array [N, T, D] (T: the longest kept length,
     at least 1), reading runs of consecutive rows in one call each: no per-utterance arrays, no second copy.
@@ -140,6 +152,7 @@ def load_utterances(utts: Sequence[Utterance], classes: Sequence[str], stores: d
         rows = np.array([store.index[u.utt_id] for u in utts], dtype=np.int64)
         seqs[modality] = _read_padded(store, rows, caps.get(modality))
     labels = torch.tensor([index[u.label] if u.label is not None else UNLABELLED for u in utts], dtype=torch.long)
+    release_freed_heap()
     return UtteranceSet([u.utt_id for u in utts], seqs["audio"], seqs["visual"], seqs["text"], labels,
                         [u.speaker for u in utts], [u.dialogue_id for u in utts], [u.turn for u in utts])
 
