@@ -71,15 +71,15 @@ def dann_weight(progress: float, gamma: float = 10.0, maximum: float = 1.0) -> f
 class CultureAdversarial(nn.Module):
     """utt_fusion's encoders and emotion classifier, and a culture discriminator behind gradient reversal."""
 
-    def __init__(self, dims: Mapping[str, int], n_classes: int, n_cultures: int, cfg: Mapping[str, Any]) -> None:
+    def __init__(self, dims: Mapping[str, int], n_classes: int, n_cultures: int, config: Mapping[str, Any]) -> None:
         super().__init__()
         if n_cultures < 2:
             raise ValueError(f"a culture discriminator needs at least 2 cultures (corpora), got {n_cultures}")
-        self.encoders = UtteranceEncoders(dims, cfg["encoder"])
+        self.encoders = UtteranceEncoders(dims, config["encoder"])
         width = self.encoders.output_dim
-        self.classifier = Classifier(width, cfg["classifier_hidden"], n_classes, float(cfg["dropout"]))
+        self.classifier = Classifier(width, config["classifier_hidden"], n_classes, float(config["dropout"]))
         self.reversal = GradientReversal(0.0)
-        self.discriminator = Classifier(width, cfg["discriminator_hidden"], n_cultures, float(cfg["dropout"]))
+        self.discriminator = Classifier(width, config["discriminator_hidden"], n_cultures, float(config["dropout"]))
         kaiming_init(self)
 
     def forward(self, inputs: ModalityInputs) -> tuple[Tensor, Tensor]:
@@ -136,10 +136,10 @@ def embed(model: CultureAdversarial, data: FoldTensors, batch_size: int, trim: b
     return torch.cat(parts) if parts else torch.zeros(0, model.encoders.output_dim)
 
 
-def _check_variant(cfg: Mapping[str, Any], train: Parts, adaptation: Parts | None,
+def _check_variant(config: Mapping[str, Any], train: Parts, adaptation: Parts | None,
                    train_cultures: Tensor | None) -> tuple[str, bool]:
     """The variant and whether it adapts (needs the target's pool and a culture id per training row)."""
-    variant = cfg["variant"]
+    variant = config["variant"]
     if variant not in VARIANTS:
         raise ValueError(f"culture: variant must be one of {VARIANTS}, got {variant!r}")
     adversarial = variant != "in_corpus"
@@ -148,7 +148,7 @@ def _check_variant(cfg: Mapping[str, Any], train: Parts, adaptation: Parts | Non
     return variant, adversarial
 
 
-def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed: int, device: torch.device,
+def train_and_evaluate(train: Parts, val: Parts, test: Parts, config: dict, *, seed: int, device: torch.device,
                        adaptation: Parts | None = None, train_cultures: Tensor | None = None,
                        target_culture: int = 1, n_cultures: int = 2) -> FoldOutcome:
     """One fold and seed of culture_adv / culture_source_only (labelled `train` from the source corpora, whose
@@ -158,21 +158,21 @@ def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed
     Each step draws a target batch of the source batch's size from the pool; the reversal weight follows DANN's
     schedule times `reversal.max_weight` (0 for source_only, whose discriminator still learns). The adaptation
     pool's labels are never read (replaced by 0 before anything else happens)."""
-    variant, adversarial = _check_variant(cfg, train, adaptation, train_cultures)
-    generator = start(cfg, seed, f"culture_{variant}")
+    variant, adversarial = _check_variant(config, train, adaptation, train_cultures)
+    generator = start(config, seed, f"culture_{variant}")
     splits = {"train": train, "val": val, "test": test}
     if adversarial:
         splits["adaptation"] = _zero_labels(adaptation)
-    folds = prepare_fold(splits, int(cfg["n_classes"]), cfg["frames"], cfg["normalise"], device)
-    plan = condition_plan(cfg, folds["train"].modalities, f"culture_{variant}")
-    model = CultureAdversarial(folds["train"].dims, int(cfg["n_classes"]), max(n_cultures, 2), cfg).to(device)
-    trim = not cfg["encoder"]["pool_over_padding"]
+    folds = prepare_fold(splits, int(config["n_classes"]), config["frames"], config["normalise"], device)
+    plan = condition_plan(config, folds["train"].modalities, f"culture_{variant}")
+    model = CultureAdversarial(folds["train"].dims, int(config["n_classes"]), max(n_cultures, 2), config).to(device)
+    trim = not config["encoder"]["pool_over_padding"]
     source, pool = folds["train"], folds.get("adaptation")
-    batch_size = int(cfg["batch_size"])
-    epochs = int(cfg["epochs_constant"]) + int(cfg["epochs_decay"])
+    batch_size = int(config["batch_size"])
+    epochs = int(config["epochs_constant"]) + int(config["epochs_decay"])
     steps = math.ceil(len(source) * len(plan.train) / batch_size)
-    maximum = float(cfg["reversal"]["max_weight"]) if variant == "adversarial" else 0.0
-    schedule = reversal_schedule(epochs, steps, float(cfg["reversal"]["gamma"]), maximum)
+    maximum = float(config["reversal"]["max_weight"]) if variant == "adversarial" else 0.0
+    schedule = reversal_schedule(epochs, steps, float(config["reversal"]["gamma"]), maximum)
     cultures = train_cultures.to(device) if train_cultures is not None else None
     counter = [0]
 
@@ -190,28 +190,28 @@ def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed
             torch.cat([source.labels[batch.utterances], pool.labels[rows]]),
             torch.cat([cultures[batch.utterances], torch.full((n_tgt,), target_culture, device=device)]),
             torch.arange(n_src + n_tgt, device=device) < n_src)
-        weighted = losses["emotion"] + float(cfg["culture_weight"]) * (losses["loss"] - losses["emotion"])
+        weighted = losses["emotion"] + float(config["culture_weight"]) * (losses["loss"] - losses["emotion"])
         cultures_batch = torch.cat([cultures[batch.utterances], torch.full((n_tgt,), target_culture, device=device)])
         accuracy = culture_accuracy(torch.cat([culture_src, culture_tgt]).detach(), cultures_batch)
         return {"loss": weighted, "emotion": losses["emotion"], "culture": losses["culture"],
                 "culture_accuracy": torch.tensor(accuracy), "reversal_weight": torch.tensor(model.reversal.weight)}
 
     enc = model.encoders
-    outcome = train_and_test(model, enc, model.classifier, folds, cfg, step=step,
+    outcome = train_and_test(model, enc, model.classifier, folds, config, step=step,
                              networks=[*enc.parts(), model.classifier, model.discriminator], generator=generator,
                              device=device, describe=f"culture_{variant}", plan=plan)
     if adversarial:
-        outcome.extras.update(_culture_extras(model, folds, cultures, target_culture, cfg, trim))
+        outcome.extras.update(_culture_extras(model, folds, cultures, target_culture, config, trim))
         # the discriminator on the training batches of the last epoch (the selected epoch may be an early one)
         outcome.extras["culture_accuracy_last_epoch"] = float(outcome.history[-1]["train_culture_accuracy"])
     return outcome
 
 
 def _culture_extras(model: CultureAdversarial, folds: Mapping[str, FoldTensors], cultures: Tensor | None,
-                    target_culture: int, cfg: Mapping[str, Any], trim: bool) -> dict[str, Any]:
+                    target_culture: int, config: Mapping[str, Any], trim: bool) -> dict[str, Any]:
     """The selected network's culture discriminator accuracy on the source validation part and the target test
     part together (balanced: the mean of the two parts' accuracies), and their embeddings for the t-SNE."""
-    size = int(cfg["eval_batch_size"])
+    size = int(config["eval_batch_size"])
     source, target = embed(model, folds["val"], size, trim), embed(model, folds["test"], size, trim)
     with torch.no_grad():
         src_hit = model.discriminator(source).argmax(-1) != target_culture

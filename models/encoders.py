@@ -83,18 +83,19 @@ class UtteranceEncoders(nn.Module):
     """One encoder per modality of `dims` (any non-empty subset of audio, visual, text: the modalities the corpus
     has); `forward` gives the fused vector in MMIN's A, L, V order over those modalities."""
 
-    def __init__(self, dims: Mapping[str, int], cfg: Mapping) -> None:
+    def __init__(self, dims: Mapping[str, int], config: Mapping) -> None:
         super().__init__()
         unknown = sorted(set(dims) - set(FUSION_ORDER))
         if unknown or not dims:
             raise ValueError(f"encoders need feature widths for a non-empty subset of {list(FUSION_ORDER)}, "
                              f"got {dict(dims)}")
-        pool = bool(cfg["pool_over_padding"])
+        pool = bool(config["pool_over_padding"])
         self.modalities = tuple(m for m in FUSION_ORDER if m in dims)  # fusion order
-        self.audio = LSTMEncoder(dims["audio"], int(cfg["audio_hidden"]), pool) if "audio" in dims else None
-        self.visual = LSTMEncoder(dims["visual"], int(cfg["visual_hidden"]), pool) if "visual" in dims else None
-        self.text = (TextCNN(dims["text"], int(cfg["text_filters"]), cfg["text_kernel_heights"],
-                             float(cfg["text_dropout"]), int(cfg["text_embedding"]), pool) if "text" in dims else None)
+        self.audio = LSTMEncoder(dims["audio"], int(config["audio_hidden"]), pool) if "audio" in dims else None
+        self.visual = LSTMEncoder(dims["visual"], int(config["visual_hidden"]), pool) if "visual" in dims else None
+        self.text = (TextCNN(dims["text"], int(config["text_filters"]), config["text_kernel_heights"],
+                             float(config["text_dropout"]), int(config["text_embedding"]), pool)
+                     if "text" in dims else None)
         self.output_dim = sum(encoder.output_dim for encoder in self.parts())
 
     def parts(self) -> list[nn.Module]:

@@ -59,45 +59,46 @@ OPTIONAL_KEYS: dict[str, type | tuple[type, ...]] = {"n_classes": (int, type(Non
 
 # ----------------------------------------------------------------------------------------------- configuration
 
-def validate_config(cfg: Mapping[str, Any]) -> None:
+def validate_config(config: Mapping[str, Any]) -> None:
     """Fail before any work on a missing, unknown or ill-typed key, or a value outside its choices."""
-    missing = sorted(set(CONFIG_KEYS) - set(cfg))
+    missing = sorted(set(CONFIG_KEYS) - set(config))
     if missing:
         raise ValueError(f"mmgcn config: missing keys {missing}")
-    unknown = sorted(set(cfg) - set(CONFIG_KEYS) - set(OPTIONAL_KEYS))
+    unknown = sorted(set(config) - set(CONFIG_KEYS) - set(OPTIONAL_KEYS))
     if unknown:
         raise ValueError(f"mmgcn config: unknown keys {unknown}; known: {sorted(CONFIG_KEYS) + sorted(OPTIONAL_KEYS)}")
     for key, kind in {**CONFIG_KEYS, **OPTIONAL_KEYS}.items():
-        if key in cfg and (not isinstance(cfg[key], kind) or (kind is not bool and isinstance(cfg[key], bool))):
-            raise ValueError(f"mmgcn config: {key}={cfg[key]!r} has the wrong type")
+        value = config.get(key)
+        if key in config and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+            raise ValueError(f"mmgcn config: {key}={config[key]!r} has the wrong type")
     choices = {"pooling": ("mean", "max"), "fusion": ("graph", "early"),
                "speaker_embedding": ("text", "all", "none"), "speaker_ids": ("party", "global"),
                "class_weights": ("inverse_frequency", "none")}
     for key, allowed in choices.items():
-        if cfg[key] not in allowed:
-            raise ValueError(f"mmgcn config: {key} must be one of {allowed}, got {cfg[key]!r}")
-    letters = cfg["modalities"]
+        if config[key] not in allowed:
+            raise ValueError(f"mmgcn config: {key} must be one of {allowed}, got {config[key]!r}")
+    letters = config["modalities"]
     if not letters or any(c not in MODALITY_LETTERS for c in letters) or len(set(letters)) != len(letters):
         raise ValueError(f"mmgcn config: modalities must be a non-empty subset of 'avt' (e.g. 'at'), got {letters!r}")
-    bad_std = [m for m in cfg["standardize"] if m not in MODALITIES]
+    bad_std = [m for m in config["standardize"] if m not in MODALITIES]
     if bad_std:
         raise ValueError(f"mmgcn config: standardize names unknown modalities {bad_std}; known: {list(MODALITIES)}")
-    if cfg["hidden"] <= 0 or cfg["hidden"] % 2:
-        raise ValueError(f"mmgcn config: hidden must be a positive even number (BiLSTM halves), got {cfg['hidden']}")
+    if config["hidden"] <= 0 or config["hidden"] % 2:
+        raise ValueError(f"mmgcn config: hidden must be a positive even number (BiLSTM halves), got {config['hidden']}")
     for key in ("gcn_hidden", "context_layers", "epochs", "batch_dialogues"):
-        if cfg[key] <= 0:
-            raise ValueError(f"mmgcn config: {key} must be positive, got {cfg[key]}")
-    if cfg["graph"] and cfg["layers"] < 1:
-        raise ValueError(f"mmgcn config: layers must be >= 1 with graph: true, got {cfg['layers']}")
-    if not 0 <= cfg["dropout"] < 1 or not 0 <= cfg["alpha"] <= 1:
+        if config[key] <= 0:
+            raise ValueError(f"mmgcn config: {key} must be positive, got {config[key]}")
+    if config["graph"] and config["layers"] < 1:
+        raise ValueError(f"mmgcn config: layers must be >= 1 with graph: true, got {config['layers']}")
+    if not 0 <= config["dropout"] < 1 or not 0 <= config["alpha"] <= 1:
         raise ValueError("mmgcn config: dropout must lie in [0, 1) and alpha in [0, 1]")
-    if cfg["lambda"] <= 0 or cfg["gamma"] < 0 or cfg["lr"] <= 0 or cfg["weight_decay"] < 0:
+    if config["lambda"] <= 0 or config["gamma"] < 0 or config["lr"] <= 0 or config["weight_decay"] < 0:
         raise ValueError("mmgcn config: lambda and lr must be > 0, gamma and weight_decay >= 0")
 
 
-def selected_modalities(cfg: Mapping[str, Any]) -> list[str]:
+def selected_modalities(config: Mapping[str, Any]) -> list[str]:
     """The configured modalities in the authors' node order (audio, visual, text)."""
-    return [MODALITY_LETTERS[c] for c in "avt" if c in cfg["modalities"]]
+    return [MODALITY_LETTERS[c] for c in "avt" if c in config["modalities"]]
 
 
 # ------------------------------------------------------------------------------------------------------- data
@@ -199,15 +200,15 @@ class DialogueData:
             yield self.batch(order[start:start + size])
 
 
-def pooled_vectors(sets: Sequence[UtteranceSet], cfg: Mapping[str, Any]) -> list[dict[str, Tensor]]:
+def pooled_vectors(sets: Sequence[UtteranceSet], config: Mapping[str, Any]) -> list[dict[str, Tensor]]:
     """Per set, the node-channel input vectors: each selected modality pooled over its real frames; modalities in
     `standardize` z-normalised with the first (training) set's statistics over utterances where the modality is
     present (std 0 -> 1; absent stays zero). With early fusion the selected modalities are concatenated into one
     `fused` channel."""
-    modalities = selected_modalities(cfg)
-    pooled = [{m: uset.modality(m).pooled(cfg["pooling"]).float() for m in modalities} for uset in sets]
+    modalities = selected_modalities(config)
+    pooled = [{m: uset.modality(m).pooled(config["pooling"]).float() for m in modalities} for uset in sets]
     for m in modalities:
-        if m not in cfg["standardize"]:
+        if m not in config["standardize"]:
             continue
         present = sets[0].modality(m).lengths > 0
         reference = pooled[0][m][present]
@@ -219,7 +220,7 @@ def pooled_vectors(sets: Sequence[UtteranceSet], cfg: Mapping[str, Any]) -> list
         for uset, vectors in zip(sets, pooled, strict=True):
             keep = (uset.modality(m).lengths > 0).unsqueeze(-1)
             vectors[m] = torch.where(keep, (vectors[m] - mean) / std, torch.zeros_like(vectors[m]))
-    if cfg["fusion"] == "early":
+    if config["fusion"] == "early":
         return [{"fused": torch.cat([vectors[m] for m in modalities], dim=-1)} for vectors in pooled]
     return pooled
 
@@ -361,33 +362,34 @@ class DeepGCN(nn.Module):
 class MMGCN(nn.Module):
     """The MMGCN network (and its comparison variants) over a `DialogueBatch`; returns [n, classes] log-probs."""
 
-    def __init__(self, input_dims: Mapping[str, int], n_classes: int, n_speakers: int, cfg: Mapping[str, Any]):
+    def __init__(self, input_dims: Mapping[str, int], n_classes: int, n_speakers: int, config: Mapping[str, Any]):
         super().__init__()
-        modalities = selected_modalities(cfg)
-        self.channels = ["fused"] if cfg["fusion"] == "early" else modalities
+        modalities = selected_modalities(config)
+        self.channels = ["fused"] if config["fusion"] == "early" else modalities
         missing = [c for c in self.channels if c not in input_dims]
         if missing:
             raise ValueError(f"MMGCN: no input size for channels {missing} (got {dict(input_dims)})")
-        hidden = cfg["hidden"]
+        hidden = config["hidden"]
         self.projections = nn.ModuleDict({c: nn.Linear(input_dims[c], hidden) for c in self.channels})
         # the channel carrying text (the fused one when it contains text): it gets the dialogue BiLSTM and the
         # speaker embedding when speaker_embedding is "text"
-        self.text_channel = ("fused" if cfg["fusion"] == "early" and "text" in modalities
+        self.text_channel = ("fused" if config["fusion"] == "early" and "text" in modalities
                              else "text" if "text" in self.channels else None)
         self.context = None
-        if cfg["text_context"] and self.text_channel is not None:
-            layers = cfg["context_layers"]
+        if config["text_context"] and self.text_channel is not None:
+            layers = config["context_layers"]
             self.context = nn.LSTM(hidden, hidden // 2, num_layers=layers, bidirectional=True, batch_first=True,
-                                   dropout=cfg["dropout"] if layers > 1 else 0.0)
-        where = cfg["speaker_embedding"]
+                                   dropout=config["dropout"] if layers > 1 else 0.0)
+        where = config["speaker_embedding"]
         self.speaker_channels = ([] if where == "none" else list(self.channels) if where == "all"
                                  else [self.text_channel] if self.text_channel is not None else [])
         self.speaker_embedding = nn.Embedding(n_speakers, hidden) if self.speaker_channels else None
-        self.gamma = float(cfg["gamma"])
-        self.gcn = (DeepGCN(hidden, cfg["gcn_hidden"], cfg["layers"], cfg["alpha"], cfg["lambda"], cfg["dropout"])
-                    if cfg["graph"] else None)
-        node_dim = hidden + (cfg["gcn_hidden"] if self.gcn is not None else 0)
-        self.dropout = nn.Dropout(cfg["dropout"])
+        self.gamma = float(config["gamma"])
+        self.gcn = (DeepGCN(hidden, config["gcn_hidden"], config["layers"], config["alpha"], config["lambda"],
+                            config["dropout"])
+                    if config["graph"] else None)
+        node_dim = hidden + (config["gcn_hidden"] if self.gcn is not None else 0)
+        self.dropout = nn.Dropout(config["dropout"])
         self.classifier = nn.Linear(node_dim * len(self.channels), n_classes)
 
     def project(self, batch: DialogueBatch) -> dict[str, Tensor]:
@@ -441,10 +443,10 @@ def class_weights(labels: Tensor, n_classes: int, how: str) -> Tensor | None:
     return torch.where(counts > 0, 1.0 / frequency.clamp(min=1e-12), torch.zeros_like(frequency)).float()
 
 
-def infer_n_classes(sets: Sequence[UtteranceSet], cfg: Mapping[str, Any]) -> int:
+def infer_n_classes(sets: Sequence[UtteranceSet], config: Mapping[str, Any]) -> int:
     labels = torch.cat([s.labels[s.labels != UNLABELLED] for s in sets])
     seen = int(labels.max()) + 1 if labels.numel() else 0
-    n_classes = cfg.get("n_classes")
+    n_classes = config.get("n_classes")
     if n_classes is None:
         if seen == 0:
             raise ValueError("MMGCN: no labelled utterance in train, val or test")
@@ -470,15 +472,15 @@ def predict(model: MMGCN, data: DialogueData, batch_dialogues: int) -> tuple[np.
     return pos[order], torch.cat(truths).cpu().numpy()[order], torch.cat(guesses).cpu().numpy()[order]
 
 
-def build_model(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: Mapping[str, Any],
+def build_model(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, config: Mapping[str, Any],
                 device: torch.device) -> tuple[MMGCN, list[DialogueData], int]:
     """The model and the three sets prepared for it (pooled vectors, speaker rows, on `device`)."""
     sets = [train, val, test]
-    vectors = pooled_vectors(sets, cfg)
-    speakers, n_speakers = speaker_indices(sets, cfg["speaker_ids"])
-    n_classes = infer_n_classes(sets, cfg)
+    vectors = pooled_vectors(sets, config)
+    speakers, n_speakers = speaker_indices(sets, config["speaker_ids"])
+    n_classes = infer_n_classes(sets, config)
     dims = {name: int(v.shape[1]) for name, v in vectors[0].items()}
-    model = MMGCN(dims, n_classes, n_speakers, cfg).to(device)
+    model = MMGCN(dims, n_classes, n_speakers, config).to(device)
     data = [DialogueData(s, v, spk, device) for s, v, spk in zip(sets, vectors, speakers, strict=True)]
     return model, data, n_classes
 
@@ -495,7 +497,7 @@ def _check_sets(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, want
             raise ValueError(f"MMGCN: the {name} set has no labelled utterance")
 
 
-def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: dict, *, seed: int,
+def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, config: dict, *, seed: int,
                        device: torch.device, init_state: dict | None = None) -> FoldOutcome:
     """Train MMGCN (or the configured variant) on `train`, select the epoch by validation weighted F1, and
     evaluate it on `test` with full inputs (the condition over its `modalities`: "avl" for avt, "azz" for a).
@@ -503,19 +505,19 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
     `extras` also holds the authors' protocol figure, the best weighted F1 over test epochs (labelled
     test-selected: optimistic, for comparison with the published numbers only).
     """
-    validate_config(cfg)
-    wanted = selected_modalities(cfg)
-    _check_sets(train, val, test, wanted, cfg["modalities"])
+    validate_config(config)
+    wanted = selected_modalities(config)
+    _check_sets(train, val, test, wanted, config["modalities"])
     seed_everything(seed)
-    model, (train_data, val_data, test_data), n_classes = build_model(train, val, test, cfg, device)
+    model, (train_data, val_data, test_data), n_classes = build_model(train, val, test, config, device)
     if init_state is not None:
         model.load_state_dict(init_state)
-    weights = class_weights(train.labels, n_classes, cfg["class_weights"])
+    weights = class_weights(train.labels, n_classes, config["class_weights"])
     criterion = nn.NLLLoss(weight=None if weights is None else weights.to(device), ignore_index=UNLABELLED)
-    optimizer = adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    optimizer = adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     shuffler = torch.Generator().manual_seed(seed)
-    size = cfg["batch_dialogues"]
-    progress = tqdm(total=cfg["epochs"], desc="mmgcn", unit="epoch", disable=None, leave=False)
+    size = config["batch_dialogues"]
+    progress = tqdm(total=config["epochs"], desc="mmgcn", unit="epoch", disable=None, leave=False)
 
     def step(batch: DialogueBatch, epoch: int) -> dict[str, Tensor]:
         log_probs = model(batch)
@@ -533,8 +535,8 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
         return {f"test_{k}": v for k, v in classification_metrics(y_test, p_test, n_classes).items()}
 
     start = time.perf_counter()
-    result = fit(model, epochs=cfg["epochs"], batches=lambda epoch: train_data.batches(size, shuffler), step=step,
-                 optimizer=optimizer, evaluate=select_on_val, select="weighted_f1", clip_norm=cfg["clip_norm"],
+    result = fit(model, epochs=config["epochs"], batches=lambda epoch: train_data.batches(size, shuffler), step=step,
+                 optimizer=optimizer, evaluate=select_on_val, select="weighted_f1", clip_norm=config["clip_norm"],
                  describe="mmgcn", observe=score_test)
     progress.close()
     seconds = time.perf_counter() - start
@@ -543,8 +545,8 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
     metrics = classification_metrics(y_true, y_pred, n_classes)
     best_test = max(range(len(result.history)), key=lambda e: result.history[e]["test_weighted_f1"])
     log.info("mmgcn: %d epochs in %.1f s (%.2f s/epoch), %d/%d/%d dialogues; selected epoch %d (val weighted F1 "
-             "%.4f), test weighted F1 %.4f; test-selected %.4f at epoch %d", cfg["epochs"], seconds,
-             seconds / cfg["epochs"], len(train_data), len(val_data), len(test_data), result.best_epoch,
+             "%.4f), test weighted F1 %.4f; test-selected %.4f at epoch %d", config["epochs"], seconds,
+             seconds / config["epochs"], len(train_data), len(val_data), len(test_data), result.best_epoch,
              result.best_score, metrics["weighted_f1"], result.history[best_test]["test_weighted_f1"], best_test)
     full = full_condition(wanted)
     return FoldOutcome(
@@ -552,7 +554,7 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
         state={k: v.detach().cpu().clone() for k, v in result.best_state.items()},
         history=result.history,
         predictions={full: (y_true, y_pred)},
-        extras=_extras(result, best_test, [test.utt_ids[int(i)] for i in positions], seconds / cfg["epochs"]),
+        extras=_extras(result, best_test, [test.utt_ids[int(i)] for i in positions], seconds / config["epochs"]),
     )
 
 

@@ -110,26 +110,26 @@ class MMIN(nn.Module):
     """Encoders on the masked inputs -> forward imagination (CRA or plain AE) -> classifier on the codes; the
     backward imagination (None without the cycle) is used by the loss only."""
 
-    def __init__(self, dims: Mapping[str, int], n_classes: int, cfg: Mapping[str, Any]) -> None:
+    def __init__(self, dims: Mapping[str, int], n_classes: int, config: Mapping[str, Any]) -> None:
         super().__init__()
-        self.encoders = UtteranceEncoders(dims, cfg["encoder"])
+        self.encoders = UtteranceEncoders(dims, config["encoder"])
         width = self.encoders.output_dim
-        self.forward_imagination = self._autoencoder(width, cfg)
-        self.backward_imagination = self._autoencoder(width, cfg) if cfg["cycle"] else None
-        self.classifier = Classifier(self.forward_imagination.code_dim, cfg["classifier_hidden"], n_classes,
-                                     float(cfg["dropout"]))
-        if cfg["init"] == "kaiming":
+        self.forward_imagination = self._autoencoder(width, config)
+        self.backward_imagination = self._autoencoder(width, config) if config["cycle"] else None
+        self.classifier = Classifier(self.forward_imagination.code_dim, config["classifier_hidden"], n_classes,
+                                     float(config["dropout"]))
+        if config["init"] == "kaiming":
             kaiming_init(self)
-        elif cfg["init"] != "pytorch":
-            raise ValueError(f"mmin: init must be one of {list(INITS)}, got {cfg['init']!r}")
+        elif config["init"] != "pytorch":
+            raise ValueError(f"mmin: init must be one of {list(INITS)}, got {config['init']!r}")
 
     @staticmethod
-    def _autoencoder(width: int, cfg: Mapping[str, Any]) -> CascadeResidualAE | PlainAE:
-        if cfg["imagination"] == "cra":
-            return CascadeResidualAE(width, cfg["ae_layers"], int(cfg["n_blocks"]), bool(cfg["transition"]))
-        if cfg["imagination"] == "ae":
-            return PlainAE(width, cfg["ae_layers"])
-        raise ValueError(f"mmin: imagination must be one of {list(IMAGINATIONS)}, got {cfg['imagination']!r}")
+    def _autoencoder(width: int, config: Mapping[str, Any]) -> CascadeResidualAE | PlainAE:
+        if config["imagination"] == "cra":
+            return CascadeResidualAE(width, config["ae_layers"], int(config["n_blocks"]), bool(config["transition"]))
+        if config["imagination"] == "ae":
+            return PlainAE(width, config["ae_layers"])
+        raise ValueError(f"mmin: imagination must be one of {list(IMAGINATIONS)}, got {config['imagination']!r}")
 
     def head(self, fused: Tensor) -> Tensor:
         """Logits from fused vectors (what inference needs)."""
@@ -220,40 +220,40 @@ def imagined_embeddings(model: MMIN, target: ForwardTarget, data: FoldTensors, m
             "utt_ids": [data.utt_ids[int(u)] for u in utterances]}
 
 
-def check_mmin_cfg(cfg: Mapping[str, Any]) -> None:
+def check_mmin_cfg(config: Mapping[str, Any]) -> None:
     """MMIN's own keys and choices (the shared ones are checked by the recipe)."""
-    require(cfg, MMIN_KEYS, "mmin")
-    require(cfg["loss_weights"], ("ce", "forward", "backward"), "mmin.loss_weights")
+    require(config, MMIN_KEYS, "mmin")
+    require(config["loss_weights"], ("ce", "forward", "backward"), "mmin.loss_weights")
     for key, choices in (("imagination", IMAGINATIONS), ("init", INITS)):
-        if cfg[key] not in choices:
-            raise ValueError(f"mmin: {key} must be one of {list(choices)}, got {cfg[key]!r}")
+        if config[key] not in choices:
+            raise ValueError(f"mmin: {key} must be one of {list(choices)}, got {config[key]!r}")
 
 
-def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed: int,
+def train_and_evaluate(train: Parts, val: Parts, test: Parts, config: dict, *, seed: int,
                        device: torch.device, init_state: dict | None = None) -> FoldOutcome:
-    """Train one fold of MMIN (or an ablation, per `cfg`) from the fold's utt_fusion state `init_state`, on the
+    """Train one fold of MMIN (or an ablation, per `config`) from the fold's utt_fusion state `init_state`, on the
     modalities the sets hold (two or three: the missing conditions over them)."""
-    check_mmin_cfg(cfg)
+    check_mmin_cfg(config)
     if init_state is None:
         raise ValueError(NEEDS_INIT_STATE)
-    generator = start(cfg, seed, "mmin")
+    generator = start(config, seed, "mmin")
     if len(train.modalities) < MIN_MODALITIES:
         raise ValueError(NEEDS_TWO_MODALITIES.format(modalities=", ".join(train.modalities)))
-    folds = prepare(train, val, test, cfg, device)
-    plan = condition_plan(cfg, folds["train"].modalities, "mmin")
-    model = MMIN(folds["train"].dims, int(cfg["n_classes"]), cfg)
+    folds = prepare(train, val, test, config, device)
+    plan = condition_plan(config, folds["train"].modalities, "mmin")
+    model = MMIN(folds["train"].dims, int(config["n_classes"]), config)
     target = load_pretrained_encoders(model, init_state)
     model.to(device)
     target.to(device)
-    trim = not cfg["encoder"]["pool_over_padding"]
-    weights = cfg["loss_weights"]
+    trim = not config["encoder"]["pool_over_padding"]
+    weights = config["loss_weights"]
 
     def step(batch: ItemBatch, epoch: int) -> dict[str, Tensor]:
         return mmin_losses(model, target, folds["train"], batch, weights, trim)
 
-    outcome = train_and_test(model, model.encoders, model.head, folds, cfg, step=step, networks=model.networks(),
+    outcome = train_and_test(model, model.encoders, model.head, folds, config, step=step, networks=model.networks(),
                              generator=generator, device=device, describe="mmin", plan=plan)
-    outcome.extras["embeddings"] = imagined_embeddings(model, target, folds["test"], int(cfg["tsne_max_items"]),
-                                                       generator, trim, int(cfg["eval_batch_size"]))
+    outcome.extras["embeddings"] = imagined_embeddings(model, target, folds["test"], int(config["tsne_max_items"]),
+                                                       generator, trim, int(config["eval_batch_size"]))
     return outcome
 

@@ -39,7 +39,7 @@ from models.trainer import FoldOutcome, adam, constant_then_linear_decay, fit, s
 
 log = logging.getLogger(__name__)
 
-# keys every family's cfg must carry (families add their own)
+# keys every family's config must carry (families add their own)
 RECIPE_KEYS = ("n_classes", "encoder", "frames", "normalise", "classifier_hidden", "dropout", "lr", "betas",
                "weight_decay", "batch_size", "eval_batch_size", "epochs_constant", "epochs_decay", "clip_norm",
                "clip_scope", "train_conditions", "train_sampling", "select_on")
@@ -50,25 +50,25 @@ Head = Callable[[Tensor], Tensor]
 Parts = UtteranceSet | UtteranceView  # a split: a set, or a view of the loaded set (no copy)
 
 
-def require(cfg: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
+def require(config: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
     """Fail before any work when configuration keys are missing, naming them and where they belong."""
-    missing = [k for k in keys if k not in cfg]
+    missing = [k for k in keys if k not in config]
     if missing:
         raise ValueError(f"{where}: configuration lacks {missing}")
 
 
-def check_recipe_cfg(cfg: Mapping[str, Any], where: str) -> None:
-    require(cfg, RECIPE_KEYS, where)
-    require(cfg["encoder"], ENCODER_KEYS, f"{where}.encoder")
-    unknown = [c for c in cfg["train_conditions"] if c not in CONDITIONS]
-    if unknown or not cfg["train_conditions"]:
-        raise ValueError(f"{where}: train_conditions {list(cfg['train_conditions'])} must be non-empty names "
+def check_recipe_cfg(config: Mapping[str, Any], where: str) -> None:
+    require(config, RECIPE_KEYS, where)
+    require(config["encoder"], ENCODER_KEYS, f"{where}.encoder")
+    unknown = [c for c in config["train_conditions"] if c not in CONDITIONS]
+    if unknown or not config["train_conditions"]:
+        raise ValueError(f"{where}: train_conditions {list(config['train_conditions'])} must be non-empty names "
                          f"from {list(CONDITIONS)}")
-    if cfg["select_on"] not in (*CONDITIONS, AVERAGE):
-        raise ValueError(f"{where}: select_on {cfg['select_on']!r} must be a condition name or {AVERAGE!r}")
-    if cfg["clip_scope"] not in ("per_network", "global"):
-        raise ValueError(f"{where}: clip_scope must be 'per_network' or 'global', got {cfg['clip_scope']!r}")
-    if int(cfg["n_classes"]) < 2 or int(cfg["batch_size"]) < 1 or int(cfg["eval_batch_size"]) < 1:
+    if config["select_on"] not in (*CONDITIONS, AVERAGE):
+        raise ValueError(f"{where}: select_on {config['select_on']!r} must be a condition name or {AVERAGE!r}")
+    if config["clip_scope"] not in ("per_network", "global"):
+        raise ValueError(f"{where}: clip_scope must be 'per_network' or 'global', got {config['clip_scope']!r}")
+    if int(config["n_classes"]) < 2 or int(config["batch_size"]) < 1 or int(config["eval_batch_size"]) < 1:
         raise ValueError(f"{where}: n_classes must be >= 2 and batch sizes >= 1")
 
 
@@ -92,32 +92,32 @@ class ConditionPlan:
         return self.missing if self.select_on == AVERAGE else (self.select_on,)
 
 
-def condition_plan(cfg: Mapping[str, Any], modalities: Sequence[str], where: str) -> ConditionPlan:
+def condition_plan(config: Mapping[str, Any], modalities: Sequence[str], where: str) -> ConditionPlan:
     """`train_conditions` and `select_on` over `modalities`. A missing-condition list with nothing left to drop
     (one modality) trains on the full condition: the augmented baseline then equals the plain one."""
-    train = training_conditions(cfg["train_conditions"], modalities)
+    train = training_conditions(config["train_conditions"], modalities)
     full = full_condition(modalities)
     if not train:
         log.info("%s: no condition of train_conditions %s is a missing-modality condition over %s; training on "
-                 "the full condition %s", where, list(cfg["train_conditions"]), list(modalities), full)
+                 "the full condition %s", where, list(config["train_conditions"]), list(modalities), full)
         train = [full]
     try:
-        select_on = selection_condition(cfg["select_on"], modalities)
+        select_on = selection_condition(config["select_on"], modalities)
     except ValueError as err:
         raise ValueError(f"{where}: select_on: {err}") from None
     return ConditionPlan(tuple(modalities), tuple(train), select_on, missing_conditions(modalities), full)
 
 
-def start(cfg: Mapping[str, Any], seed: int, where: str) -> torch.Generator:
+def start(config: Mapping[str, Any], seed: int, where: str) -> torch.Generator:
     """Check the configuration and seed everything; the returned generator drives shuffling and condition draws."""
-    check_recipe_cfg(cfg, where)
+    check_recipe_cfg(config, where)
     return seed_everything(seed)
 
 
-def prepare(train: Parts, val: Parts, test: Parts, cfg: Mapping[str, Any],
+def prepare(train: Parts, val: Parts, test: Parts, config: Mapping[str, Any],
             device: torch.device) -> dict[str, FoldTensors]:
-    return prepare_fold({"train": train, "val": val, "test": test}, int(cfg["n_classes"]), cfg["frames"],
-                        cfg["normalise"], device)
+    return prepare_fold({"train": train, "val": val, "test": test}, int(config["n_classes"]), config["frames"],
+                        config["normalise"], device)
 
 
 @dataclass
@@ -128,15 +128,15 @@ class ItemBatch:
     presence: Tensor
 
 
-def epoch_batches(n_utterances: int, cfg: Mapping[str, Any], generator: torch.Generator,
+def epoch_batches(n_utterances: int, config: Mapping[str, Any], generator: torch.Generator,
                   device: torch.device, conditions: Sequence[str]) -> Callable[[int], Iterator[ItemBatch]]:
     """Batches of one epoch over the training `conditions`, drawn anew each epoch from the seeded generator (on the
     CPU, so reproducible)."""
     table = condition_mask(conditions)
-    batch_size = int(cfg["batch_size"])
+    batch_size = int(config["batch_size"])
 
     def batches(epoch: int) -> Iterator[ItemBatch]:
-        utterances, conditions = epoch_items(n_utterances, len(table), cfg["train_sampling"], generator)
+        utterances, conditions = epoch_items(n_utterances, len(table), config["train_sampling"], generator)
         presence = table[conditions]
         for start in range(0, len(utterances), batch_size):
             yield ItemBatch(utterances[start:start + batch_size].to(device),
@@ -192,19 +192,19 @@ def predict_conditions(encoders: UtteranceEncoders, head: Head, data: FoldTensor
 
 
 def evaluate(encoders: UtteranceEncoders, head: Head, data: FoldTensors, conditions: Sequence[str],
-             cfg: Mapping[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+             config: Mapping[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Metrics per condition (plus "average" when the missing conditions over the encoders' modalities are asked
     for) and the predictions."""
-    logits = predict_conditions(encoders, head, data, conditions, int(cfg["eval_batch_size"]),
-                                trim=not cfg["encoder"]["pool_over_padding"])
+    logits = predict_conditions(encoders, head, data, conditions, int(config["eval_batch_size"]),
+                                trim=not config["encoder"]["pool_over_padding"])
     predictions = {c: lg.argmax(dim=-1).cpu().numpy() for c, lg in logits.items()}
     labels = data.labels.cpu().numpy()
     pooled = missing_conditions(encoders.modalities)
-    return condition_metrics(labels, predictions, int(cfg["n_classes"]), pooled), predictions
+    return condition_metrics(labels, predictions, int(config["n_classes"]), pooled), predictions
 
 
 def train_and_test(model: nn.Module, encoders: UtteranceEncoders, head: Head, folds: Mapping[str, FoldTensors],
-                   cfg: Mapping[str, Any], *, step: Callable[[ItemBatch, int], dict[str, Tensor]],
+                   config: Mapping[str, Any], *, step: Callable[[ItemBatch, int], dict[str, Tensor]],
                    networks: Sequence[nn.Module], generator: torch.Generator, device: torch.device,
                    describe: str, plan: ConditionPlan) -> FoldOutcome:
     """Fit on train with selection on validation, then evaluate the selected weights on every test condition of
@@ -212,26 +212,26 @@ def train_and_test(model: nn.Module, encoders: UtteranceEncoders, head: Head, fo
 
     networks: the parts whose gradients are clipped separately under `clip_scope: per_network`."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = adam(params, lr=float(cfg["lr"]), betas=tuple(float(b) for b in cfg["betas"]),
-                                 weight_decay=float(cfg["weight_decay"]))
-    scheduler = constant_then_linear_decay(optimizer, int(cfg["epochs_constant"]), int(cfg["epochs_decay"]))
+    optimizer = adam(params, lr=float(config["lr"]), betas=tuple(float(b) for b in config["betas"]),
+                                 weight_decay=float(config["weight_decay"]))
+    scheduler = constant_then_linear_decay(optimizer, int(config["epochs_constant"]), int(config["epochs_decay"]))
     select_on = plan.select_on
     chosen = plan.selection()
 
     def validate() -> dict[str, float]:
-        return evaluate(encoders, head, folds["val"], chosen, cfg)[0][select_on]
+        return evaluate(encoders, head, folds["val"], chosen, config)[0][select_on]
 
-    per_network = cfg["clip_scope"] == "per_network"
+    per_network = config["clip_scope"] == "per_network"
     started = time.perf_counter()
-    result = fit(model, epochs=int(cfg["epochs_constant"]) + int(cfg["epochs_decay"]),
-                 batches=epoch_batches(len(folds["train"]), cfg, generator, device, plan.train), step=step,
+    result = fit(model, epochs=int(config["epochs_constant"]) + int(config["epochs_decay"]),
+                 batches=epoch_batches(len(folds["train"]), config, generator, device, plan.train), step=step,
                  optimizer=optimizer, evaluate=validate, select="ua", scheduler=scheduler,
-                 clip_norm=float(cfg["clip_norm"]),
+                 clip_norm=float(config["clip_norm"]),
                  clip_groups=[list(n.parameters()) for n in networks] if per_network else None,
                  params_to_clip=None if per_network else params, describe=describe)
     model.load_state_dict(result.best_state)
     model.eval()
-    metrics, predictions = evaluate(encoders, head, folds["test"], plan.reported, cfg)
+    metrics, predictions = evaluate(encoders, head, folds["test"], plan.reported, config)
     labels = folds["test"].labels.cpu().numpy()
     log.info("%s: %d epochs in %.1f s, best epoch %d (val %s UA %.4f), test %s UA %.4f, average UA %s",
              describe, len(result.history), time.perf_counter() - started, result.best_epoch, select_on,

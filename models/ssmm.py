@@ -225,7 +225,7 @@ class SSMMNet(nn.Module):
 
 # ------------------------------------------------------------------------------------------------------ loss
 def unsupervised_terms(x: Mapping[str, Tensor], latents: Mapping[str, Tensor], recons: Mapping[str, Tensor],
-                       present: Mapping[str, Tensor], cfg: Mapping[str, Any],
+                       present: Mapping[str, Tensor], config: Mapping[str, Any],
                        generator: torch.Generator) -> dict[str, Tensor]:
     """Reconstruction MSE summed over modalities and MMD summed over modality pairs for one batch, each computed on
     the rows where the modality (or both modalities of the pair) is present; a term with too few rows is 0."""
@@ -238,13 +238,13 @@ def unsupervised_terms(x: Mapping[str, Tensor], latents: Mapping[str, Tensor], r
             recon = recon + F.mse_loss(recons[m][rows], x[m][rows])
     mmd = torch.zeros((), device=device)
     mismatch = torch.zeros((), device=device)
-    scales = [float(s) for s in cfg["mmd_kernel_scales"]]
+    scales = [float(s) for s in config["mmd_kernel_scales"]]
     for i, p in enumerate(order):
         for q in order[i + 1:]:
             if int(present[p].sum()) >= 2 and int(present[q].sum()) >= 2:
                 mmd = mmd + multi_kernel_mmd(latents[p][present[p]], latents[q][present[q]], scales)
             both = present[p] & present[q]
-            if cfg["mismatch_mmd"] and int(both.sum()) >= 2:
+            if config["mismatch_mmd"] and int(both.sum()) >= 2:
                 mismatch = mismatch + mismatched_pairs_mmd(latents[p][both], latents[q][both], scales, generator)
     return {"recon": recon, "mmd": mmd, "mismatch": mismatch}
 
@@ -260,7 +260,7 @@ def pseudo_label_term(logits: Tensor, threshold: float) -> tuple[Tensor, Tensor]
 
 
 def ssmm_losses(model: SSMMNet, labelled: PooledInputs, labels: Tensor, unlabelled: PooledInputs | None,
-                epoch: int, cfg: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
+                epoch: int, config: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
     """The per-step loss and its parts. `unlabelled` is ignored (not even encoded) before `warmup_epochs` and in
     the supervised variant, so its terms are exactly zero there."""
     if labels.numel() != len(labelled):
@@ -269,17 +269,20 @@ def ssmm_losses(model: SSMMNet, labelled: PooledInputs, labels: Tensor, unlabell
         raise ValueError("a hidden label (-1) reached the labelled batch; it belongs to the unlabelled stream")
     x, latents, recons = model.encode(labelled)
     ce = F.cross_entropy(model.classify(latents), labels)
-    lab = unsupervised_terms(x, latents, recons, labelled.present, cfg, generator)
+    lab = unsupervised_terms(x, latents, recons, labelled.present, config, generator)
     zero = torch.zeros((), device=ce.device)
     unl = {"recon": zero, "mmd": zero, "mismatch": zero}
     pseudo, pseudo_share = zero, zero
-    if unlabelled is not None and cfg["variant"] == "ssmm" and epoch >= cfg["warmup_epochs"] and len(unlabelled):
+    if unlabelled is not None and config["variant"] == "ssmm" and epoch >= config["warmup_epochs"] and len(unlabelled):
         ux, ulatents, urecons = model.encode(unlabelled)
-        unl = unsupervised_terms(ux, ulatents, urecons, unlabelled.present, cfg, generator)
-        if float(cfg["pseudo_label_weight"]) > 0:
-            pseudo, pseudo_share = pseudo_label_term(model.classify(ulatents), float(cfg["pseudo_label_threshold"]))
-    loss = (ce + cfg["recon_weight"] * (lab["recon"] + unl["recon"]) + cfg["mmd_weight"] * (lab["mmd"] + unl["mmd"])
-            + float(cfg["pseudo_label_weight"]) * pseudo - cfg["mismatch_weight"] * (lab["mismatch"] + unl["mismatch"]))
+        unl = unsupervised_terms(ux, ulatents, urecons, unlabelled.present, config, generator)
+        if float(config["pseudo_label_weight"]) > 0:
+            pseudo, pseudo_share = pseudo_label_term(model.classify(ulatents),
+                                                     float(config["pseudo_label_threshold"]))
+    loss = (ce + config["recon_weight"] * (lab["recon"] + unl["recon"])
+            + config["mmd_weight"] * (lab["mmd"] + unl["mmd"])
+            + float(config["pseudo_label_weight"]) * pseudo
+            - config["mismatch_weight"] * (lab["mismatch"] + unl["mismatch"]))
     return {"loss": loss, "ce": ce, "recon_labelled": lab["recon"], "recon_unlabelled": unl["recon"],
             "mmd_labelled": lab["mmd"], "mmd_unlabelled": unl["mmd"],
             "mismatch_labelled": lab["mismatch"], "mismatch_unlabelled": unl["mismatch"],
@@ -287,31 +290,31 @@ def ssmm_losses(model: SSMMNet, labelled: PooledInputs, labels: Tensor, unlabell
 
 
 # ------------------------------------------------------------------------------------------------- training
-def check_config(cfg: Mapping[str, Any]) -> None:
+def check_config(config: Mapping[str, Any]) -> None:
     """Fail before any work on a missing or inconsistent setting."""
-    missing = [k for k in REQUIRED_KEYS if k not in cfg]
+    missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise ValueError(f"ssmm config lacks {missing} (see params.yaml, models.ssmm)")
-    if cfg["pooling"] not in ("mean", "max"):
-        raise ValueError(f"ssmm pooling must be 'mean' or 'max', got {cfg['pooling']!r}")
-    if cfg["variant"] not in VARIANTS:
-        raise ValueError(f"ssmm variant must be one of {VARIANTS}, got {cfg['variant']!r}")
+    if config["pooling"] not in ("mean", "max"):
+        raise ValueError(f"ssmm pooling must be 'mean' or 'max', got {config['pooling']!r}")
+    if config["variant"] not in VARIANTS:
+        raise ValueError(f"ssmm variant must be one of {VARIANTS}, got {config['variant']!r}")
     for key in ("n_classes", "latent", "epochs", "batch_size"):
-        if int(cfg[key]) < 1:
-            raise ValueError(f"ssmm {key} must be >= 1, got {cfg[key]}")
-    if int(cfg["warmup_epochs"]) < 0:
-        raise ValueError(f"ssmm warmup_epochs must be >= 0, got {cfg['warmup_epochs']}")
-    if cfg["select_after_warmup"] and int(cfg["warmup_epochs"]) >= int(cfg["epochs"]):
-        raise ValueError(f"ssmm select_after_warmup needs epochs ({cfg['epochs']}) > warmup_epochs "
-                         f"({cfg['warmup_epochs']})")
-    if not cfg["mmd_kernel_scales"] or any(float(s) <= 0 for s in cfg["mmd_kernel_scales"]):
-        raise ValueError(f"ssmm mmd_kernel_scales must be positive, got {cfg['mmd_kernel_scales']}")
-    if float(cfg["pseudo_label_weight"]) < 0:
-        raise ValueError(f"ssmm pseudo_label_weight must be >= 0, got {cfg['pseudo_label_weight']}")
-    if not 0.0 < float(cfg["pseudo_label_threshold"]) <= 1.0:
-        raise ValueError(f"ssmm pseudo_label_threshold must lie in (0, 1], got {cfg['pseudo_label_threshold']}")
-    if not 0.0 <= float(cfg["dropout"]) < 1.0:
-        raise ValueError(f"ssmm dropout must lie in [0, 1), got {cfg['dropout']}")
+        if int(config[key]) < 1:
+            raise ValueError(f"ssmm {key} must be >= 1, got {config[key]}")
+    if int(config["warmup_epochs"]) < 0:
+        raise ValueError(f"ssmm warmup_epochs must be >= 0, got {config['warmup_epochs']}")
+    if config["select_after_warmup"] and int(config["warmup_epochs"]) >= int(config["epochs"]):
+        raise ValueError(f"ssmm select_after_warmup needs epochs ({config['epochs']}) > warmup_epochs "
+                         f"({config['warmup_epochs']})")
+    if not config["mmd_kernel_scales"] or any(float(s) <= 0 for s in config["mmd_kernel_scales"]):
+        raise ValueError(f"ssmm mmd_kernel_scales must be positive, got {config['mmd_kernel_scales']}")
+    if float(config["pseudo_label_weight"]) < 0:
+        raise ValueError(f"ssmm pseudo_label_weight must be >= 0, got {config['pseudo_label_weight']}")
+    if not 0.0 < float(config["pseudo_label_threshold"]) <= 1.0:
+        raise ValueError(f"ssmm pseudo_label_threshold must lie in (0, 1], got {config['pseudo_label_threshold']}")
+    if not 0.0 <= float(config["dropout"]) < 1.0:
+        raise ValueError(f"ssmm dropout must lie in [0, 1), got {config['dropout']}")
 
 
 def _cycled(n: int, count: int, generator: torch.Generator) -> Tensor:
@@ -371,17 +374,17 @@ def _streams(train: UtteranceSet, unlabelled: UtteranceSet | None, pooling: str,
     return lab_inputs, lab_labels, PooledInputs.concat(unl_parts), len(unl_train_idx)
 
 
-def _build_model(dims: dict[str, int], n_classes: int, cfg: dict, init_state: dict | None, lab_inputs: PooledInputs,
+def _build_model(dims: dict[str, int], n_classes: int, config: dict, init_state: dict | None, lab_inputs: PooledInputs,
                  unl_inputs: PooledInputs | None) -> SSMMNet:
     """The network, initialised (or loaded from `init_state`), normalised on the labelled stream, and on the
     unlabelled one too when it is given."""
-    model = SSMMNet(dims, n_classes, [int(h) for h in cfg["hidden"]], int(cfg["latent"]),
-                    [int(h) for h in cfg["classifier_hidden"]], float(cfg["dropout"]))
-    if cfg["kaiming_init"]:
+    model = SSMMNet(dims, n_classes, [int(h) for h in config["hidden"]], int(config["latent"]),
+                    [int(h) for h in config["classifier_hidden"]], float(config["dropout"]))
+    if config["kaiming_init"]:
         kaiming_init(model)
     if init_state is not None:
         model.load_state_dict(init_state)
-    if cfg["normalise"]:
+    if config["normalise"]:
         model.set_normalisation(PooledInputs.concat([lab_inputs, unl_inputs]) if unl_inputs is not None
                                 else lab_inputs)
     return model
@@ -400,12 +403,12 @@ class _Streams:
     batch: int
 
 
-def _fit_streams(model: SSMMNet, streams: _Streams, val_inputs: PooledInputs, val_labels: Tensor, cfg: dict,
+def _fit_streams(model: SSMMNet, streams: _Streams, val_inputs: PooledInputs, val_labels: Tensor, config: dict,
                  generator: torch.Generator, device: torch.device, chunk: int) -> FitResult:
     """Train for `epochs` epochs of `steps` paired batches; select the epoch with the best validation UA."""
     n_lab, n_unl, steps, batch = len(streams.lab_inputs), streams.n_unl, streams.steps, streams.batch
     lab_inputs, lab_labels, unl_inputs = streams.lab_inputs, streams.lab_labels, streams.unl_inputs
-    n_classes = int(cfg["n_classes"])
+    n_classes = int(config["n_classes"])
 
     def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor | None]]:
         lab_order = _cycled(n_lab, steps * batch, generator).view(steps, batch)
@@ -417,24 +420,24 @@ def _fit_streams(model: SSMMNet, streams: _Streams, val_inputs: PooledInputs, va
         li, ui = idx
         li = li.to(device)
         unl = unl_inputs.index(ui.to(device)) if unl_inputs is not None and ui is not None else None
-        return ssmm_losses(model, lab_inputs.index(li), lab_labels[li], unl, epoch, cfg, generator)
+        return ssmm_losses(model, lab_inputs.index(li), lab_labels[li], unl, epoch, config, generator)
 
     def evaluate() -> dict[str, float]:
         return _labelled_metrics(model, val_inputs, val_labels, n_classes, chunk)[0]
 
-    optimizer = adam(model.parameters(), lr=float(cfg["lr"]),
-                                 betas=tuple(float(b) for b in cfg["betas"]), weight_decay=float(cfg["weight_decay"]))
-    clip = cfg["clip_norm"]
-    return fit(model, epochs=int(cfg["epochs"]), batches=batches, step=step, optimizer=optimizer,
+    optimizer = adam(model.parameters(), lr=float(config["lr"]), betas=tuple(float(b) for b in config["betas"]),
+                     weight_decay=float(config["weight_decay"]))
+    clip = config["clip_norm"]
+    return fit(model, epochs=int(config["epochs"]), batches=batches, step=step, optimizer=optimizer,
                evaluate=evaluate, select="ua", clip_norm=float(clip) if clip else None,
-               describe=f"ssmm-{cfg['variant']}",
-               select_from=int(cfg["warmup_epochs"]) if cfg["select_after_warmup"] else 0)
+               describe=f"ssmm-{config['variant']}",
+               select_from=int(config["warmup_epochs"]) if config["select_after_warmup"] else 0)
 
 
-def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, cfg: dict, *, seed: int,
+def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSet, config: dict, *, seed: int,
                        device: torch.device, init_state: dict | None = None,
                        unlabelled: UtteranceSet | None = None) -> FoldOutcome:
-    """Train SSMM (or its supervised-only variant, `cfg["variant"]`) on one fold; select the epoch with the best
+    """Train SSMM (or its supervised-only variant, `config["variant"]`) on one fold; select the epoch with the best
     validation UA; report WA, UA, macro and weighted F1 on the full-input test set (the full condition over the
     modalities the sets hold: "avl" for all three).
 
@@ -446,40 +449,40 @@ def train_and_evaluate(train: UtteranceSet, val: UtteranceSet, test: UtteranceSe
     but its size: its input normalisation comes from the labelled rows alone, SSMM's from both streams (no labels
     involved; `normalise: false` keeps the raw scale); either is recomputed even with `init_state`.
     """
-    check_config(cfg)
+    check_config(config)
     start = time.perf_counter()
-    n_classes = int(cfg["n_classes"])
+    n_classes = int(config["n_classes"])
     _check_sets(train, val, test, unlabelled, n_classes)
 
     generator = seed_everything(seed)
-    pooling = cfg["pooling"]
+    pooling = config["pooling"]
     lab_inputs, lab_labels, unl_inputs, n_unl_train = _streams(train, unlabelled, pooling)
     n_lab, n_unl = len(lab_inputs), len(unl_inputs)
-    use_unlabelled = cfg["variant"] == "ssmm" and n_unl > 0
-    if cfg["variant"] == "ssmm" and n_unl == 0:
+    use_unlabelled = config["variant"] == "ssmm" and n_unl > 0
+    if config["variant"] == "ssmm" and n_unl == 0:
         log.warning("ssmm: no unlabelled utterance; training reduces to the supervised variant")
 
-    model = _build_model(train.dims, n_classes, cfg, init_state, lab_inputs, unl_inputs if use_unlabelled else None)
+    model = _build_model(train.dims, n_classes, config, init_state, lab_inputs, unl_inputs if use_unlabelled else None)
     model.to(device)
     lab_inputs, lab_labels, unl_inputs = lab_inputs.to(device), lab_labels.to(device), unl_inputs.to(device)
     val_inputs, test_inputs = pool_utterances(val, pooling), pool_utterances(test, pooling)
 
-    batch = int(cfg["batch_size"])
+    batch = int(config["batch_size"])
     steps = math.ceil(max(n_lab, n_unl) / batch)
     log.info("ssmm %s seed %d: %d labelled, %d unlabelled (%d in train), batch %d, %d steps/epoch, %d epochs on %s",
-             cfg["variant"], seed, n_lab, n_unl, n_unl_train, batch, steps, cfg["epochs"], device)
-    chunk = max(int(cfg["batch_size"]), 1024)
+             config["variant"], seed, n_lab, n_unl, n_unl_train, batch, steps, config["epochs"], device)
+    chunk = max(int(config["batch_size"]), 1024)
     streams = _Streams(lab_inputs, lab_labels, unl_inputs if use_unlabelled else None, n_unl, steps, batch)
-    result = _fit_streams(model, streams, val_inputs, val.labels, cfg, generator, device, chunk)
+    result = _fit_streams(model, streams, val_inputs, val.labels, config, generator, device, chunk)
     model.load_state_dict(result.best_state)
     metrics, y_true, y_pred = _labelled_metrics(model, test_inputs, test.labels, n_classes, chunk)
     full = full_condition(train.modalities)
     seconds = time.perf_counter() - start
-    log.info("ssmm %s seed %d: best epoch %d (val UA %.4f), test UA %.4f WA %.4f, %.1f s", cfg["variant"], seed,
+    log.info("ssmm %s seed %d: best epoch %d (val UA %.4f), test UA %.4f WA %.4f, %.1f s", config["variant"], seed,
              result.best_epoch, result.best_score, metrics["ua"], metrics["wa"], seconds)
     state = {k: v.detach().cpu().clone() for k, v in result.best_state.items()}
     return FoldOutcome(
         metrics={full: metrics}, state=state, history=result.history, predictions={full: (y_true, y_pred)},
-        extras={"best_epoch": result.best_epoch, "best_val_ua": result.best_score, "variant": cfg["variant"],
+        extras={"best_epoch": result.best_epoch, "best_val_ua": result.best_score, "variant": config["variant"],
                 "n_labelled": n_lab, "n_unlabelled": n_unl, "batch_size": batch, "steps_per_epoch": steps,
                 "seconds": seconds})

@@ -43,31 +43,31 @@ class Classifier(nn.Module):
 class UttFusion(nn.Module):
     """Encoders + classifier on the fused A, L, V vector."""
 
-    def __init__(self, dims: Mapping[str, int], n_classes: int, cfg: Mapping[str, Any]) -> None:
+    def __init__(self, dims: Mapping[str, int], n_classes: int, config: Mapping[str, Any]) -> None:
         super().__init__()
-        self.encoders = UtteranceEncoders(dims, cfg["encoder"])
-        self.classifier = Classifier(self.encoders.output_dim, cfg["classifier_hidden"], n_classes,
-                                     float(cfg["dropout"]))
+        self.encoders = UtteranceEncoders(dims, config["encoder"])
+        self.classifier = Classifier(self.encoders.output_dim, config["classifier_hidden"], n_classes,
+                                     float(config["dropout"]))
         kaiming_init(self)
 
     def forward(self, inputs: ModalityInputs) -> Tensor:
         return self.classifier(self.encoders(inputs))
 
 
-def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed: int,
+def train_and_evaluate(train: Parts, val: Parts, test: Parts, config: dict, *, seed: int,
                        device: torch.device, init_state: dict | None = None) -> FoldOutcome:
-    """Train one fold of utt_fusion / utt_fusion_aug (per `cfg`) and evaluate it on every test condition over the
+    """Train one fold of utt_fusion / utt_fusion_aug (per `config`) and evaluate it on every test condition over the
     modalities the sets hold (any non-empty subset of audio, visual, text).
 
     `init_state`, when given, is a UttFusion state to start from (e.g. to fine-tune); normally None."""
-    generator = start(cfg, seed, "utt_fusion")
-    folds = prepare(train, val, test, cfg, device)
-    plan = condition_plan(cfg, folds["train"].modalities, "utt_fusion")
-    model = UttFusion(folds["train"].dims, int(cfg["n_classes"]), cfg)
+    generator = start(config, seed, "utt_fusion")
+    folds = prepare(train, val, test, config, device)
+    plan = condition_plan(config, folds["train"].modalities, "utt_fusion")
+    model = UttFusion(folds["train"].dims, int(config["n_classes"]), config)
     if init_state is not None:
         model.load_state_dict(init_state)
     model.to(device)
-    trim = not cfg["encoder"]["pool_over_padding"]
+    trim = not config["encoder"]["pool_over_padding"]
     train_data = folds["train"]
 
     def step(batch: ItemBatch, epoch: int) -> dict[str, Tensor]:
@@ -76,6 +76,6 @@ def train_and_evaluate(train: Parts, val: Parts, test: Parts, cfg: dict, *, seed
         return {"loss": ce}
 
     enc = model.encoders
-    return train_and_test(model, enc, model.classifier, folds, cfg, step=step,
+    return train_and_test(model, enc, model.classifier, folds, config, step=step,
                           networks=[*enc.parts(), model.classifier], generator=generator,
                           device=device, describe="utt_fusion", plan=plan)

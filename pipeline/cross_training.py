@@ -146,7 +146,7 @@ def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, 
     device = pick_device(str(config.get("device", "auto")))
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
-    family_cfg = {**{k: v for k, v in config.items() if k not in PIPELINE_KEYS}, "n_classes": len(split["classes"])}
+    family_config = {**{k: v for k, v in config.items() if k not in PIPELINE_KEYS}, "n_classes": len(split["classes"])}
     outputs = StagedOutputs(checkpoint_dir(model, protocol), [metrics_path(model, protocol)])
     outputs.check_writable()
     outcomes, runs = [], []
@@ -157,7 +157,7 @@ def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, 
             train_cultures = torch.tensor([split["cultures"][split_qualified(i)[0]] for i in fold["train"]])
             for seed in seeds:
                 outcome = culture_adv.train_and_evaluate(
-                    parts["train"], parts["val"], parts["test"], family_cfg, seed=seed, device=device,
+                    parts["train"], parts["val"], parts["test"], family_config, seed=seed, device=device,
                     adaptation=parts.get("adaptation"), train_cultures=train_cultures,
                     target_culture=int(split["cultures"][split["target"]]), n_cultures=len(split["cultures"]))
                 outputs.write_bytes(outputs.staging / f"{fold['name']}_seed{seed}.pt", torch_bytes(outcome.state))

@@ -78,14 +78,14 @@ def model_config(params: dict[str, Any], model: str, corpus: str) -> dict[str, A
     corpus_train = dict(lookup(params, f"corpora.{corpus}.train", {}) or {})
     overrides = dict(corpus_train.pop("models", {}) or {})
     run = merged(dict(lookup(params, "train", {}) or {}), corpus_train)
-    cfg = merged(merged(run, base), overrides.get(model, {}))
-    cfg["features"] = model_features(params, model, corpus)  # a model's own features replace train.features
-    if cfg["family"] not in FAMILIES:
-        raise ConfigError(f"models.{model}.family must be one of {sorted(FAMILIES)}, got {cfg['family']!r}")
+    config = merged(merged(run, base), overrides.get(model, {}))
+    config["features"] = model_features(params, model, corpus)  # a model's own features replace train.features
+    if config["family"] not in FAMILIES:
+        raise ConfigError(f"models.{model}.family must be one of {sorted(FAMILIES)}, got {config['family']!r}")
     for key in ("protocol", "features"):
-        if key not in cfg:
+        if key not in config:
             raise ConfigError(f"models.{model}: '{key}' is not set (here or under train:)")
-    return cfg
+    return config
 
 
 READ_BLOCK_BYTES = 32 << 20  # a store is read in runs of consecutive rows up to this size
@@ -248,7 +248,7 @@ class Job:
     init_state: Path | None
 
 
-def run_job(data: UtteranceSet, job: Job, family_name: str, family_cfg: dict[str, Any], device: str,
+def run_job(data: UtteranceSet, job: Job, family_name: str, family_config: dict[str, Any], device: str,
             threads: int) -> FoldOutcome:
     """Train and evaluate one run; everything it needs is in `data` and `job`, so it runs in any process."""
     if threads:
@@ -267,7 +267,7 @@ def run_job(data: UtteranceSet, job: Job, family_name: str, family_cfg: dict[str
     if getattr(family, "USES_UNLABELLED", False):
         kwargs["unlabelled"] = data.subset(job.unlabelled) if job.unlabelled else None
     start = time.perf_counter()
-    outcome = family.train_and_evaluate(parts["train"], parts["val"], parts["test"], family_cfg,
+    outcome = family.train_and_evaluate(parts["train"], parts["val"], parts["test"], family_config,
                                                       **kwargs)
     outcome.extras = {**(outcome.extras or {}), "seconds": round(time.perf_counter() - start, 1)}
     return outcome
@@ -333,8 +333,8 @@ class TrainPlan:
 
     model: str
     corpus: str
-    cfg: dict[str, Any]
-    family_cfg: dict[str, Any]
+    config: dict[str, Any]
+    family_config: dict[str, Any]
     classes: list[str]
     modalities: list[str]
     protocol: dict[str, Any]
@@ -348,52 +348,53 @@ class TrainPlan:
 
 def _model_settings(params: dict[str, Any], model: str, corpus: str) -> tuple[dict[str, Any], list[str]]:
     """The model's configuration on the corpus, its family checked and its features narrowed to its modalities."""
-    cfg = model_config(params, model, corpus)
-    _family(cfg["family"])  # fail early when the family has no train_and_evaluate
+    config = model_config(params, model, corpus)
+    _family(config["family"])  # fail early when the family has no train_and_evaluate
     modalities = model_modalities(params, model, corpus)  # fails early when the model cannot train on the corpus
-    cfg["features"] = {m: cfg["features"][m] for m in modalities}
-    if "modalities" in cfg:  # recorded as it took effect
-        cfg["modalities"] = _letters(modalities) if isinstance(cfg["modalities"], str) else list(modalities)
-    return cfg, list(modalities)
+    config["features"] = {m: config["features"][m] for m in modalities}
+    if "modalities" in config:  # recorded as it took effect
+        config["modalities"] = _letters(modalities) if isinstance(config["modalities"], str) else list(modalities)
+    return config, list(modalities)
 
 
-def _protocol_folds(cfg: dict[str, Any], model: str, corpus: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _protocol_folds(config: dict[str, Any], model: str, corpus: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The model's protocol in the corpus's split file, its selected folds and its labelled fractions checked."""
     splits = load_splits(split_path(corpus))
-    if cfg["protocol"] not in splits["protocols"]:
-        raise ConfigError(f"models.{model}.protocol {cfg['protocol']!r} is not a protocol of corpora.{corpus}.splits "
-                          f"({sorted(splits['protocols'])})")
-    protocol = splits["protocols"][cfg["protocol"]]
-    for fraction in (float(f) for f in cfg.get("labelled_fractions", [1.0])):
+    if config["protocol"] not in splits["protocols"]:
+        raise ConfigError(f"models.{model}.protocol {config['protocol']!r} is not a protocol of "
+                          f"corpora.{corpus}.splits ({sorted(splits['protocols'])})")
+    protocol = splits["protocols"][config["protocol"]]
+    for fraction in (float(f) for f in config.get("labelled_fractions", [1.0])):
         if fraction < 1.0 and f"{fraction:g}" not in protocol["hidden_labels"]:
             raise ConfigError(f"models.{model}: labelled fraction {fraction} is not in splits.labelled_fractions")
-    return protocol, select_folds(protocol["folds"], cfg.get("folds", "all"))
+    return protocol, select_folds(protocol["folds"], config.get("folds", "all"))
 
 
 def plan_training(params: dict[str, Any], model: str, corpus: str) -> TrainPlan:
     """Check the settings, the split and the stores, then load every utterance the selected folds use."""
-    cfg, modalities = _model_settings(params, model, corpus)
+    config, modalities = _model_settings(params, model, corpus)
     info = CorpusInfo.read(corpus_info_path(corpus))
     utts = {u.utt_id: u for u in read_manifest(manifest_path(corpus), info.classes)}
-    protocol, folds = _protocol_folds(cfg, model, corpus)
-    device = pick_device(str(cfg.get("device", "auto")))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    stores = {m: FeatureStore(store_path(corpus, cfg["features"][m])) for m in modalities}
+    protocol, folds = _protocol_folds(config, model, corpus)
+    device = pick_device(str(config.get("device", "auto")))
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    stores = {m: FeatureStore(store_path(corpus, config["features"][m])) for m in modalities}
     check_modalities_present(stores, sorted({i for f in folds for i in f["train"]}),
-                             cfg.get("allow_absent_modalities", []), model, corpus)
+                             config.get("allow_absent_modalities", []), model, corpus)
     outputs = StagedOutputs(checkpoint_dir(model, corpus), [metrics_path(model, corpus), curves_path(model, corpus)],
                             [live_dir(model, corpus)])  # dvclive's metrics, curves and confusions (tracking.py)
     outputs.check_writable()  # a read-only or full metrics/ fails now, not after hours of training
-    family_cfg = {**{k: v for k, v in cfg.items() if k not in PIPELINE_KEYS}, "n_classes": len(info.classes)}
-    family_cfg.pop("modalities", None)
-    if getattr(_family(cfg["family"]), "NARROWS_MODALITIES", False):  # MMGCN: its setting, as the letters it gets
-        family_cfg["modalities"] = _letters(modalities)
-    caps = {m: (cfg.get("frames") or {}).get(m) for m in modalities}
+    family_config = {**{k: v for k, v in config.items() if k not in PIPELINE_KEYS}, "n_classes": len(info.classes)}
+    family_config.pop("modalities", None)
+    if getattr(_family(config["family"]), "NARROWS_MODALITIES", False):  # MMGCN: its setting, as the letters it gets
+        family_config["modalities"] = _letters(modalities)
+    caps = {m: (config.get("frames") or {}).get(m) for m in modalities}
     needed = sorted({i for f in folds for part in ("train", "val", "test", "unlabelled") for i in f[part]})
     data = load_utterances([utts[i] for i in needed], info.classes, stores, caps)
-    return TrainPlan(model, corpus, cfg, family_cfg, list(info.classes), modalities, protocol, folds,
-                     [int(s) for s in cfg.get("seeds", [0])], [float(f) for f in cfg.get("labelled_fractions", [1.0])],
+    return TrainPlan(model, corpus, config, family_config, list(info.classes), modalities, protocol, folds,
+                     [int(s) for s in config.get("seeds", [0])],
+                     [float(f) for f in config.get("labelled_fractions", [1.0])],
                      device, data, outputs)
 
 
@@ -401,8 +402,8 @@ def build_jobs(plan: TrainPlan) -> list[Job]:
     """One job per labelled fraction, fold and seed, as positions into the loaded data; a run that starts from
     another model's checkpoint fails now when that checkpoint is absent or unreadable."""
     position = {u: i for i, u in enumerate(plan.data.utt_ids)}
-    init_from, cfg = plan.cfg.get("init_from"), plan.cfg
-    uses_pool = getattr(_family(cfg["family"]), "USES_UNLABELLED", False) and cfg.get("use_unlabelled", True)
+    init_from, config = plan.config.get("init_from"), plan.config
+    uses_pool = getattr(_family(config["family"]), "USES_UNLABELLED", False) and config.get("use_unlabelled", True)
     jobs = []
     for fraction in plan.fractions:
         for fold in plan.folds:
@@ -453,8 +454,8 @@ class RunRecorder:
 
 def run_jobs(plan: TrainPlan, jobs: list[Job], guard: SignalGuard, recorder: RunRecorder) -> None:
     """Run the jobs in this process or in a pool of `workers` processes (CPU only), recording each as it ends."""
-    workers = int(plan.cfg.get("workers", 1) or 1) if plan.device.type == "cpu" else 1  # one process drives a GPU
-    spec = (plan.cfg["family"], plan.family_cfg, str(plan.device), int(plan.cfg.get("threads") or 0))
+    workers = int(plan.config.get("workers", 1) or 1) if plan.device.type == "cpu" else 1  # one process drives a GPU
+    spec = (plan.config["family"], plan.family_config, str(plan.device), int(plan.config.get("threads") or 0))
     pool = None
     try:
         if workers > 1:
@@ -478,10 +479,10 @@ def run_jobs(plan: TrainPlan, jobs: list[Job], guard: SignalGuard, recorder: Run
 
 def write_outputs(plan: TrainPlan, recorder: RunRecorder, guard: SignalGuard) -> dict[str, Any]:
     """metrics.json, runs.json, the curves and dvclive's summaries, staged; then committed all at once."""
-    model, corpus, cfg, outputs = plan.model, plan.corpus, plan.cfg, plan.outputs
+    model, corpus, config, outputs = plan.model, plan.corpus, plan.config, plan.outputs
     full = max(plan.fractions)
-    metrics: dict[str, Any] = {"model": model, "family": cfg["family"], "corpus": corpus,
-                               "protocol": cfg["protocol"], "folds": len(plan.folds),
+    metrics: dict[str, Any] = {"model": model, "family": config["family"], "corpus": corpus,
+                               "protocol": config["protocol"], "folds": len(plan.folds),
                                "fold_names": [f["name"] for f in plan.folds], "seeds": plan.seeds,
                                "conditions": conditions_summary(recorder.by_fraction[full])}
     if len(plan.fractions) > 1:
@@ -489,7 +490,7 @@ def write_outputs(plan: TrainPlan, recorder: RunRecorder, guard: SignalGuard) ->
                                                   for f in plan.fractions}}
     full_runs = [r for r in recorder.runs if r["labelled_fraction"] == full]
     outputs.write_text(metrics_path(model, corpus), metrics_json(metrics))
-    outputs.write_text(outputs.staging / "runs.json", runs_json(model, corpus, cfg, plan.classes, recorder.runs))
+    outputs.write_text(outputs.staging / "runs.json", runs_json(model, corpus, config, plan.classes, recorder.runs))
     outputs.write_text(curves_path(model, corpus), _curves_csv([r["history"] for r in full_runs]))
     log_runs(outputs.staged(live_dir(model, corpus)), metrics, full_runs, plan.classes,
              full_condition(plan.modalities))

@@ -57,7 +57,7 @@ def test_dann_schedule() -> None:
 
 def test_target_labels_never_reach_the_loss() -> None:
     torch.manual_seed(0)
-    model = CultureAdversarial({"audio": 6, "visual": 3, "text": 7}, n_classes=4, n_cultures=2, cfg=CFG)
+    model = CultureAdversarial({"audio": 6, "visual": 3, "text": 7}, n_classes=4, n_cultures=2, config=CFG)
     model.reversal.weight = 0.5
     inputs = _inputs(6)
     cultures = torch.tensor([0, 0, 0, 1, 1, 1])
@@ -80,7 +80,7 @@ def test_target_labels_never_reach_the_loss() -> None:
 
 def test_discriminator_gradient_reaches_encoders_reversed() -> None:
     torch.manual_seed(1)
-    model = CultureAdversarial({"audio": 6, "visual": 3, "text": 7}, n_classes=4, n_cultures=2, cfg=CFG)
+    model = CultureAdversarial({"audio": 6, "visual": 3, "text": 7}, n_classes=4, n_cultures=2, config=CFG)
     inputs = _inputs(4)
     cultures = torch.tensor([0, 0, 1, 1])
 
@@ -98,4 +98,4 @@ def test_discriminator_gradient_reaches_encoders_reversed() -> None:
 
 def test_one_culture_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 2 cultures"):
-        CultureAdversarial({"audio": 6}, n_classes=4, n_cultures=1, cfg=CFG)
+        CultureAdversarial({"audio": 6}, n_classes=4, n_cultures=1, config=CFG)
