@@ -32,24 +32,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.corpora import PreparedCorpus
-from pipeline.corpora.common import (
-    CorpusLayoutError,
-    CorpusOptionError,
-    is_lfs_pointer,
-    label_defaults,
-    label_scheme,
-    option_bool,
-    option_choice,
-    option_encoding,
-    option_mapping,
-    read_text,
-    relative,
-    require_root,
-    resolve_options,
-    stem_index,
-    summarise,
-)
+from pipeline.corpora import PreparedCorpus, common
 from pipeline.manifest import ManifestError, Segment, Utterance, VideoSegment
 
 log = logging.getLogger(__name__)
@@ -71,7 +54,7 @@ SENTENCES = {
     "ITS": "I think I've seen this before", "TSI": "The surface is slick", "WSI": "We'll stop in a couple of minutes",
 }
 DEFAULTS: dict[str, Any] = {
-    **label_defaults("6class"),
+    **common.label_defaults("6class"),
     "label_source": "intended",
     "audio_dir": "AudioWAV",
     "audio_format": "auto",
@@ -92,13 +75,13 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 
 def audio_suffix(options: dict[str, Any]) -> str:
     """The audio files' extension: `audio_format`, or under `auto` the one the release's folder name implies."""
-    fmt = option_choice(CORPUS, options, "audio_format", ["auto", "wav", "mp3"])
+    fmt = common.option_choice(CORPUS, options, "audio_format", ["auto", "wav", "mp3"])
     if fmt == "auto":
         folder = Path(str(options["audio_dir"])).name.lower()
         if folder not in AUDIO_FOLDERS:
-            raise CorpusOptionError(f"{CORPUS}: option 'audio_format' is auto, but audio_dir "
-                                    f"{options['audio_dir']!r} is neither AudioWAV nor AudioMP3; set audio_format: "
-                                    "wav or mp3")
+            raise common.CorpusOptionError(f"{CORPUS}: option 'audio_format' is auto, but audio_dir "
+                                           f"{options['audio_dir']!r} is neither AudioWAV nor AudioMP3; set "
+                                           "audio_format: wav or mp3")
         fmt = AUDIO_FOLDERS[folder]
     return f".{fmt}"
 
@@ -122,7 +105,7 @@ def check_name(stem: str, sentences: dict[str, str]) -> str | None:
 
 def read_votes(path: Path, column: str, encoding: str) -> tuple[dict[str, str | None], int]:
     """clip -> emotion code of the majority vote in `column` (None when tied or blank), and the tie count."""
-    text, _ = read_text(path, encoding)
+    text, _ = common.read_text(path, encoding)
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [name.strip() for name in next(reader, [])]
     for needed in ("FileName", column):
@@ -151,14 +134,14 @@ def _index_media(root: Path, opts: dict[str, Any], suffix: str, sentences: dict[
     in `stats["bad_names"]` and left out."""
     media: dict[str, dict[str, Path]] = {}
     for modality, folder, ext in (("audio", opts["audio_dir"], suffix), ("video", opts["video_dir"], ".flv")):
-        for stem, name in stem_index(root / folder, ext, CORPUS).items():
+        for stem, name in common.stem_index(root / folder, ext, CORPUS).items():
             path = root / folder / name
             problem = check_name(stem, sentences)
             if problem is not None:
                 if bad_names == "error":
                     raise ManifestError(f"clip name {path.name!r} {problem}; rename it (CREMA-D issue #6) or set "
                                         "bad_names: skip", source=path, field="file name")
-                stats["bad_names"].append(relative(path, root))
+                stats["bad_names"].append(common.relative(path, root))
                 continue
             media.setdefault(stem, {})[modality] = path
     return media
@@ -177,7 +160,7 @@ def _clip_segments(clip: dict[str, Path], root: Path, bad: set[Path], from_video
         if path is not None and path not in bad and path.stat().st_size == 0:
             stats["empty_media"] += 1
             path = None
-        segments[modality] = kind(relative(path, root)) if path is not None and path not in bad else None
+        segments[modality] = kind(common.relative(path, root)) if path is not None and path not in bad else None
         stats["audio_from_video"] += borrowed and segments[modality] is not None
         stats[f"missing_{modality}"] += segments[modality] is None
     return segments
@@ -185,41 +168,43 @@ def _clip_segments(clip: dict[str, Path], root: Path, bad: set[Path], from_video
 
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read a CREMA-D checkout at `root` into manifest records (see the module docstring)."""
-    opts = resolve_options(CORPUS, DEFAULTS, options)
-    scheme = label_scheme(CORPUS, opts, LABEL_SETS, EMOTIONS)
-    source = option_choice(CORPUS, opts, "label_source", ["intended", *VOTE_COLUMNS])
-    bad_names = option_choice(CORPUS, opts, "bad_names", ["error", "skip"])
-    lfs_policy = option_choice(CORPUS, opts, "lfs_pointers", ["error", "missing"])
-    encoding = option_encoding(CORPUS, opts)
-    sentences = option_mapping(CORPUS, opts, "sentences")
+    opts = common.resolve_options(CORPUS, DEFAULTS, options)
+    scheme = common.label_scheme(CORPUS, opts, LABEL_SETS, EMOTIONS)
+    source = common.option_choice(CORPUS, opts, "label_source", ["intended", *VOTE_COLUMNS])
+    bad_names = common.option_choice(CORPUS, opts, "bad_names", ["error", "skip"])
+    lfs_policy = common.option_choice(CORPUS, opts, "lfs_pointers", ["error", "missing"])
+    encoding = common.option_encoding(CORPUS, opts)
+    sentences = common.option_mapping(CORPUS, opts, "sentences")
     if not sentences or not all(isinstance(v, str) for v in sentences.values()):
-        raise CorpusOptionError(f"{CORPUS}: option 'sentences' must map sentence codes to their text")
+        raise common.CorpusOptionError(f"{CORPUS}: option 'sentences' must map sentence codes to their text")
     suffix = audio_suffix(opts)
-    from_video = option_bool(CORPUS, opts, "audio_from_video")
-    root = require_root(root, CORPUS, [opts["video_dir"] if from_video else opts["audio_dir"]],
-                        hint="point it at the CREMA-D checkout (the folder holding AudioWAV/ and VideoFlash/)"
-                        + ("" if from_video else ", or set audio_from_video: true to read audio from the FLVs"))
+    from_video = common.option_bool(CORPUS, opts, "audio_from_video")
+    root = common.require_root(root, CORPUS, [opts["video_dir"] if from_video else opts["audio_dir"]],
+                               hint="point it at the CREMA-D checkout (the folder holding AudioWAV/ and VideoFlash/)"
+                               + ("" if from_video else ", or set audio_from_video: true to read audio from the FLVs"))
 
     stats: dict[str, Any] = {"bad_names": [], "lfs_pointers": 0, "empty_media": 0, "missing_audio": 0,
                              "missing_video": 0, "dropped_unlabelled": 0, "audio_from_video": 0}
     media = _index_media(root, opts, suffix, sentences, bad_names, stats)
     if not media:
-        raise CorpusLayoutError(f"{CORPUS}: no clips in {root / opts['audio_dir']} or {root / opts['video_dir']}")
+        raise common.CorpusLayoutError(f"{CORPUS}: no clips in {root / opts['audio_dir']} or "
+                                       f"{root / opts['video_dir']}")
 
     pointers = [p for clip in tqdm(media.values(), desc="crema_d LFS check", unit="clip", disable=None)
-                for p in clip.values() if is_lfs_pointer(p)]
+                for p in clip.values() if common.is_lfs_pointer(p)]
     stats["lfs_pointers"] = len(pointers)
     if pointers and lfs_policy == "error":
-        examples = ", ".join(relative(p, root) for p in pointers[:3])
-        raise CorpusLayoutError(f"{CORPUS}: {len(pointers)} media files under {root} are Git LFS pointer files, not "
-                                f"media (e.g. {examples}); the checkout was made without git-lfs. Run "
-                                f"`git lfs install && git lfs pull` in {root}, or set lfs_pointers: missing")
+        examples = ", ".join(common.relative(p, root) for p in pointers[:3])
+        raise common.CorpusLayoutError(f"{CORPUS}: {len(pointers)} media files under {root} are Git LFS pointer "
+                                       f"files, not media (e.g. {examples}); the checkout was made without "
+                                       f"git-lfs. Run `git lfs install && git lfs pull` in {root}, or set "
+                                       "lfs_pointers: missing")
 
     votes: dict[str, str | None] = {}
     if source != "intended":
         votes_path = root / opts["votes_file"]
         if not votes_path.is_file():
-            raise CorpusLayoutError(f"{CORPUS}: label_source {source!r} needs {votes_path}, which is missing")
+            raise common.CorpusLayoutError(f"{CORPUS}: label_source {source!r} needs {votes_path}, which is missing")
         votes, stats["vote_ties"] = read_votes(votes_path, VOTE_COLUMNS[source], encoding)
         stats["without_votes"] = sum(1 for stem in media if stem not in votes)
 
@@ -238,5 +223,5 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
             video=segments["video"], text=sentences[parts["sentence"]], label=label,
             extra={"code": code, "sentence": parts["sentence"], "level": parts["level"], "intended": parts["emotion"]}))
     stats.update(scheme.stats())
-    stats.update(summarise(utterances, scheme.classes))
+    stats.update(common.summarise(utterances, scheme.classes))
     return PreparedCorpus(utterances, list(scheme.classes), stats)

@@ -29,27 +29,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.corpora import PreparedCorpus
-from pipeline.corpora.common import (
-    CorpusLayoutError,
-    CorpusOptionError,
-    LabelScheme,
-    label_defaults,
-    label_scheme,
-    list_files,
-    number_turns,
-    option_bool,
-    option_choice,
-    option_encoding,
-    option_list,
-    option_mapping,
-    read_text,
-    relative,
-    require_root,
-    resolve_options,
-    stem_index,
-    summarise,
-)
+from pipeline.corpora import PreparedCorpus, common
 from pipeline.manifest import FACE_REGIONS, ManifestError, Segment, Utterance, VideoSegment
 
 log = logging.getLogger(__name__)
@@ -69,7 +49,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "session": {"protocol": "session_folds", "val": "next"},
 }
 DEFAULTS: dict[str, Any] = {
-    **label_defaults("4class"),
+    **common.label_defaults("4class"),
     "sessions": [1, 2, 3, 4, 5],
     "audio": "sentences",
     "video": True,
@@ -101,7 +81,7 @@ class Block:
 
 def parse_emo_evaluation(path: Path, dialogue: str, encoding: str = "auto") -> list[Block]:
     """The block heads (lines starting with `[`) of one EmoEvaluation file; annotator lines are skipped."""
-    text, _ = read_text(path, encoding)
+    text, _ = common.read_text(path, encoding)
     blocks = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -140,7 +120,7 @@ def parse_emo_evaluation(path: Path, dialogue: str, encoding: str = "auto") -> l
 
 def parse_transcription(path: Path, encoding: str = "auto") -> tuple[dict[str, str], int]:
     """utt_id -> text of one transcription file, and the number of lines that are not `ID [t0-t1]: text`."""
-    text, _ = read_text(path, encoding)
+    text, _ = common.read_text(path, encoding)
     texts: dict[str, str] = {}
     skipped = 0
     for raw in text.splitlines():
@@ -165,24 +145,25 @@ class FaceSides:
     """
 
     def __init__(self, options: dict[str, Any]) -> None:
-        by_role = option_mapping(CORPUS, options, "face_region")
+        by_role = common.option_mapping(CORPUS, options, "face_region")
         if set(by_role) != {"mocap", "partner"}:
-            raise CorpusOptionError(f"{CORPUS}: option 'face_region' needs exactly the keys mocap and partner, "
-                                    f"got {sorted(by_role)}")
+            raise common.CorpusOptionError(f"{CORPUS}: option 'face_region' needs exactly the keys mocap and partner, "
+                                           f"got {sorted(by_role)}")
         self.by_role = by_role
-        self.by_speaker = option_mapping(CORPUS, options, "face_region_by_speaker")
+        self.by_speaker = common.option_mapping(CORPUS, options, "face_region_by_speaker")
         self.by_dialogue = {d: dict(v) if isinstance(v, dict) else v
-                            for d, v in option_mapping(CORPUS, options, "face_region_by_dialogue").items()}
+                            for d, v in common.option_mapping(CORPUS, options, "face_region_by_dialogue").items()}
         for name, sides in [("face_region", by_role), ("face_region_by_speaker", self.by_speaker)]:
             for key, side in sides.items():
                 if side not in FACE_REGIONS:
-                    raise CorpusOptionError(f"{CORPUS}: option {name!r}: {key}: {side!r} is not one of "
-                                            f"{list(FACE_REGIONS)}")
+                    raise common.CorpusOptionError(f"{CORPUS}: option {name!r}: {key}: {side!r} is not one of "
+                                                   f"{list(FACE_REGIONS)}")
         for dialogue, sides in self.by_dialogue.items():
             if not isinstance(sides, dict) or not set(sides) <= {"F", "M"} or \
                     not all(s in FACE_REGIONS for s in sides.values()):
-                raise CorpusOptionError(f"{CORPUS}: option 'face_region_by_dialogue': {dialogue}: expected "
-                                        f"{{F: side, M: side}} with sides in {list(FACE_REGIONS)}, got {sides!r}")
+                raise common.CorpusOptionError(f"{CORPUS}: option 'face_region_by_dialogue': {dialogue}: expected "
+                                               f"{{F: side, M: side}} with sides in {list(FACE_REGIONS)}, "
+                                               f"got {sides!r}")
 
     def side(self, dialogue: str, session: str, mocap_letter: str, speaker_letter: str) -> str:
         per_dialogue = self.by_dialogue.get(dialogue, {})
@@ -203,7 +184,7 @@ def speaker_id(session: str, letter: str) -> str:
 class _Settings:
     """The adapter's options, resolved and checked."""
 
-    scheme: LabelScheme
+    scheme: common.LabelScheme
     sessions: list[int]
     audio_source: str  # sentences | dialog | none
     with_video: bool
@@ -212,17 +193,17 @@ class _Settings:
 
 
 def _settings(options: dict[str, Any]) -> _Settings:
-    opts = resolve_options(CORPUS, DEFAULTS, options)
-    return _Settings(scheme=label_scheme(CORPUS, opts, LABEL_SETS, CODES),
-                     sessions=option_list(CORPUS, opts, "sessions", allowed=[1, 2, 3, 4, 5]),
-                     audio_source=option_choice(CORPUS, opts, "audio", ["sentences", "dialog", "none"]),
-                     with_video=option_bool(CORPUS, opts, "video"), sides=FaceSides(opts),
-                     encoding=option_encoding(CORPUS, opts))
+    opts = common.resolve_options(CORPUS, DEFAULTS, options)
+    return _Settings(scheme=common.label_scheme(CORPUS, opts, LABEL_SETS, CODES),
+                     sessions=common.option_list(CORPUS, opts, "sessions", allowed=[1, 2, 3, 4, 5]),
+                     audio_source=common.option_choice(CORPUS, opts, "audio", ["sentences", "dialog", "none"]),
+                     with_video=common.option_bool(CORPUS, opts, "video"), sides=FaceSides(opts),
+                     encoding=common.option_encoding(CORPUS, opts))
 
 
 @dataclass(frozen=True)
 class _DialogueFiles:
-    """One dialogue's id, session, transcript lines and media (paths relative to the corpus root)."""
+    """One dialogue's id, session, transcript lines and media (paths common.relative to the corpus root)."""
 
     dialogue: str
     session: str
@@ -243,23 +224,23 @@ def _dialogue_files(root: Path, number: int, eval_path: Path, settings: _Setting
                             f"(Ses{number:02d}F_impro01 style)", source=eval_path)
     session_dir = root / f"Session{number}"
     transcript_dir = session_dir / "dialog" / "transcriptions"
-    transcript_name = stem_index(transcript_dir, ".txt", CORPUS).get(dialogue)
+    transcript_name = common.stem_index(transcript_dir, ".txt", CORPUS).get(dialogue)
     texts: dict[str, str] = {}
     if transcript_name is not None:
         texts, skipped = parse_transcription(transcript_dir / transcript_name, settings.encoding)
         stats["transcript_lines_skipped"] += skipped
     dialog_wav = None
     if settings.audio_source == "dialog":
-        dialog_wavs = stem_index(session_dir / "dialog" / "wav", ".wav", CORPUS)
+        dialog_wavs = common.stem_index(session_dir / "dialog" / "wav", ".wav", CORPUS)
         if dialogue in dialog_wavs:
-            dialog_wav = relative(session_dir / "dialog" / "wav" / dialog_wavs[dialogue], root)
+            dialog_wav = common.relative(session_dir / "dialog" / "wav" / dialog_wavs[dialogue], root)
     avi_dir = session_dir / "dialog" / "avi" / "DivX"
-    avis = stem_index(avi_dir, ".avi", CORPUS) if settings.with_video else {}
+    avis = common.stem_index(avi_dir, ".avi", CORPUS) if settings.with_video else {}
     wav_dir = session_dir / "sentences" / "wav" / dialogue
     return _DialogueFiles(dialogue=dialogue, session=f"Ses{match['session']}", mocap_letter=match["mocap"],
                           texts=texts, dialog_wav=dialog_wav,
-                          avi=relative(avi_dir / avis[dialogue], root) if dialogue in avis else None,
-                          wav_dir=relative(wav_dir, root), wavs=stem_index(wav_dir, ".wav", CORPUS))
+                          avi=common.relative(avi_dir / avis[dialogue], root) if dialogue in avis else None,
+                          wav_dir=common.relative(wav_dir, root), wavs=common.stem_index(wav_dir, ".wav", CORPUS))
 
 
 def _utterance(block: Block, label: str | None, files: _DialogueFiles, settings: _Settings,
@@ -291,17 +272,17 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read IEMOCAP_full_release at `root` into manifest records (see the module docstring)."""
     settings = _settings(options)
     scheme = settings.scheme
-    root = require_root(root, CORPUS, [f"Session{n}" for n in settings.sessions],
-                        hint="point it at IEMOCAP_full_release/ (the folder holding Session1..Session5)")
+    root = common.require_root(root, CORPUS, [f"Session{n}" for n in settings.sessions],
+                               hint="point it at IEMOCAP_full_release/ (the folder holding Session1..Session5)")
 
     stats: dict[str, Any] = {"missing_audio": 0, "missing_video": 0, "missing_text": 0, "dropped_unlabelled": 0,
                              "transcript_ids_without_utterance": 0, "transcript_lines_skipped": 0}
     utterances: list[Utterance] = []
     starts: dict[str, float] = {}
     eval_files = [(n, f) for n in sorted(settings.sessions)
-                  for f in list_files(root / f"Session{n}" / "dialog" / "EmoEvaluation", ".txt")]
+                  for f in common.list_files(root / f"Session{n}" / "dialog" / "EmoEvaluation", ".txt")]
     if not eval_files:
-        raise CorpusLayoutError(f"{CORPUS}: no EmoEvaluation files under {root}/Session*/dialog/EmoEvaluation")
+        raise common.CorpusLayoutError(f"{CORPUS}: no EmoEvaluation files under {root}/Session*/dialog/EmoEvaluation")
     seen: dict[str, str] = {}
     for number, eval_path in tqdm(eval_files, desc="iemocap dialogues", unit="dlg", disable=None):
         files = _dialogue_files(root, number, eval_path, settings, stats)
@@ -319,7 +300,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
                 continue
             utterances.append(_utterance(block, label, files, settings, stats))
             starts[block.utt_id] = block.start
-    utterances = number_turns(utterances, lambda u: starts[u.utt_id])
+    utterances = common.number_turns(utterances, lambda u: starts[u.utt_id])
     stats.update(scheme.stats())
-    stats.update(summarise(utterances, scheme.classes))
+    stats.update(common.summarise(utterances, scheme.classes))
     return PreparedCorpus(utterances, list(scheme.classes), stats)

@@ -25,24 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.corpora import PreparedCorpus
-from pipeline.corpora.common import (
-    CorpusLayoutError,
-    CorpusOptionError,
-    label_defaults,
-    label_scheme,
-    number_turns,
-    option_choice,
-    option_encoding,
-    option_list,
-    option_mapping,
-    read_text,
-    relative,
-    require_root,
-    resolve_options,
-    stem_index,
-    summarise,
-)
+from pipeline.corpora import PreparedCorpus, common
 from pipeline.manifest import ManifestError, Segment, Utterance, VideoSegment
 
 log = logging.getLogger(__name__)
@@ -61,7 +44,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     name: {"protocol": "holdout", "val": "official"} for name in ("speaker", "dialogue", "official")
 }
 DEFAULTS: dict[str, Any] = {
-    **label_defaults("emotion"),
+    **common.label_defaults("emotion"),
     "splits": list(SPLITS),
     "csv": {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"},
     "clips": {"train": "train_splits", "dev": "dev_splits_complete", "test": "output_repeated_splits_test"},
@@ -95,7 +78,7 @@ def _integer(value: str, source: Path, line: int, field: str) -> int:
 
 def read_rows(path: Path, encoding: str = "auto") -> tuple[list[tuple[int, dict[str, Any]]], str]:
     """The checked rows of one `<split>_sent_emo.csv` as (line number, typed row), and the encoding found."""
-    text, found = read_text(path, encoding)
+    text, found = common.read_text(path, encoding)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -142,19 +125,19 @@ def read_rows(path: Path, encoding: str = "auto") -> tuple[list[tuple[int, dict[
 
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read an extracted MELD.Raw folder at `root` into manifest records (see the module docstring)."""
-    opts = resolve_options(CORPUS, DEFAULTS, options)
-    column = LABEL_SETS[option_choice(CORPUS, opts, "label_set", sorted(LABEL_SETS))]["column"]
-    scheme = label_scheme(CORPUS, opts, LABEL_SETS, EMOTIONS if column == "Emotion" else SENTIMENTS)
-    splits = option_list(CORPUS, opts, "splits", allowed=SPLITS)
-    encoding = option_encoding(CORPUS, opts)
-    csv_names = option_mapping(CORPUS, opts, "csv")
-    clip_dirs = option_mapping(CORPUS, opts, "clips")
+    opts = common.resolve_options(CORPUS, DEFAULTS, options)
+    column = LABEL_SETS[common.option_choice(CORPUS, opts, "label_set", sorted(LABEL_SETS))]["column"]
+    scheme = common.label_scheme(CORPUS, opts, LABEL_SETS, EMOTIONS if column == "Emotion" else SENTIMENTS)
+    splits = common.option_list(CORPUS, opts, "splits", allowed=SPLITS)
+    encoding = common.option_encoding(CORPUS, opts)
+    csv_names = common.option_mapping(CORPUS, opts, "csv")
+    clip_dirs = common.option_mapping(CORPUS, opts, "clips")
     for name, table in (("csv", csv_names), ("clips", clip_dirs)):
         lacking = [s for s in splits if not isinstance(table.get(s), str)]
         if lacking:
-            raise CorpusOptionError(f"{CORPUS}: option {name!r} names no file for split(s) {lacking}")
-    root = require_root(root, CORPUS, [csv_names[s] for s in splits],
-                        hint="point it at the extracted MELD.Raw folder (the one holding train_sent_emo.csv)")
+            raise common.CorpusOptionError(f"{CORPUS}: option {name!r} names no file for split(s) {lacking}")
+    root = common.require_root(root, CORPUS, [csv_names[s] for s in splits],
+                               hint="point it at the extracted MELD.Raw folder (the one holding train_sent_emo.csv)")
 
     stats: dict[str, Any] = {"encodings": {}, "missing_clips": [], "unannotated_clips": [], "dropped_unlabelled": 0}
     utterances: list[Utterance] = []
@@ -163,10 +146,10 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
         csv_path = root / csv_names[split]
         clip_dir = root / clip_dirs[split]
         if not clip_dir.is_dir():
-            raise CorpusLayoutError(f"{CORPUS}: clip folder {clip_dir} for split {split!r} is missing; extract "
-                                    f"{split}.tar.gz from MELD.Raw.tar.gz into {root}")
-        clips = stem_index(clip_dir, ".mp4", CORPUS)  # dia0_utt0 -> dia0_utt0.mp4 (or .MP4)
-        clip_dir_path = relative(clip_dir, root)
+            raise common.CorpusLayoutError(f"{CORPUS}: clip folder {clip_dir} for split {split!r} is missing; extract "
+                                           f"{split}.tar.gz from MELD.Raw.tar.gz into {root}")
+        clips = common.stem_index(clip_dir, ".mp4", CORPUS)  # dia0_utt0 -> dia0_utt0.mp4 (or .MP4)
+        clip_dir_path = common.relative(clip_dir, root)
         rows, stats["encodings"][split] = read_rows(csv_path, encoding)
         annotated = set()
         for _, row in tqdm(rows, desc=f"meld {split}", unit="utt", disable=None):
@@ -191,7 +174,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
                        "episode_start": row["start"], "episode_end": row["end"]}))
             turn_keys[utt_id] = row["Utterance_ID"]
         stats["unannotated_clips"] += [f"{clip_dirs[split]}/{clips[stem]}" for stem in sorted(set(clips) - annotated)]
-    utterances = number_turns(utterances, lambda u: turn_keys[u.utt_id])
+    utterances = common.number_turns(utterances, lambda u: turn_keys[u.utt_id])
     stats.update(scheme.stats())
-    stats.update(summarise(utterances, scheme.classes))
+    stats.update(common.summarise(utterances, scheme.classes))
     return PreparedCorpus(utterances, list(scheme.classes), stats)

@@ -26,22 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.corpora import PreparedCorpus
-from pipeline.corpora.common import (
-    CorpusLayoutError,
-    label_defaults,
-    label_scheme,
-    list_files,
-    list_names,
-    option_encoding,
-    option_list,
-    read_text,
-    relative,
-    require_root,
-    resolve_options,
-    summarise,
-    walk_files,
-)
+from pipeline.corpora import PreparedCorpus, common
 from pipeline.manifest import ManifestError, Segment, Utterance, VideoSegment
 
 log = logging.getLogger(__name__)
@@ -59,7 +44,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "dialogue": {"protocol": "session_folds", "val": "next"},
 }
 DEFAULTS: dict[str, Any] = {
-    **label_defaults("4class"),
+    **common.label_defaults("4class"),
     "sessions": [1, 2, 3, 4, 5, 6],
     "conditions": list(CONDITIONS),
     "evaluation_file": None,
@@ -95,7 +80,7 @@ def utt_id_from_name(name: str) -> str | None:
 
 def parse_evaluation(path: Path, encoding: str = "auto") -> list[Rating]:
     """The consensus lines of Evaluation.txt; each is followed by its raters' lines, which are counted."""
-    text, _ = read_text(path, encoding)
+    text, _ = common.read_text(path, encoding)
     ratings: list[Rating] = []
     seen: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -149,11 +134,11 @@ def find_evaluation(root: Path, name: str | None) -> Path:
         if (root / candidate).is_file():
             return root / candidate
     if not name:
-        found = [n for n in list_names(root, ".txt") if n.lower() in {c.lower() for c in candidates}]
+        found = [n for n in common.list_names(root, ".txt") if n.lower() in {c.lower() for c in candidates}]
         if found:
             return root / found[0]
-    raise CorpusLayoutError(f"{CORPUS}: no {' or '.join(candidates)} in {root}; set the option evaluation_file "
-                            "to the labels file's path relative to the root")
+    raise common.CorpusLayoutError(f"{CORPUS}: no {' or '.join(candidates)} in {root}; set the option evaluation_file "
+                                   "to the labels file's path common.relative to the root")
 
 
 def index_media(root: Path) -> tuple[dict[str, Path], dict[str, Path], int]:
@@ -161,39 +146,39 @@ def index_media(root: Path) -> tuple[dict[str, Path], dict[str, Path], int]:
     wavs: dict[str, Path] = {}
     avis: dict[str, Path] = {}
     unrecognised = 0
-    for path in walk_files(root, (".wav", ".avi")):
+    for path in common.walk_files(root, (".wav", ".avi")):
         utt_id = utt_id_from_name(path.stem) if path.stem.startswith("MSP-IMPROV-") else None
         if utt_id is None:
             unrecognised += 1
             continue
         table = wavs if path.suffix.lower() == ".wav" else avis
         if utt_id in table:
-            raise CorpusLayoutError(f"{CORPUS}: {utt_id} has two {path.suffix} files: {table[utt_id]} and {path}; "
-                                    "keep one packaging of the corpus under the root")
+            raise common.CorpusLayoutError(f"{CORPUS}: {utt_id} has two {path.suffix} files: {table[utt_id]} and "
+                                           f"{path}; keep one packaging of the corpus under the root")
         table[utt_id] = path
     return wavs, avis, unrecognised
 
 
 def read_transcript(path: Path, encoding: str) -> str:
-    text, _ = read_text(path, encoding)
+    text, _ = common.read_text(path, encoding)
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read an MSP-IMPROV release at `root` into manifest records (see the module docstring)."""
-    opts = resolve_options(CORPUS, DEFAULTS, options)
-    scheme = label_scheme(CORPUS, opts, LABEL_SETS, CODES)
-    sessions = set(option_list(CORPUS, opts, "sessions", allowed=[1, 2, 3, 4, 5, 6]))
-    conditions = set(option_list(CORPUS, opts, "conditions", allowed=CONDITIONS))
-    encoding = option_encoding(CORPUS, opts)
-    root = require_root(root, CORPUS, hint="point it at the MSP-IMPROV folder holding Evaluation.txt")
+    opts = common.resolve_options(CORPUS, DEFAULTS, options)
+    scheme = common.label_scheme(CORPUS, opts, LABEL_SETS, CODES)
+    sessions = set(common.option_list(CORPUS, opts, "sessions", allowed=[1, 2, 3, 4, 5, 6]))
+    conditions = set(common.option_list(CORPUS, opts, "conditions", allowed=CONDITIONS))
+    encoding = common.option_encoding(CORPUS, opts)
+    root = common.require_root(root, CORPUS, hint="point it at the MSP-IMPROV folder holding Evaluation.txt")
     evaluation = find_evaluation(root, opts["evaluation_file"])
     ratings = parse_evaluation(evaluation, encoding)
     wavs, avis, unrecognised = index_media(root)
-    transcripts = {p.stem: p for p in list_files(root / opts["transcripts"], ".txt")}
+    transcripts = {p.stem: p for p in common.list_files(root / opts["transcripts"], ".txt")}
 
-    stats: dict[str, Any] = {"evaluation_file": relative(evaluation, root), "missing_audio": 0, "missing_video": 0,
-                             "missing_text": 0, "dropped_unlabelled": 0, "dropped_by_options": 0,
+    stats: dict[str, Any] = {"evaluation_file": common.relative(evaluation, root), "missing_audio": 0,
+                             "missing_video": 0, "missing_text": 0, "dropped_unlabelled": 0, "dropped_by_options": 0,
                              "unrecognised_media": unrecognised, "conditions": {}}
     rated = {r.utt_id for r in ratings}
     stats["unannotated_media"] = len((set(wavs) | set(avis)) - rated)
@@ -208,8 +193,8 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
         if not keep:
             stats["dropped_unlabelled"] += 1
             continue
-        audio = Segment(relative(wavs[rating.utt_id], root)) if rating.utt_id in wavs else None
-        video = VideoSegment(relative(avis[rating.utt_id], root)) if rating.utt_id in avis else None
+        audio = Segment(common.relative(wavs[rating.utt_id], root)) if rating.utt_id in wavs else None
+        video = VideoSegment(common.relative(avis[rating.utt_id], root)) if rating.utt_id in avis else None
         text = read_transcript(transcripts[rating.utt_id], encoding) \
             if rating.utt_id in transcripts else None
         stats["missing_audio"] += audio is None
@@ -229,5 +214,5 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     utterances.sort(key=lambda u: u.utt_id)
     stats["conditions"] = dict(sorted(stats["conditions"].items()))
     stats.update(scheme.stats())
-    stats.update(summarise(utterances, scheme.classes))
+    stats.update(common.summarise(utterances, scheme.classes))
     return PreparedCorpus(utterances, list(scheme.classes), stats)

@@ -19,19 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.corpora import PreparedCorpus
-from pipeline.corpora.common import (
-    CorpusLayoutError,
-    label_defaults,
-    label_scheme,
-    option_choice,
-    option_list,
-    relative,
-    require_root,
-    resolve_options,
-    summarise,
-    walk_files,
-)
+from pipeline.corpora import PreparedCorpus, common
 from pipeline.manifest import ManifestError, Segment, Utterance, VideoSegment
 
 log = logging.getLogger(__name__)
@@ -51,7 +39,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "dialogue": {"protocol": "speaker_folds", "folds": 6, "val": "next"},
 }
 DEFAULTS: dict[str, Any] = {
-    **label_defaults("8class"),
+    **common.label_defaults("8class"),
     "vocal_channels": ["speech"],
     "audio_source": "audio_only",
     "video_source": "full_av",
@@ -70,17 +58,17 @@ def parse_name(stem: str) -> dict[str, str] | None:
 
 def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
     """Read extracted RAVDESS zips at `root` into manifest records (see the module docstring)."""
-    opts = resolve_options(CORPUS, DEFAULTS, options)
-    scheme = label_scheme(CORPUS, opts, LABEL_SETS, EMOTION_CODES)
-    channels = set(option_list(CORPUS, opts, "vocal_channels", allowed=list(CHANNELS.values())))
-    audio_source = option_choice(CORPUS, opts, "audio_source", ["audio_only", "full_av", "none"])
-    video_source = option_choice(CORPUS, opts, "video_source", ["full_av", "video_only", "none"])
-    bad_names = option_choice(CORPUS, opts, "bad_names", ["error", "skip"])
-    root = require_root(root, CORPUS, hint="point it at the folder the RAVDESS zips were extracted into")
+    opts = common.resolve_options(CORPUS, DEFAULTS, options)
+    scheme = common.label_scheme(CORPUS, opts, LABEL_SETS, EMOTION_CODES)
+    channels = set(common.option_list(CORPUS, opts, "vocal_channels", allowed=list(CHANNELS.values())))
+    audio_source = common.option_choice(CORPUS, opts, "audio_source", ["audio_only", "full_av", "none"])
+    video_source = common.option_choice(CORPUS, opts, "video_source", ["full_av", "video_only", "none"])
+    bad_names = common.option_choice(CORPUS, opts, "bad_names", ["error", "skip"])
+    root = common.require_root(root, CORPUS, hint="point it at the folder the RAVDESS zips were extracted into")
 
     stats: dict[str, Any] = {"bad_names": [], "missing_audio": 0, "missing_video": 0, "dropped_unlabelled": 0}
     performances: dict[str, dict[str, Any]] = {}
-    for path in walk_files(root, (".wav", ".mp4")):
+    for path in common.walk_files(root, (".wav", ".mp4")):
         fields = parse_name(path.stem)
         expected_suffix = ".wav" if fields and fields["modality"] == "03" else ".mp4"
         if fields is None or path.suffix.lower() != expected_suffix:
@@ -88,7 +76,7 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
                 raise ManifestError(f"{path.name!r} is not a RAVDESS file name (MM-VV-EE-II-SS-RR-AA, modality 03 "
                                     "as .wav, 01/02 as .mp4); set bad_names: skip to list and ignore such files",
                                     source=path, field="file name")
-            stats["bad_names"].append(relative(path, root))
+            stats["bad_names"].append(common.relative(path, root))
             continue
         if CHANNELS[fields["channel"]] not in channels:
             continue
@@ -96,10 +84,11 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
         entry = performances.setdefault(utt_id, {"fields": fields, "files": {}})
         modality = MODALITIES[fields["modality"]]
         if modality in entry["files"]:
-            raise CorpusLayoutError(f"{CORPUS}: {path.name} appears twice: {entry['files'][modality]} and {path}")
+            raise common.CorpusLayoutError(f"{CORPUS}: {path.name} appears twice: {entry['files'][modality]} "
+                                           f"and {path}")
         entry["files"][modality] = path
     if not performances and not stats["bad_names"]:
-        raise CorpusLayoutError(f"{CORPUS}: no RAVDESS .wav or .mp4 files under {root}")
+        raise common.CorpusLayoutError(f"{CORPUS}: no RAVDESS .wav or .mp4 files under {root}")
 
     utterances = []
     for utt_id in sorted(performances):
@@ -115,12 +104,12 @@ def prepare(root: Path, options: dict[str, Any]) -> PreparedCorpus:
         actor = int(fields["actor"])
         utterances.append(Utterance(
             utt_id=utt_id, corpus=CORPUS, speaker=f"Actor_{actor:02d}", session=f"Actor_{actor:02d}",
-            audio=Segment(relative(audio_path, root)) if audio_path else None,
-            video=VideoSegment(relative(video_path, root)) if video_path else None,
+            audio=Segment(common.relative(audio_path, root)) if audio_path else None,
+            video=VideoSegment(common.relative(video_path, root)) if video_path else None,
             text=STATEMENTS[fields["statement"]], label=label,
             extra={"code": fields["emotion"], "vocal_channel": CHANNELS[fields["channel"]],
                    "intensity": "normal" if fields["intensity"] == "01" else "strong",
                    "repetition": int(fields["repetition"]), "sex": "male" if actor % 2 else "female"}))
     stats.update(scheme.stats())
-    stats.update(summarise(utterances, scheme.classes))
+    stats.update(common.summarise(utterances, scheme.classes))
     return PreparedCorpus(utterances, list(scheme.classes), stats)
