@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
+
+from tests.tool_modules import load_tool
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -12,17 +12,8 @@ REPO = Path(__file__).resolve().parent.parent
 PENDING: set[str] = set()  # functions allowed over the limit while a cut is under way (none now)
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("long_functions", REPO / "tools" / "long_functions.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_no_function_over_sixty_lines_but_the_pending_ones() -> None:
-    found = _tool().long_functions(REPO)
+    found = load_tool("long_functions").long_functions(REPO)
     over = {f"{f.path}:{f.name}" for f in found}
     assert over - PENDING == set(), [str(f) for f in found if f"{f.path}:{f.name}" not in PENDING]
 
@@ -33,5 +24,5 @@ def test_checker_measures_def_to_last_line(tmp_path: Path) -> None:
     body = "\n".join(f"    x{i} = {i}" for i in range(60))
     (package / "m.py").write_text(f"class C:\n    def long(self):\n{body.replace('    ', '        ')}\n\n"
                                   f"def short():\n    return 1\n")
-    found = _tool().long_functions(tmp_path, ("models",), limit=60)
+    found = load_tool("long_functions").long_functions(tmp_path, ("models",), limit=60)
     assert [(f.name, f.length) for f in found] == [("C.long", 61)]

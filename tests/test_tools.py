@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+from tests.tool_modules import load_tool
 
 
 def test_stage_times_reads_stamped_dvc_log() -> None:
-    tool = _tool("stage_times")
+    tool = load_tool("stage_times")
     log = [
         "@100.000 Running stage 'prepare@demo':",
         "@100.100 > affectflow prepare demo",
@@ -48,12 +37,12 @@ def test_cli_logs_the_cost_line_that_stage_times_reads(caplog: pytest.LogCapture
     with caplog.at_level(logging.INFO, logger="affectflow"):
         log_cost("split", 1.25)
     line = "@5.000 " + caplog.records[-1].getMessage()
-    stages = _tool("stage_times").parse(["@4.000 Running stage 'split@demo':", line])
+    stages = load_tool("stage_times").parse(["@4.000 Running stage 'split@demo':", line])
     assert stages[0].cpu_s is not None and stages[0].cpu_s > 0 and stages[0].peak_gb is not None
 
 
 def test_lock_diff_names_changed_new_and_gone_outputs(tmp_path: Path) -> None:
-    tool = _tool("lock_diff")
+    tool = load_tool("lock_diff")
     old = tmp_path / "old.lock"
     new = tmp_path / "new.lock"
     old.write_text("schema: '2.0'\nstages:\n  a:\n    cmd: x\n    outs:\n    - path: m.json\n      md5: 1\n"
