@@ -98,33 +98,45 @@ def _imported_names(node: ast.AST, module: str, is_package: bool) -> Iterable[st
             yield f"{base}.{alias.name}" if base else alias.name
 
 
-def _import_nodes(tree: ast.AST, skip_functions: set[str]) -> Iterable[ast.AST]:
-    """Every import statement of a module, at any depth, except inside the named top-level functions."""
-    stack = list(ast.iter_child_nodes(tree))
+def _import_nodes(tree: ast.Module) -> Iterable[tuple[str | None, ast.AST]]:
+    """Every import statement of a module, at any depth, with the top-level function it sits in (None outside).
+    Only statements are visited (an import is one; expressions hold none), which keeps the walk to a few percent
+    of the tree."""
+    stack: list[tuple[str | None, ast.AST]] = [
+        (node.name if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None, node)
+        for node in tree.body]
     while stack:
-        node = stack.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in skip_functions \
-                and node in getattr(tree, "body", []):
-            continue
+        function, node = stack.pop()
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node
-        stack.extend(ast.iter_child_nodes(node))
+            yield function, node
+            continue
+        for block in ("body", "orelse", "finalbody", "handlers", "cases"):
+            for child in getattr(node, block, None) or ():
+                if isinstance(child, ast.AST):
+                    stack.append((function, child))
 
 
 @functools.cache
-def direct_imports(module: str, root: Path, skip_functions: frozenset[str] = frozenset()) -> frozenset[str]:
-    """The project modules (with their parent packages) one module's file imports anywhere."""
+def _file_imports(module: str, root: Path) -> tuple[tuple[str | None, frozenset[str]], ...]:
+    """(top-level function or None, the project modules with their parent packages it may load) for each import
+    statement of one module's file: parsed once, whatever functions a caller leaves out."""
     path = module_file(module, root)
     if path is None:
-        return set()
+        return ()
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    found: set[str] = set()
-    for node in _import_nodes(tree, skip_functions):
-        for name in _imported_names(node, module, path.name == "__init__.py"):
-            for candidate in _parents(name):
-                if module_file(candidate, root) is not None:
-                    found.add(candidate)
-    return frozenset(found)
+    out = []
+    for function, node in _import_nodes(tree):
+        names = _imported_names(node, module, path.name == "__init__.py")
+        out.append((function, frozenset(c for name in names for c in _parents(name)
+                                        if module_file(c, root) is not None)))
+    return tuple(out)
+
+
+def direct_imports(module: str, root: Path, skip_functions: frozenset[str] = frozenset()) -> frozenset[str]:
+    """The project modules (with their parent packages) one module's file imports anywhere, except inside the
+    top-level functions named in `skip_functions`."""
+    return frozenset().union(*(found for function, found in _file_imports(module, root)
+                               if function not in skip_functions))
 
 
 def import_closure(seeds: Iterable[str], root: Path, skip: dict[str, set[str]] | None = None) -> set[str]:
