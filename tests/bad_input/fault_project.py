@@ -3,11 +3,14 @@ in a temporary folder, and `affectflow` run on it in a subprocess."""
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import os
+import select
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +102,64 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 
+# `affectflow` runs in a process of its own, forked for each command from one that imported the CLI, the train
+# stage and torch once: the commands run as they would from a shell (own pid, cwd, fds, exit status, resource
+# limits), without paying torch's 3-4 s import each (about a minute of the suite over these tests). Nothing a
+# command does reaches the next one: each starts from the same freshly imported process. The Ctrl-C tests still
+# start `python -c` themselves (`command`).
+ZYGOTE = r"""
+import json, os, sys, traceback
+import torch  # noqa: F401
+import pipeline.cli, pipeline.train  # noqa: F401
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.chdir(request["cwd"])
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+                os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+            exec(compile(request["code"], "<affectflow>", "exec"), {"__name__": "__main__"})
+            status = 0
+        except SystemExit as stop:
+            status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            status = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    _, waited = os.waitpid(pid, 0)
+    print(json.dumps(os.waitstatus_to_exitcode(waited)), flush=True)
+"""
+_zygote: subprocess.Popen | None = None
+
+
+def _forker() -> subprocess.Popen:
+    global _zygote
+    if _zygote is None or _zygote.poll() is not None:
+        _zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   env=env(), text=True, cwd=ROOT)
+        atexit.register(_zygote.kill)
+    return _zygote
+
+
 def affectflow(cwd: Path, *args: str, prelude: str = "", timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(command(*args, prelude=prelude), cwd=cwd, env=env(), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    """`affectflow ARGS` in `cwd` (a forked process, see ZYGOTE): its exit status, stdout and stderr."""
+    zygote = _forker()
+    with tempfile.TemporaryDirectory(prefix="affectflow-") as tmp:
+        out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+        code = f"import sys\n{prelude}\nfrom pipeline.cli import main\nsys.exit(main({list(args)!r}))"
+        zygote.stdin.write(json.dumps({"cwd": str(cwd), "code": code, "stdout": str(out), "stderr": str(err)}) + "\n")
+        zygote.stdin.flush()
+        ready, _, _ = select.select([zygote.stdout], [], [], timeout)
+        if not ready:
+            zygote.kill()
+            raise subprocess.TimeoutExpired(["affectflow", *args], timeout)
+        status = json.loads(zygote.stdout.readline())
+        return subprocess.CompletedProcess(["affectflow", *args], status, out.read_text(errors="replace"),
+                                           err.read_text(errors="replace"))
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:
