@@ -11,25 +11,27 @@ the family, never in the loss); culture_in_corpus trains on the fold's in-corpus
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from models.data import MODALITIES, UNLABELLED, Sequences, UtteranceSet, UtteranceView
 from models.metrics import mean_std
-from models.trainer import pick_device
+from models.trainer import FoldOutcome, pick_device
 from pipeline.cross_corpus import cross_corpora, cross_protocols, qualified, split_qualified
 from pipeline.errors import AffectflowError
 from pipeline.layout import checkpoint_dir, corpus_info_path, manifest_path, metrics_path, split_path, store_path
 from pipeline.manifest import CorpusInfo, read_manifest
 from pipeline.params import ConfigError, lookup, merged
+from pipeline.run_pool import run_all
 from pipeline.run_record import conditions_summary, metrics_json, run_record, runs_json
 from pipeline.splits import load_splits
-from pipeline.stage_outputs import StagedOutputs, torch_bytes
+from pipeline.stage_outputs import SignalGuard, StagedOutputs, torch_bytes
 from pipeline.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -130,11 +132,36 @@ def _discriminator_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "culture_accuracy_last_epoch": mean_std([r["extras"]["culture_accuracy_last_epoch"] for r in runs])}
 
 
-def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, Any]:
-    """Every selected fold and seed of one culture model on one cross-corpus protocol."""
+@dataclass
+class CrossJob:
+    """One run: a fold of the split file (utterance ids) and a seed."""
+
+    fold: Mapping[str, Any]
+    seed: int
+
+
+def run_cross_job(data: UtteranceSet, job: CrossJob, variant: str, family_config: dict[str, Any], device: str,
+                  threads: int, cultures: Mapping[str, int], target: str) -> FoldOutcome:
+    """Train and evaluate one run of a culture model; everything it needs is in `data` and `job` (any process)."""
     from models import culture_adv
+
+    if threads:
+        torch.set_num_threads(threads)
+    parts = fold_parts(data, job.fold, variant)
+    train_cultures = torch.tensor([cultures[split_qualified(i)[0]] for i in job.fold["train"]])
+    return culture_adv.train_and_evaluate(
+        parts["train"], parts["val"], parts["test"], family_config, seed=job.seed, device=torch.device(device),
+        adaptation=parts.get("adaptation"), train_cultures=train_cultures, target_culture=int(cultures[target]),
+        n_cultures=len(cultures))
+
+
+def train_cross(params: dict[str, Any], model: str, protocol: str, guard: SignalGuard | None = None
+                ) -> dict[str, Any]:
+    """Every selected fold and seed of one culture model on one cross-corpus protocol, in `workers` processes on
+    the CPU (the same outcomes as one). `guard`: the train stage's, which turns SIGINT/SIGTERM into a stop."""
     from pipeline.train import select_folds
 
+    guard = guard or SignalGuard()
     config = cross_model_config(params, model, protocol)
     split = load_splits(split_path(protocol))
     corpora = cross_corpora(cross_protocols(params)[protocol])
@@ -146,27 +173,28 @@ def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, 
     device = pick_device(str(config.get("device", "auto")))
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
+    workers = int(config.get("workers", 1) or 1) if device.type == "cpu" else 1  # one process drives a GPU
     family_config = {**{k: v for k, v in config.items() if k not in PIPELINE_KEYS}, "n_classes": len(split["classes"])}
+    run = functools.partial(run_cross_job, variant=config["variant"], family_config=family_config, device=str(device),
+                            threads=int(config.get("threads") or 0), cultures=split["cultures"],
+                            target=split["target"])
+    jobs = [CrossJob(fold, seed) for fold in folds for seed in seeds]
     outputs = StagedOutputs(checkpoint_dir(model, protocol), [metrics_path(model, protocol)])
     outputs.check_writable()
     outcomes, runs = [], []
+
+    def record(job: CrossJob, outcome: FoldOutcome) -> None:
+        outputs.write_bytes(outputs.staging / f"{job.fold['name']}_seed{job.seed}.pt", torch_bytes(outcome.state))
+        arrays = {k: v for k, v in outcome.extras.items() if isinstance(v, np.ndarray)}
+        if arrays and not runs:
+            outputs.write_bytes(outputs.staging / "extras.pt",
+                                torch_bytes({k: torch.from_numpy(v) for k, v in arrays.items()}))
+        outcomes.append(outcome)
+        runs.append(run_record(job.fold["name"], job.seed, outcome))
+
     outputs.begin()
     try:
-        for fold in tqdm(folds, desc=f"train {model} on {protocol}", unit="fold"):
-            parts = fold_parts(data, fold, config["variant"])
-            train_cultures = torch.tensor([split["cultures"][split_qualified(i)[0]] for i in fold["train"]])
-            for seed in seeds:
-                outcome = culture_adv.train_and_evaluate(
-                    parts["train"], parts["val"], parts["test"], family_config, seed=seed, device=device,
-                    adaptation=parts.get("adaptation"), train_cultures=train_cultures,
-                    target_culture=int(split["cultures"][split["target"]]), n_cultures=len(split["cultures"]))
-                outputs.write_bytes(outputs.staging / f"{fold['name']}_seed{seed}.pt", torch_bytes(outcome.state))
-                arrays = {k: v for k, v in outcome.extras.items() if isinstance(v, np.ndarray)}
-                if arrays and not runs:
-                    outputs.write_bytes(outputs.staging / "extras.pt",
-                                        torch_bytes({k: torch.from_numpy(v) for k, v in arrays.items()}))
-                outcomes.append(outcome)
-                runs.append(run_record(fold["name"], seed, outcome))
+        run_all(run, data, jobs, workers, guard, f"train {model} on {protocol}", record)
         metrics = {"model": model, "family": "culture", "variant": config["variant"], "corpus": protocol,
                    "protocol": "cross_corpus", "sources": split["sources"], "target": split["target"],
                    "folds": len(folds), "fold_names": [f["name"] for f in folds], "seeds": seeds,
@@ -175,7 +203,8 @@ def train_cross(params: dict[str, Any], model: str, protocol: str) -> dict[str, 
         outputs.write_text(outputs.staging / "runs.json", runs_json(model, protocol, config, split["classes"], runs))
         outputs.commit()
     except BaseException:
-        outputs.discard()
+        with guard.shielded():  # a second Ctrl-C does not cut the cleanup short
+            outputs.discard()
         raise
     log.info("trained %s on %s: %d runs", model, protocol, len(runs))
     return metrics

@@ -39,6 +39,10 @@ DVC_YAML = "dvc.yaml"
 # pipeline/cli.py's function that runs `check_under_dvc`: it can stop a stage but never changes an output, so its
 # imports (this module) are no stage's dep; otherwise an edit to the generator would re-run every stage.
 FRESHNESS_CHECK = "_check_stages"
+# Handlers of commands that are not stages, outside pipeline/cli.py: `affectflow export` (pipeline/export_cli.py)
+# imports the exporters, and through them the train stage, only when it runs; no stage runs it, so its imports are
+# no stage's dep (otherwise an edit to pipeline/train.py would re-run prepare and every extraction).
+OTHER_HANDLERS = {"pipeline.export_cli": {"run_export"}}
 FACE_EXTRACTOR = "denseface"  # a face embedder with a stage whenever extractors.denseface exists (as before)
 # The faults branch writes features/<corpus>/<extractor>.failures.jsonl beside each store; declared once it exists.
 DECLARE_FAILURE_LISTS = True
@@ -177,7 +181,7 @@ def stage_code(command: str, extra_modules: Sequence[str], root: Path) -> list[s
     handlers = cli_handlers()
     others = {fn for name, fn in handlers.items() if name != command} | {FRESHNESS_CHECK}
     seeds = ["pipeline.cli", *ENTRY_MODULES[command], *extra_modules]
-    return module_paths(import_closure(seeds, root, {"pipeline.cli": others}), root)
+    return module_paths(import_closure(seeds, root, {"pipeline.cli": others, **OTHER_HANDLERS}), root)
 
 
 # --- registries --------------------------------------------------------------------------------------------------

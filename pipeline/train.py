@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import csv
 import ctypes
+import functools
 import importlib
 import io
 import logging
-import multiprocessing as mp
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from models.condition_names import full_condition
 from models.data import MODALITIES, UNLABELLED, Sequences, UtteranceSet
@@ -45,6 +44,7 @@ from pipeline.layout import (
 from pipeline.manifest import CorpusInfo, Utterance, read_manifest
 from pipeline.modalities import MODALITY_LETTERS, model_features, model_modalities
 from pipeline.params import ConfigError, lookup, merged
+from pipeline.run_pool import run_all
 from pipeline.run_record import conditions_summary, metrics_json, run_record, runs_json
 from pipeline.splits import load_splits
 from pipeline.stage_outputs import (
@@ -53,7 +53,6 @@ from pipeline.stage_outputs import (
     SignalGuard,
     StagedOutputs,
     Stopped,
-    ignore_interrupts_in_worker,
     os_reason,
     torch_bytes,
 )
@@ -273,29 +272,6 @@ def run_job(data: UtteranceSet, job: Job, family_name: str, family_config: dict[
     return outcome
 
 
-_JOB_DATA: UtteranceSet | None = None
-_JOB_SPEC: tuple[Any, ...] = ()
-
-
-def _init_job_worker(data: UtteranceSet, spec: tuple[Any, ...]) -> None:
-    global _JOB_DATA, _JOB_SPEC
-    ignore_interrupts_in_worker()
-    logging.basicConfig(level=logging.WARNING)
-    _JOB_DATA, _JOB_SPEC = data, spec
-
-
-def _run_job_in_worker(job: Job) -> FoldOutcome:
-    assert _JOB_DATA is not None
-    return run_job(_JOB_DATA, job, *_JOB_SPEC)
-
-
-def _stop_pool(pool: Any) -> None:
-    """Terminate a worker pool at once (SIGTERM to each worker) and reap it."""
-    if pool is not None:
-        pool.terminate()
-        pool.join()
-
-
 def load_state_file(path: Path) -> dict[str, Any]:
     """A checkpoint written by the train stage, checked (present, not empty, not an LFS pointer, loadable)."""
     state = read_torch_file(path, "checkpoint")
@@ -318,7 +294,7 @@ def train_model(params: dict[str, Any], model: str, corpus: str) -> dict[str, An
             if corpus in cross_protocols(params):
                 from pipeline.cross_training import train_cross
 
-                return train_cross(params, model, corpus)
+                return train_cross(params, model, corpus, guard)
             return _train_model(params, model, corpus, guard)
         except (Stopped, KeyboardInterrupt) as stop:
             name = stop.name if isinstance(stop, Stopped) else "SIGINT"
@@ -455,26 +431,9 @@ class RunRecorder:
 def run_jobs(plan: TrainPlan, jobs: list[Job], guard: SignalGuard, recorder: RunRecorder) -> None:
     """Run the jobs in this process or in a pool of `workers` processes (CPU only), recording each as it ends."""
     workers = int(plan.config.get("workers", 1) or 1) if plan.device.type == "cpu" else 1  # one process drives a GPU
-    spec = (plan.config["family"], plan.family_config, str(plan.device), int(plan.config.get("threads") or 0))
-    pool = None
-    try:
-        if workers > 1:
-            with guard.critical():  # a signal while the pool starts is handled once it exists
-                pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_job_worker,
-                                                    initargs=(plan.data, spec))
-            outcomes = pool.imap(_run_job_in_worker, jobs)
-        else:
-            outcomes = (run_job(plan.data, job, *spec) for job in jobs)
-        for job, outcome in tqdm(zip(jobs, outcomes, strict=True), total=len(jobs),
-                                 desc=f"train {plan.model} on {plan.corpus}", unit="run"):
-            recorder.add(job, outcome)
-        if pool is not None:
-            pool.close()
-            pool.join()
-            pool = None
-    finally:
-        with guard.shielded():  # a second Ctrl-C does not cut the cleanup short
-            _stop_pool(pool)
+    run = functools.partial(run_job, family_name=plan.config["family"], family_config=plan.family_config,
+                            device=str(plan.device), threads=int(plan.config.get("threads") or 0))
+    run_all(run, plan.data, jobs, workers, guard, f"train {plan.model} on {plan.corpus}", recorder.add)
 
 
 def write_outputs(plan: TrainPlan, recorder: RunRecorder, guard: SignalGuard) -> dict[str, Any]:

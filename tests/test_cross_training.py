@@ -88,3 +88,26 @@ def test_stores_of_another_width_fail_naming_both(project: dict) -> None:
     writer.finalize()
     with pytest.raises(CrossStoreError, match=r"features/src/bert.h5.*features/tgt/bert.h5"):
         train_cross(project, "culture_adv", "src_to_tgt")
+
+
+def test_two_workers_write_the_same_bytes_as_one(project: dict) -> None:
+    """The runs of a culture model in a pool of 2 spawned workers: the same checkpoints, runs.json, embeddings and
+    metrics as in one process, in the same order."""
+    import shutil
+
+    split_corpus(project, "src_to_tgt")
+    train = project["cross_corpus"]["src_to_tgt"]["train"]
+    train.update(folds=[0, 1], seeds=[0, 1])
+
+    def outputs() -> dict[str, bytes]:
+        files = [*Path("checkpoints/culture_adv/src_to_tgt").iterdir(), Path("metrics/culture_adv/src_to_tgt.json")]
+        return {p.name: p.read_bytes() for p in sorted(files)}
+
+    train["workers"] = 1
+    train_model(project, "culture_adv", "src_to_tgt")
+    one = outputs()
+    shutil.rmtree("checkpoints/culture_adv")
+    train["workers"] = 2
+    train_model(project, "culture_adv", "src_to_tgt")
+    assert len(one) == 7 and "extras.pt" in one  # 4 runs, extras, runs.json, metrics
+    assert outputs() == one
