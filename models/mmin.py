@@ -29,7 +29,7 @@ from models.condition_names import missing_conditions
 from models.conditions import complement, expand_items, mask_inputs
 from models.data import condition_mask
 from models.encoders import ModalityInputs, UtteranceEncoders
-from models.recipe import ItemBatch, Parts, condition_plan, prepare, require, start, train_and_test
+from models.recipe import ItemBatch, Parts, condition_plan, fold_tensors, require, start, train_and_test
 from models.trainer import FoldOutcome, kaiming_init
 from models.utt_fusion import Classifier
 
@@ -239,7 +239,7 @@ def train_and_evaluate(train: Parts, val: Parts, test: Parts, config: dict, *, s
     generator = start(config, seed, "mmin")
     if len(train.modalities) < MIN_MODALITIES:
         raise ValueError(NEEDS_TWO_MODALITIES.format(modalities=", ".join(train.modalities)))
-    folds = prepare(train, val, test, config, device)
+    folds = fold_tensors(train, val, test, config, device)
     plan = condition_plan(config, folds["train"].modalities, "mmin")
     model = MMIN(folds["train"].dims, int(config["n_classes"]), config)
     target = load_pretrained_encoders(model, init_state)

@@ -114,8 +114,9 @@ def start(config: Mapping[str, Any], seed: int, where: str) -> torch.Generator:
     return seed_everything(seed)
 
 
-def prepare(train: Parts, val: Parts, test: Parts, config: Mapping[str, Any],
-            device: torch.device) -> dict[str, FoldTensors]:
+def fold_tensors(train: Parts, val: Parts, test: Parts, config: Mapping[str, Any],
+                 device: torch.device) -> dict[str, FoldTensors]:
+    """The fold's three parts as padded tensors on `device` (frames and normalisation as `config` says)."""
     return prepare_fold({"train": train, "val": val, "test": test}, int(config["n_classes"]), config["frames"],
                         config["normalise"], device)
 

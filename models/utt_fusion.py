@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.encoders import ModalityInputs, UtteranceEncoders
-from models.recipe import ItemBatch, Parts, condition_plan, prepare, start, train_and_test
+from models.recipe import ItemBatch, Parts, condition_plan, fold_tensors, start, train_and_test
 from models.trainer import FoldOutcome, kaiming_init
 
 TAKES_VIEWS = True  # train_and_evaluate reads views (UtteranceSet.view) through models.batches, never copies
@@ -61,7 +61,7 @@ def train_and_evaluate(train: Parts, val: Parts, test: Parts, config: dict, *, s
 
     `init_state`, when given, is a UttFusion state to start from (e.g. to fine-tune); normally None."""
     generator = start(config, seed, "utt_fusion")
-    folds = prepare(train, val, test, config, device)
+    folds = fold_tensors(train, val, test, config, device)
     plan = condition_plan(config, folds["train"].modalities, "utt_fusion")
     model = UttFusion(folds["train"].dims, int(config["n_classes"]), config)
     if init_state is not None:
