@@ -469,10 +469,16 @@ def render(params: dict[str, Any], root: Path) -> str:
                  "split-cross", "train-cross"):
         if name in groups:
             stages[name] = groups[name].render()
+    # The report cites each training stage's code and params md5s from dvc.lock: it depends on that code and those
+    # params too, so it is written again when they change even where every training output stays the same bytes.
+    trained = [(groups[kind], inst) for kind in ("train", "finetune", "train-cross") if kind in groups
+               for inst in groups[kind].instances]
+    train_code = {d for _, inst in trained for d in inst.deps if d.endswith(".py")}
+    train_params = sorted({_subst(p, inst) for group, inst in trained for p in [*group.params, *inst.params]})
     stages["report"] = {"cmd": "affectflow report",
                         "deps": [*map(_posix, (layout.METRICS, layout.CHECKPOINTS, layout.CURVES_ROOT, layout.LIVE)),
-                                 *stage_code("report", (), root)],
-                        "params": ["report"],
+                                 *sorted(train_code.union(stage_code("report", (), root)))],
+                        "params": ["report", *train_params],
                         "outs": [{_posix(layout.report_markdown()): {"cache": False}},
                                  {_posix(layout.report_plots()): {"cache": False}}]}
     doc: dict[str, Any] = {"stages": stages}

@@ -131,6 +131,15 @@ def test_each_stage_depends_on_every_project_module_it_imports(imported: dict[st
     assert "pipeline/extract/face.py" not in deps["extract@demo-bert"]
     assert "models/ssmm.py" in deps["train@ssmm-demo"] and "models/ssmm.py" not in deps["train@utt_fusion-demo"]
     assert "pipeline/corpora/demo.py" in deps["prepare@demo"]
+    # `affectflow export`'s handler imports the exporters (and the train stage) when export runs, never in a stage
+    assert "pipeline/export_cli.py" in deps["prepare@demo"] and "pipeline/export.py" not in deps["prepare@demo"]
+    assert "pipeline/train.py" in deps["train@utt_fusion-demo"]
+    # the report cites the training stages' code and params md5s: it is written again whenever they change
+    training = [s for s in deps if s.startswith(("train@", "finetune@", "train-cross@"))]
+    assert {d for s in training for d in deps[s] if d.endswith(".py")} <= set(deps["report"])
+    report_params = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["params"]
+    assert {"train", "models.mmin", "models.culture_adv", "cross_corpus.demo_to_demo_b"} <= set(report_params)
+    assert not [s for s in deps if s.startswith(("prepare@", "extract", "faces@")) and "pipeline/train.py" in deps[s]]
 
 
 def test_the_check_fails_when_a_stage_misses_a_module(imported: dict[str, list[str]]) -> None:
