@@ -31,6 +31,14 @@ def test_stage_times_reads_stamped_dvc_log() -> None:
     assert "| **all 2 stages** | 42.0 | 41.2 | |" in table
 
 
+def test_stage_times_creates_the_log_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`make demo` logs to .dvc/tmp/stage_times.log, and a fresh clone has no .dvc/tmp/ (git ignores it)."""
+    tool = load_tool("stage_times")
+    log = tmp_path / ".dvc" / "tmp" / "stage_times.log"
+    lines, _, code = tool.run(["--help"], log)  # `dvc repro --help`: runs nothing
+    assert code == 0 and log.read_text().splitlines() == lines and any("usage" in line for line in lines)
+
+
 def test_cli_logs_the_cost_line_that_stage_times_reads(caplog: pytest.LogCaptureFixture) -> None:
     from pipeline.cli import log_cost
 

@@ -71,6 +71,7 @@ def run(dvc_args: list[str], log_path: Path) -> tuple[list[str], float, int]:
     """`dvc repro` with every output line stamped and echoed; returns the lines, the end time, the exit code."""
     command = [str(Path(sys.executable).with_name("dvc")), "repro", *dvc_args]
     lines: list[str] = []
+    log_path.parent.mkdir(parents=True, exist_ok=True)  # `make demo` logs to .dvc/tmp/, absent in a fresh clone
     with open(log_path, "w") as log, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                       text=True, bufsize=1) as proc:
         assert proc.stdout is not None
